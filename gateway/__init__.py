@@ -1,0 +1,1 @@
+"""hookline gateway: HTTP ingress, provider verification, publishing."""

@@ -1,0 +1,1 @@
+"""The only gateway package that imports Starlette."""

@@ -1,0 +1,1 @@
+"""Pure provider code: verify raw callbacks and normalize them to events."""

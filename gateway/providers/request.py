@@ -1,0 +1,109 @@
+"""The raw callback as providers sent it, and strict parsers for its payload.
+
+Pure code: the HTTP layer builds a ``RawRequest`` (public URL rebuilt, headers lower-cased,
+body read under the size limit) and everything downstream is a function of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+
+from gateway.errors import MalformedPayload, UnsupportedMediaType
+
+FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+# Parameters by name, each with its values in arrival order (repeated keys keep every value).
+Params = dict[str, list[str]]
+
+# Twilio callbacks carry a few dozen parameters; a body of 64 KiB cannot hold more than this
+# many meaningful ones, and the cap keeps a hostile body from building a huge dict.
+MAX_FIELDS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    """One received callback, before any verification.
+
+    ``url`` is the public URL the provider called (scheme, host, port, path and the query string
+    exactly as sent); ``headers`` keys are lower-case.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: str = ""
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type without parameters, lower-cased ("" when absent)."""
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def parse_urlencoded(text: bytes | str, *, what: str = "form body") -> Params:
+    """Parse ``application/x-www-form-urlencoded`` strictly (UTF-8, no junk fields).
+
+    Raises MalformedPayload for invalid UTF-8 (raw or percent-encoded), too many fields, or a
+    field without ``=``.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedPayload(
+                f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            ) from exc
+    params: Params = {}
+    if not text:
+        return params
+    try:
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload(
+            f"{what} has a percent-escape that is not UTF-8: {exc.reason}"
+        ) from exc
+    except ValueError as exc:
+        raise MalformedPayload(f"{what} is not valid form encoding: {exc}") from exc
+    for key, value in pairs:
+        params.setdefault(key, []).append(value)
+    return params
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON body that must be an object."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedPayload(f"JSON body does not parse: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MalformedPayload(f"expected a JSON object body, got {type(doc).__name__}")
+    return doc
+
+
+def require_media_type(request: RawRequest, allowed: tuple[str, ...]) -> str:
+    """Return the request's media type, or raise UnsupportedMediaType naming what is accepted."""
+    media_type = request.media_type
+    if media_type not in allowed:
+        shown = media_type or "no Content-Type"
+        raise UnsupportedMediaType(f"expected Content-Type {' or '.join(allowed)}, got {shown}")
+    return media_type
+
+
+def first(params: Params, name: str, default: str | None = None) -> str | None:
+    """The first value of a parameter, or ``default``."""
+    values = params.get(name)
+    return values[0] if values else default
+
+
+def raw_view(params: Params) -> dict[str, str | list[str]]:
+    """Parameters as received for an event's ``raw``: single values as strings, repeats as lists."""
+    return {key: values[0] if len(values) == 1 else list(values) for key, values in params.items()}

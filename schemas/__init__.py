@@ -1,0 +1,1 @@
+"""hookline contracts: event envelope, JSON Schemas and AMQP topology as data (no I/O)."""

@@ -1,0 +1,80 @@
+"""RabbitMQ topology as data (DESIGN section 6, contract); declared by gateway.broker.
+
+Keeping names and arguments here, free of I/O, lets the real broker, the embedded broker and
+the deploy definitions share one source of truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+EVENTS_EXCHANGE: Final = "hookline.events"
+DEAD_LETTER_EXCHANGE: Final = "hookline.dlx"
+DEAD_QUEUE: Final = "hookline.dead"
+USAGE_QUEUE: Final = "hookline.usage"
+TENANT_QUEUE_PREFIX: Final = "hookline.tenant."
+
+# The usage worker meters status events only (DESIGN section 6).
+USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status")
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    name: str
+    type: str  # "topic", "direct" or "fanout"
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    name: str
+    bindings: tuple[tuple[str, str], ...]  # (exchange, routing-key pattern)
+    arguments: dict[str, str | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+
+
+def tenant_queue(tenant_id: str) -> str:
+    return TENANT_QUEUE_PREFIX + tenant_id
+
+
+def _quorum() -> dict[str, str | int]:
+    # Quorum queues replicate and survive node loss; dead letters go to hookline.dlx.
+    # https://www.rabbitmq.com/docs/quorum-queues
+    return {"x-queue-type": "quorum", "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+
+
+def build_topology(tenant_ids: list[str] | tuple[str, ...]) -> Topology:
+    """Everything hookline declares for the given tenants, in declaration order."""
+    exchanges = (Exchange(EVENTS_EXCHANGE, "topic"), Exchange(DEAD_LETTER_EXCHANGE, "topic"))
+    queues = [
+        Queue(DEAD_QUEUE, ((DEAD_LETTER_EXCHANGE, "#"),), {"x-queue-type": "quorum"}),
+        Queue(USAGE_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in USAGE_BINDINGS), _quorum()),
+    ]
+    queues += [
+        Queue(tenant_queue(tid), ((EVENTS_EXCHANGE, f"{tid}.#"),), _quorum()) for tid in tenant_ids
+    ]
+    return Topology(exchanges, tuple(queues))
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more words.
+
+    https://www.rabbitmq.com/tutorials/amqp-concepts#exchange-topic
+    """
+    return _match(pattern.split("."), routing_key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _match(rest, words[1:])

@@ -1,0 +1,1 @@
+"""hookline workers: consumers of the event stream."""
