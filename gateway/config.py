@@ -1,0 +1,298 @@
+"""The TOML config file: tenants, their provider accounts and secrets, the [gateway] table.
+
+Every allowed key is in ``ALLOWED_KEYS``, so a typo fails at start-up instead of silently
+disabling a tenant. All problems are reported together, each naming its key, so one ``hookline
+check`` shows everything to fix. Messages never contain a secret value. A new per-tenant
+section (routing, flows, ...) is one entry in ``TENANT_SECTIONS`` plus its ``ALLOWED_KEYS``;
+its parsed value lands in ``Tenant.extra[name]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import tomllib
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from gateway.errors import ConfigError
+from gateway.secrets import Secret
+from gateway.tenants import (
+    DEFAULT_FALLBACK_VOICE_TWIML,
+    TENANT_ID_PATTERN,
+    KaleyraAccount,
+    StaticTenantRegistry,
+    Tenant,
+    TwilioAccount,
+)
+
+DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+# Provider callbacks are a few KiB (MMS media arrive as URLs): a limit above this is a typo.
+MAX_BODY_BYTES_LIMIT: Final = 16 * 1024 * 1024
+ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-fA-F]{32}")
+
+#: Every key each table may hold: the one place to extend when the config grows.
+ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
+    "document": frozenset({"gateway", "tenants"}),
+    "gateway": frozenset({"max_body_bytes"}),
+    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra"}),
+    "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
+    "tenant.kaleyra": frozenset({"sid", "callback_secret", "previous_callback_secret"}),
+}
+_REFERENCE_FORMS: Final = "a string: env:NAME, file:PATH or a literal"
+# What a TOML value can be, named as the TOML spec does; the rest are dates and times.
+_TYPE_NAMES: Final = {str: "a string", int: "an integer", float: "a float", bool: "a boolean",
+                      dict: "a table", list: "an array", type(None): "nothing"}  # fmt: skip
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in the config, one line each, naming its key."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        summary = f"{len(self.problems)} problems:" + "".join(f"\n  {p}" for p in self.problems)
+        super().__init__(self.problems[0] if len(self.problems) == 1 else summary)
+
+
+class Reader:
+    """What every table shares: where problems go and how secret references resolve."""
+
+    def __init__(self, *, environ: Mapping[str, str], base_dir: Path, source: str | None) -> None:
+        self.environ, self.base_dir = environ, base_dir
+        self.prefix = f"{source}: " if source else ""
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.prefix}{key}: {message}")
+
+
+class Table:
+    """Typed, key-checked access to one TOML table; problems are reported, not raised."""
+
+    __slots__ = ("_data", "_reader", "_start", "path")
+
+    def __init__(
+        self, data: Mapping[str, object], path: str, allowed: frozenset[str], reader: Reader
+    ) -> None:
+        self._data, self.path, self._reader = data, path, reader
+        self._start, names = len(reader.problems), ", ".join(sorted(allowed))
+        for key in sorted(set(data) - allowed):
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            self.fail(key, f"unknown key ({f'did you mean {hint[0]!r}' if hint else names})")
+
+    @property
+    def ok(self) -> bool:
+        """No problem was reported in this table or its sub-tables so far."""
+        return len(self._reader.problems) == self._start
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, message: str) -> None:
+        self._reader.fail(self.key(name), message)
+
+    def _get(self, name: str, kind: type, expected: str, required: bool) -> Any:
+        value = self._data.get(name)
+        # bool is an int subclass: `max_body_bytes = true` must not pass as 1.
+        if isinstance(value, kind) and not isinstance(value, bool):
+            return value
+        if value is not None or required:
+            got = _TYPE_NAMES.get(type(value), "a date or time")
+            self.fail(name, f"expected {expected}, got {got}")
+        return None
+
+    def string(self, name: str, *, required: bool = True) -> str | None:
+        value: str | None = self._get(name, str, "a string", required)
+        if value == "":
+            self.fail(name, "expected a non-empty string, got an empty string")
+        return value or None
+
+    def integer(self, name: str, minimum: int, maximum: int) -> int | None:
+        value = self._get(name, int, "an integer", False)
+        if value is None or minimum <= value <= maximum:
+            return value  # type: ignore[no-any-return]
+        self.fail(name, f"expected an integer from {minimum} to {maximum}, got {value}")
+        return None
+
+    def table(self, name: str, allowed: frozenset[str]) -> Table | None:
+        value = self._get(name, dict, "a table", False)
+        return Table(value, self.key(name), allowed, self._reader) if value is not None else None
+
+    def tables(self, name: str, allowed: frozenset[str]) -> list[Table]:
+        value = self._get(name, list, f"an array of tables ([[{name}]])", False)
+        found: list[Table] = []
+        for index, item in enumerate(value if isinstance(value, list) else ()):
+            if isinstance(item, dict):
+                found.append(Table(item, self.key(f"{name}[{index}]"), allowed, self._reader))
+            else:
+                got = _TYPE_NAMES.get(type(item), "a date or time")
+                self.fail(f"{name}[{index}]", f"expected a table, got {got}")
+        return found
+
+    def secret(self, name: str, *, required: bool = True) -> Secret | None:
+        """Resolve "env:NAME", "file:PATH" (relative to the config file) or a literal."""
+        ref: str | None = self._get(name, str, _REFERENCE_FORMS, required)
+        if ref is None:
+            return None
+        (scheme, colon, rest), value, origin = ref.partition(":"), ref, "the value"
+        try:
+            if colon and scheme.lower() == "env":
+                origin = f"environment variable {rest}"
+                value = self._reader.environ[rest]
+            elif colon and scheme.lower() == "file":
+                # Joining an absolute path replaces base_dir: only relative paths are anchored.
+                path = self._reader.base_dir / Path(rest).expanduser()
+                origin = f"secret file {path}"
+                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except KeyError:
+            self.fail(name, f"{origin} is not set")
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+            self.fail(name, f"cannot read {origin}: {why}")
+            return None
+        # Never echo the value: say what is wrong with it, not what it is.
+        if value != value.strip() or not value:
+            self.fail(name, f"{origin} is {'empty' if not value else 'padded with whitespace'}")
+            return None
+        return Secret(value)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The [gateway] table."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A parsed, validated config file (or the empty one used when there is no file)."""
+
+    path: Path | None = None
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
+
+
+def _parse_twilio(table: Table) -> TwilioAccount | None:
+    sid = table.string("account_sid")
+    if sid is not None and not ACCOUNT_SID_PATTERN.fullmatch(sid):
+        table.fail("account_sid", f"expected AC followed by 32 hex digits, got {sid!r}")
+    token = table.secret("auth_token")
+    previous = table.secret("previous_auth_token", required=False)
+    if sid is None or token is None or not table.ok:
+        return None
+    # Twilio sends SIDs with lower-case hex; the registry looks them up verbatim.
+    return TwilioAccount("AC" + sid[2:].lower(), token, previous)
+
+
+def _parse_kaleyra(table: Table) -> KaleyraAccount | None:
+    sid = table.string("sid")
+    secret = table.secret("callback_secret")
+    previous = table.secret("previous_callback_secret", required=False)
+    if sid is None or secret is None or not table.ok:
+        return None
+    return KaleyraAccount(sid, secret, previous)
+
+
+#: Per-tenant sub-tables: twilio and kaleyra become Tenant fields, others Tenant.extra[name].
+TENANT_SECTIONS: Final[Mapping[str, Callable[[Table], object | None]]] = {
+    "twilio": _parse_twilio,
+    "kaleyra": _parse_kaleyra,
+}
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> ConfigFile:
+    """Read and validate the config file; ConfigError names the path or the invalid keys."""
+    try:
+        with path.open("rb") as fp:
+            document = tomllib.load(fp)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+        raise ConfigError(f"config file {path}: cannot be read: {why}") from None
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message gives line and column, never the offending text.
+        raise ConfigError(f"config file {path}: is not valid TOML: {exc}") from None
+    return parse_config(document, environ=environ, base_dir=path.absolute().parent, path=path)
+
+
+def parse_config(
+    document: Mapping[str, object],
+    *,
+    environ: Mapping[str, str],
+    base_dir: Path,
+    path: Path | None = None,
+) -> ConfigFile:
+    """Validate an already-decoded TOML document (``file:`` secrets resolve from base_dir)."""
+    reader = Reader(environ=environ, base_dir=base_dir, source=str(path) if path else None)
+    root = Table(document, "", ALLOWED_KEYS["document"], reader)
+    gateway = root.table("gateway", ALLOWED_KEYS["gateway"])
+    limit = gateway.integer("max_body_bytes", 1, MAX_BODY_BYTES_LIMIT) if gateway else None
+    parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
+    tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
+    _check_unique(reader, tenants)
+    if reader.problems:
+        raise ConfigProblems(reader.problems)
+    return ConfigFile(
+        path=path,
+        gateway=GatewayConfig(max_body_bytes=limit or DEFAULT_MAX_BODY_BYTES),
+        tenants=StaticTenantRegistry(tenant for _, tenant in tenants),
+    )
+
+
+def _parse_tenant(table: Table) -> Tenant | None:
+    tenant_id = table.string("id")
+    if tenant_id is not None and not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        table.fail("id", f"expected a slug matching {TENANT_ID_PATTERN.pattern}, got {tenant_id!r}")
+    name = table.string("name", required=False)
+    twiml = table.string("fallback_voice_twiml", required=False)
+    try:
+        # Our own config, not untrusted input, so the stdlib parser is fine here.
+        tag = f"<{ET.fromstring(twiml).tag}>" if twiml else "<Response>"  # noqa: S314
+    except ET.ParseError as exc:
+        tag = f"a parse error: {exc}"
+    if tag != "<Response>":
+        table.fail("fallback_voice_twiml", f"expected a well-formed <Response> document, got {tag}")
+    sections: dict[str, object] = {}
+    for section, parse in TENANT_SECTIONS.items():
+        sub = table.table(section, ALLOWED_KEYS[f"tenant.{section}"])
+        if sub is not None:
+            sections[section] = parse(sub)
+    if tenant_id is None or not table.ok:
+        return None
+    twilio, kaleyra = sections.pop("twilio", None), sections.pop("kaleyra", None)
+    return Tenant(
+        id=tenant_id,
+        name=name or tenant_id,
+        twilio=twilio if isinstance(twilio, TwilioAccount) else None,
+        kaleyra=kaleyra if isinstance(kaleyra, KaleyraAccount) else None,
+        fallback_voice_twiml=twiml or DEFAULT_FALLBACK_VOICE_TWIML,
+        extra=sections,
+    )
+
+
+def _check_unique(reader: Reader, tenants: Iterable[tuple[str, Tenant]]) -> None:
+    """Ids, AccountSids, Kaleyra sids and Kaleyra callback secrets belong to one tenant each
+    (Kaleyra callbacks carry only the static secret: a shared one would let tenants cross)."""
+    owners: dict[tuple[str, object], tuple[str, str]] = {}
+    for where, tenant in tenants:
+        claims: list[tuple[str, str, object]] = [("id", "tenant id", tenant.id)]
+        if tenant.twilio is not None:
+            claims.append(("twilio.account_sid", "AccountSid", tenant.twilio.account_sid))
+        if (kaleyra := tenant.kaleyra) is not None:
+            claims.append(("kaleyra.sid", "Kaleyra sid", kaleyra.sid))
+            for key in ("callback_secret", "previous_callback_secret"):
+                if (secret := getattr(kaleyra, key)) is not None:
+                    # Compared by digest: O(n) lookups, and messages cannot show the value.
+                    digest = hashlib.sha256(secret.reveal().encode()).digest()
+                    claims.append((f"kaleyra.{key}", "callback secret", digest))
+        for key, namespace, value in claims:
+            other, other_id = owners.setdefault((namespace, value), (where, tenant.id))
+            if other != where:
+                shown = "" if namespace == "callback secret" else f" {value!r}"
+                used = f"already used by {other} (tenant {other_id!r})"
+                reader.fail(f"{where}.{key}", f"duplicate {namespace}{shown}: {used}")

@@ -1,0 +1,254 @@
+"""Settings from the environment (DESIGN section 2) plus the config file, validated at start-up.
+
+``load_settings`` reads every HOOKLINE_* variable from an injected mapping (tests never touch
+os.environ), collects every problem, and raises one ConfigError naming each variable or key,
+what was expected and what arrived. A variable set to the empty string counts as unset, as in
+``${VAR:-default}`` shell and compose files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from pathlib import Path
+from typing import Final, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from gateway.config import DEFAULT_MAX_BODY_BYTES, ConfigFile, ConfigProblems, load_config
+from gateway.errors import ConfigError
+from gateway.log import mask_url_password
+from gateway.tenants import StaticTenantRegistry
+
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+IPNetwork = IPv4Network | IPv6Network
+_T = TypeVar("_T")
+
+DEFAULT_CONFIG_PATH: Final = Path("hookline.toml")
+DEFAULT_AMQP_URL: Final = "memory://"
+DEFAULT_DATA_DIR: Final = Path(".hookline")
+_LOG_FORMATS: Final[Mapping[str, LogFormat]] = {"json": "json", "console": "console"}
+_LOG_LEVELS: Final[Mapping[str, LogLevel]] = {
+    "debug": "debug", "info": "info", "warning": "warning", "error": "error",
+}  # fmt: skip
+
+
+def default_db_url(data_dir: Path) -> str:
+    """The embedded SQLite ledger inside the data directory (SQLAlchemy-style URL)."""
+    return f"sqlite:///{data_dir / 'hookline.db'}"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Settings:
+    """Everything a hookline process is configured with. Every field has the documented
+    default, so tests can build one directly: ``Settings(tenants=registry)``."""
+
+    config_path: Path = DEFAULT_CONFIG_PATH
+    amqp_url: str = DEFAULT_AMQP_URL
+    public_url: str | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    data_dir: Path = DEFAULT_DATA_DIR
+    db_url: str = default_db_url(DEFAULT_DATA_DIR)
+    log_format: LogFormat = "json"
+    log_level: LogLevel = "info"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
+    #: False when HOOKLINE_CONFIG was unset and ./hookline.toml absent (zero tenants).
+    config_found: bool = False
+
+    def is_trusted_proxy(self, host: str) -> bool:
+        """True when ``host`` (the TCP peer address) may set X-Forwarded-Proto/Host."""
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ip_address(host.strip("[]"))
+        except ValueError:
+            return False  # a unix socket path or a name: never trusted
+        # A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted_proxies)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file when db_url is SQLite, else None."""
+        prefix = "sqlite:///"
+        return Path(self.db_url[len(prefix) :]) if self.db_url.startswith(prefix) else None
+
+    def __repr__(self) -> str:
+        # URLs may carry passwords; tenants carry Secrets (masked by their own repr, but a
+        # thousand tenants would make this unreadable): show ids only.
+        ids = [tenant.id for tenant in self.tenants]
+        shown = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+        return (
+            f"Settings(config_path={str(self.config_path)!r}, "
+            f"amqp_url={mask_url_password(self.amqp_url)!r}, public_url={self.public_url!r}, "
+            f"trusted_proxies=[{', '.join(map(str, self.trusted_proxies))}], "
+            f"data_dir={str(self.data_dir)!r}, db_url={mask_url_password(self.db_url)!r}, "
+            f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
+            f"max_body_bytes={self.max_body_bytes}, tenants=[{shown}], "
+            f"config_found={self.config_found})"
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, stdout_isatty: bool | None = None
+) -> Settings:
+    """Build Settings from ``environ`` (default os.environ) and the config file it names.
+
+    ``stdout_isatty`` decides the default log format (console on a terminal, JSON otherwise);
+    None asks sys.stdout.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    amqp_url = _amqp_url(get("HOOKLINE_AMQP_URL"), problems)
+    public_url = _public_url(get("HOOKLINE_PUBLIC_URL"), problems)
+    proxies = _trusted_proxies(get("HOOKLINE_TRUSTED_PROXIES"), problems)
+    data_dir = Path(get("HOOKLINE_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        problems.append(f"HOOKLINE_DATA_DIR: expected a directory, got {str(data_dir)!r}, a file")
+    db_url = _db_url(get("HOOKLINE_DB_URL"), data_dir, problems)
+
+    raw_format = get("HOOKLINE_LOG_FORMAT")
+    if raw_format is None:
+        tty = _stdout_isatty() if stdout_isatty is None else stdout_isatty
+        log_format: LogFormat = "console" if tty else "json"
+    else:
+        log_format = _choice("HOOKLINE_LOG_FORMAT", raw_format, _LOG_FORMATS, problems, "json")
+    raw_level = get("HOOKLINE_LOG_LEVEL") or "info"
+    log_level = _choice("HOOKLINE_LOG_LEVEL", raw_level, _LOG_LEVELS, problems, "info")
+
+    config_path, config = _config(get("HOOKLINE_CONFIG"), env, problems)
+    if problems:
+        raise ConfigProblems(problems)
+    return Settings(
+        config_path=config_path,
+        amqp_url=amqp_url,
+        public_url=public_url,
+        trusted_proxies=proxies,
+        data_dir=data_dir,
+        db_url=db_url,
+        log_format=log_format,
+        log_level=log_level,
+        max_body_bytes=config.gateway.max_body_bytes,
+        tenants=config.tenants,
+        config_found=config.path is not None,
+    )
+
+
+def _config(
+    raw: str | None, env: Mapping[str, str], problems: list[str]
+) -> tuple[Path, ConfigFile]:
+    # Without HOOKLINE_CONFIG a missing ./hookline.toml is fine (the gateway starts with zero
+    # tenants and answers 403); a path the operator named explicitly must exist.
+    path = DEFAULT_CONFIG_PATH if raw is None else Path(raw).expanduser()
+    if raw is None and not path.exists():
+        return path, ConfigFile()
+    if raw is not None and not path.is_file():
+        state = "is a directory" if path.is_dir() else "does not exist"
+        problems.append(f"HOOKLINE_CONFIG: expected a TOML file, got {raw!r}, which {state}")
+        return path, ConfigFile()
+    try:
+        return path, load_config(path, env)
+    except ConfigProblems as exc:
+        problems.extend(exc.problems)
+    except ConfigError as exc:
+        problems.append(f"HOOKLINE_CONFIG: {exc}" if raw is not None else str(exc))
+    return path, ConfigFile()
+
+
+def _choice(
+    name: str, raw: str, choices: Mapping[str, _T], problems: list[str], fallback: _T
+) -> _T:
+    value = choices.get(raw.lower())
+    if value is None:
+        problems.append(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+        return fallback
+    return value
+
+
+def _amqp_url(raw: str | None, problems: list[str]) -> str:
+    if raw is None:
+        return DEFAULT_AMQP_URL
+    expected = "memory:// or amqp[s]://user:password@host[:port][/vhost]"
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme == "memory" or (
+            parts.scheme in ("amqp", "amqps") and bool(parts.hostname) and parts.port != 0
+        )
+    except ValueError:  # an out-of-range port
+        valid = False
+    if not valid:
+        problems.append(f"HOOKLINE_AMQP_URL: expected {expected}, got {mask_url_password(raw)!r}")
+    return raw
+
+
+def _public_url(raw: str | None, problems: list[str]) -> str | None:
+    if raw is None:
+        return None
+    expected = "expected http(s)://host[:port][/prefix] without query, fragment or credentials"
+    try:
+        parts = urlsplit(raw)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and parts.port != 0
+            and not ({"?", "#", "@"} & set(raw) or any(c.isspace() for c in raw))
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        problems.append(f"HOOKLINE_PUBLIC_URL: {expected}, got {mask_url_password(raw)!r}")
+        return None
+    # Routes are appended to it ("/twilio/voice"), so a trailing slash would double up.
+    return raw.rstrip("/")
+
+
+def _trusted_proxies(raw: str | None, problems: list[str]) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for item in (raw or "").split(","):
+        if not (item := item.strip()):
+            continue  # tolerate "a, b," and spaces
+        try:
+            # strict=False: "10.0.0.1/8" means the network 10.0.0.0/8, not an error.
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            problems.append(
+                f"HOOKLINE_TRUSTED_PROXIES: expected comma-separated IP addresses or CIDR "
+                f"networks, got {item!r}"
+            )
+    return tuple(networks)
+
+
+def _db_url(raw: str | None, data_dir: Path, problems: list[str]) -> str:
+    if raw is None:
+        return default_db_url(data_dir)
+    scheme, sep, _ = raw.partition("://")
+    if not sep:
+        return f"sqlite:///{Path(raw).expanduser()}"  # a bare path means a SQLite file
+    scheme = scheme.lower()
+    # SQLAlchemy-style: sqlite:///relative.db, sqlite:////absolute.db, postgresql[+driver]://
+    if scheme == "sqlite" and raw[len("sqlite://") :].startswith("/"):
+        return raw
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        return raw
+    problems.append(
+        f"HOOKLINE_DB_URL: expected a SQLite path, sqlite:///PATH or postgresql://..., "
+        f"got {mask_url_password(raw)!r}"
+    )
+    return raw
+
+
+def _stdout_isatty() -> bool:
+    try:
+        return sys.stdout is not None and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
