@@ -66,7 +66,12 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
 
     https://www.rabbitmq.com/tutorials/amqp-concepts#exchange-topic
     """
-    return _match(pattern.split("."), routing_key.split("."))
+    # An empty key or pattern is zero words, as RabbitMQ treats it ("*" does not match "").
+    return _match(_words(pattern), _words(routing_key))
+
+
+def _words(text: str) -> list[str]:
+    return text.split(".") if text else []
 
 
 def _match(pattern: list[str], words: list[str]) -> bool:

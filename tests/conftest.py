@@ -1,0 +1,90 @@
+"""Shared fixtures: the real RabbitMQ for tests marked ``@pytest.mark.broker``.
+
+``amqp_url`` points at a fresh vhost per test session (created and deleted with rabbitmqctl),
+so runs never see each other's queues. Without a reachable broker the broker tests are skipped,
+or fail when HOOKLINE_REQUIRE_BROKER=1 (CI), so a missing broker never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import pytest
+
+from tests.support.rabbit import RabbitClient, TcpProxy
+
+DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("HOOKLINE_REQUIRE_BROKER") == "1":
+        pytest.fail(f"HOOKLINE_REQUIRE_BROKER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=30)
+
+
+def _with_vhost(url: str, vhost: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + quote(vhost, safe="")))
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """URL of a RabbitMQ vhost private to this test session."""
+    base = os.environ.get("HOOKLINE_TEST_AMQP_URL", DEFAULT_TEST_AMQP_URL)
+    parts = urlsplit(base)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError as exc:
+        _unavailable(f"no RabbitMQ at {host}:{port} (HOOKLINE_TEST_AMQP_URL): {exc}")
+    if shutil.which("rabbitmqctl") is None or host not in LOCAL_HOSTS:
+        warnings.warn(
+            "rabbitmqctl unavailable for this broker: broker tests share the URL's own vhost",
+            stacklevel=1,
+        )
+        yield base
+        return
+    vhost = f"hookline-test-{secrets.token_hex(4)}"
+    user = unquote(parts.username or "guest")
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        warnings.warn(f"rabbitmqctl failed ({exc}): using the URL's own vhost", stacklevel=1)
+        yield base
+        return
+    try:
+        yield _with_vhost(base, vhost)
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+async def rabbit(amqp_url: str) -> AsyncIterator[RabbitClient]:
+    """A connected RabbitClient on the session vhost: read_all, purge, queue_length."""
+    client = await RabbitClient(amqp_url).connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def broker_proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP relay to the test broker (``.url``) that can pause() or sever() for fault tests."""
+    relay = await TcpProxy(amqp_url).start()
+    try:
+        yield relay
+    finally:
+        await relay.close()
