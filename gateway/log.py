@@ -52,6 +52,8 @@ _PHONE_KEYS: Final = frozenset({
 })  # fmt: skip
 _PHONE_PARTS: Final = ("phone", "mobile", "msisdn")
 
+_CHATTY_LIBRARIES: Final = ("aiormq", "aio_pika", "pamqp", "httpcore", "httpx", "hpack")
+
 _PLAIN, _SECRET, _PHONE = 0, 1, 2
 _KEY_CACHE: dict[str, int] = {}
 # Nested payloads (e.g. a provider's raw form) may carry attacker-chosen key names: bound the
@@ -272,6 +274,10 @@ def configure_logging(
         lib_logger = logging.getLogger(name)
         lib_logger.handlers.clear()
         lib_logger.propagate = True
+    # Client libraries log whole wire frames (message bodies, phone numbers) at debug level:
+    # keep them at info or above whatever hookline's own level is.
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(LOG_LEVELS[level], logging.INFO))
     logging.captureWarnings(True)
     _state = (format, level, out)
 

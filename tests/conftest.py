@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 
+from tests.support.logs import CapturedLogs
 from tests.support.rabbit import RabbitClient, TcpProxy
 
 DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -88,3 +89,19 @@ async def broker_proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
         yield relay
     finally:
         await relay.close()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[CapturedLogs]:
+    """hookline's JSON logs written to memory for the test, then logging reset."""
+    import structlog
+
+    from gateway.log import configure_logging, reset_logging
+
+    logs = CapturedLogs()
+    configure_logging("json", "debug", stream=logs.stream)  # type: ignore[arg-type]
+    try:
+        yield logs
+    finally:
+        structlog.contextvars.clear_contextvars()
+        reset_logging()

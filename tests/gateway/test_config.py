@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -377,19 +376,6 @@ def test_directory_as_config_file_names_the_path(tmp_path: Path) -> None:
     """A directory is not a config file."""
     with pytest.raises(ConfigError, match=f"config file {tmp_path}: cannot be read"):
         load_config(tmp_path, {})
-
-
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
-def test_unreadable_config_file_names_the_path(tmp_path: Path) -> None:
-    """A file without read permission fails naming it."""
-    path = tmp_path / "locked.toml"
-    path.write_text("", encoding="utf-8")
-    path.chmod(0)
-    try:
-        with pytest.raises(ConfigError, match=r"locked\.toml: cannot be read: Permission denied"):
-            load_config(path, {})
-    finally:
-        path.chmod(0o600)
 
 
 def test_invalid_toml_names_the_path_and_position_not_the_text(load: LoadFn) -> None:

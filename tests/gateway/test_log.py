@@ -349,3 +349,14 @@ def string_leaves(value: object) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from string_leaves(item)
+
+
+def test_client_library_debug_frames_are_not_logged() -> None:
+    """At debug level, aiormq/httpx wire dumps (bodies, numbers) still stay out of the logs."""
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out)
+    logging.getLogger("aiormq.connection").debug("Prepare to send frame %s", PHONE)
+    logging.getLogger("httpx").debug("request body %s", PHONE)
+    logging.getLogger("aiormq.connection").warning("connection reset")
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["connection reset"]

@@ -1,0 +1,131 @@
+"""The ``hookline`` command (DESIGN section 3, contract)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+import orjson
+
+from gateway.errors import ConfigError, HooklineError
+from gateway.settings import Settings, load_settings
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookline",
+        description="Webhook gateway: verified provider callbacks become CloudEvents on RabbitMQ.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="gateway plus all workers in one process")
+    serve = commands.add_parser("serve", help="gateway only")
+    for sub in (run, serve):
+        sub.add_argument("--host", default=DEFAULT_HOST,
+                         help=f"bind address (default {DEFAULT_HOST})")
+        sub.add_argument("--port", type=int, default=DEFAULT_PORT,
+                         help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--workers", type=int, default=1, help="gateway processes (default 1)")
+
+    commands.add_parser("check", help="validate config, secrets, broker and database; exit 0 or 1")
+
+    topology = commands.add_parser("topology", help="RabbitMQ topology")
+    topology_commands = topology.add_subparsers(dest="action", required=True, metavar="ACTION")
+    topology_commands.add_parser("declare", help="declare exchanges, queues and bindings")
+
+    tail = commands.add_parser("tail", help="print a tenant's events live, one JSON line each")
+    tail.add_argument("--tenant", required=True, help="tenant id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        settings = load_settings(env)
+    except ConfigError as exc:
+        print(f"hookline: configuration error: {exc}", file=sys.stderr)
+        return 1
+    from gateway.log import configure_logging
+
+    # `tail` prints events on stdout: its own log lines go to stderr so stdout stays pure JSON.
+    log_stream = sys.stderr if args.command == "tail" else None
+    configure_logging(settings.log_format, settings.log_level, stream=log_stream)
+    try:
+        if args.command in ("run", "serve"):
+            return _serve(settings, args)
+        if args.command == "check":
+            from gateway.checks import run_checks
+
+            return asyncio.run(run_checks(settings, sys.stdout))
+        if args.command == "topology":
+            return asyncio.run(_declare(settings, sys.stdout))
+        if args.command == "tail":
+            return asyncio.run(_tail(settings, args.tenant, sys.stdout))
+    except HooklineError as exc:
+        print(f"hookline: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise SystemExit(f"unknown command {args.command!r}")
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    common = {"host": args.host, "port": args.port, "log_config": None, "access_log": False,
+              "proxy_headers": False, "server_header": False}
+    if workers == 1:
+        from gateway.http.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    else:
+        # Each worker process builds its own app from the same environment.
+        uvicorn.run("gateway.http.app:app_from_environ", factory=True, workers=workers,
+                    **common)
+    return 0
+
+
+async def _declare(settings: Settings, out: TextIO) -> int:
+    if settings.amqp_url.startswith("memory:"):
+        print("memory:// broker: the topology lives in-process, nothing to declare", file=out)
+        return 0
+    from gateway.broker.amqp import AmqpPublisher
+
+    tenant_ids = [tenant.id for tenant in settings.tenants]
+    publisher = AmqpPublisher(settings.amqp_url, tenant_ids)
+    await publisher.start()  # connects and declares, idempotently
+    await publisher.close()
+    print(f"topology declared: hookline.events, hookline.usage, hookline.dlx/hookline.dead "
+          f"and {len(tenant_ids)} tenant queue(s)", file=out)
+    return 0
+
+
+async def _tail(settings: Settings, tenant_id: str, out: TextIO) -> int:
+    if settings.tenants.by_id(tenant_id) is None:
+        raise ConfigError(f"--tenant: no tenant {tenant_id!r} in {settings.config_path}")
+    if settings.amqp_url.startswith("memory:"):
+        raise ConfigError(
+            "tail needs a RabbitMQ broker: HOOKLINE_AMQP_URL is memory://, whose events live "
+            "inside the gateway process"
+        )
+    from gateway.broker.tail import tail_events
+
+    async for event in tail_events(settings.amqp_url, tenant_id):
+        out.write(orjson.dumps(event).decode() + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Pure ASGI middleware: request context for logs, one log line per request, no 500 leaks.
+
+Pure ASGI rather than BaseHTTPMiddleware: it adds no task or stream wrapping on the hot path
+(https://www.starlette.io/middleware/#pure-asgi-middleware).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any, Final
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+LOG_STATE_KEY: Final = "hookline_log"
+_QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+
+logger = structlog.get_logger("hookline.http")
+
+
+def log_fields(scope: Scope) -> dict[str, Any]:
+    """The dict an endpoint fills (tenant, kind, sid, event_id, reason) for the request's line."""
+    fields: dict[str, Any] = scope.setdefault("state", {}).setdefault(LOG_STATE_KEY, {})
+    return fields
+
+
+class RequestContextMiddleware:
+    """Binds request_id to the log context and writes exactly one line per HTTP request.
+
+    Endpoints add fields through ``log_fields(scope)``. A response of 2xx logs
+    ``callback_accepted``, 4xx ``callback_rejected`` with the reason, and an exception that
+    escaped everything logs ``request_failed`` and answers a plain 500 (a bug, never expected).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        fields = log_fields(scope)
+        status = 0
+        header_sent = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, header_sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                header_sent = True
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"], (b"x-request-id", request_id.encode("ascii"))
+                ]
+            await send(message)
+
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            logger.exception("request_failed", path=scope.get("path"), **_safe(fields))
+            if not header_sent:
+                status = 500
+                await send_wrapper({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": b"Internal Server Error"})
+        else:
+            _log_request(scope, status, started, fields)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+def _safe(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if key != "event"}
+
+
+def _log_request(scope: Scope, status: int, started: float, fields: dict[str, Any]) -> None:
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    path = scope.get("path", "")
+    if path in _QUIET_PATHS:  # probes poll every few seconds: not worth a line each
+        logger.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
+        return
+    if 200 <= status < 300:
+        event, outcome = "callback_accepted", fields.pop("outcome", "accepted")
+    elif status < 500:
+        event, outcome = "callback_rejected", "rejected"
+        fields.setdefault("reason", _default_reason(status))
+    else:
+        event, outcome = "callback_failed", fields.pop("outcome", "failed")
+    log = logger.warning if outcome in ("rejected", "failed") else logger.info
+    log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
+        latency_ms=latency_ms, **_safe(fields))
+
+
+def _default_reason(status: int) -> str:
+    return {404: "route_not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")

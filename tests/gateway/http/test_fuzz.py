@@ -1,0 +1,136 @@
+"""No input, however malformed, makes the gateway answer 500 or publish an unsigned event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.broker.memory import MemoryBroker, MemoryPublisher
+from gateway.clock import FakeClock
+from gateway.http.app import create_app
+from gateway.settings import Settings
+from gateway.tenants import StaticTenantRegistry
+from tests.support.gateway import ACME_SID, PUBLIC_URL, default_tenants
+from tests.support.samples import ROUTES
+
+PATHS = [path for path, _, _ in ROUTES] + ["/healthz", "/readyz", "/twilio", "/", "/twilio/voice/"]
+CONTENT_TYPES = [
+    "application/x-www-form-urlencoded",
+    "application/json",
+    "text/plain",
+    "",
+    "application/x-www-form-urlencoded; charset=latin-1",
+    "APPLICATION/JSON",
+    "multipart/form-data; boundary=zz",
+    "application/json; charset=utf-8",
+]
+HEADER_NAMES = st.sampled_from(
+    [
+        "x-twilio-signature",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "i-twilio-idempotency-token",
+        "x-request-id",
+        "content-length",
+        "host",
+        "authorization",
+    ]
+)
+PRINTABLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+HEADER_VALUES = st.text(alphabet=PRINTABLE, max_size=40)
+PARAM_NAMES = st.sampled_from(
+    [
+        "AccountSid",
+        "MessageSid",
+        "CallSid",
+        "MessageStatus",
+        "CallStatus",
+        "SequenceNumber",
+        "NumMedia",
+        "MediaUrl0",
+        "Body",
+        "From",
+        "To",
+        "CallDuration",
+        "Timestamp",
+    ]
+) | st.text(max_size=10)
+PARAM_VALUES = st.sampled_from(
+    [ACME_SID, "SM" + "0" * 32, "CA" + "1" * 32, "delivered", "-1", "99999999999999999999999"]
+) | st.text(max_size=30)
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[httpx.AsyncClient, MemoryBroker]]:
+    tenants = default_tenants()
+    broker = MemoryBroker()
+    settings = Settings(tenants=StaticTenantRegistry(tenants), public_url=PUBLIC_URL)
+    app = create_app(
+        settings, publisher=MemoryPublisher(broker, [t.id for t in tenants]), clock=FakeClock()
+    )
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+    yield client, broker
+    loop.run_until_complete(client.aclose())
+    loop.run_until_complete(lifespan.__aexit__(None, None, None))
+
+
+bodies = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.tuples(PARAM_NAMES, PARAM_VALUES), max_size=12).map(
+        lambda pairs: urlencode(pairs).encode()
+    ),
+    st.just(b'{"AccountSid": "' + ACME_SID.encode() + b'", "MessageSid": "SM1"}'),
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(PATHS),
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
+    query=st.one_of(
+        st.just(""), HEADER_VALUES.map(lambda q: "?" + q), st.just("?bodySHA256=" + "0" * 64)
+    ),
+    content_type=st.sampled_from(CONTENT_TYPES),
+    headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4),
+    body=bodies,
+)
+def test_arbitrary_requests_never_500_and_never_publish(
+    loop: asyncio.AbstractEventLoop,
+    gateway: tuple[httpx.AsyncClient, MemoryBroker],
+    path: str,
+    method: str,
+    query: str,
+    content_type: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
+    """Random paths, methods, queries, headers and bodies get a 2xx probe or a 4xx, no event."""
+    client, broker = gateway
+    headers = {k: v for k, v in headers.items() if k != "content-length"}
+    if content_type:
+        headers["content-type"] = content_type
+    response = loop.run_until_complete(
+        client.request(method, path + query, content=body, headers=headers)
+    )
+    assert response.status_code < 500, (response.status_code, response.text)
+    if path.startswith("/twilio"):
+        assert 400 <= response.status_code < 500
+    assert sum(broker.queue_length(name) for name in broker.queue_names) == 0
+    assert PUBLIC_URL  # the public URL the signatures would have to match

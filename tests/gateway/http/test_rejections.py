@@ -1,0 +1,248 @@
+"""DESIGN section 4.3: every bad callback gets its 4xx, one log line with a reason, no event."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import orjson
+import pytest
+
+from gateway.broker.memory import FailingPublisher
+from tests.support.gateway import (
+    ACME_SID,
+    ACME_TOKEN,
+    GLOBEX_TOKEN,
+    PUBLIC_URL,
+    GatewayClient,
+    gateway_client,
+)
+from tests.support.logs import CapturedLogs
+from tests.support.samples import message_status
+from tests.support.twilio_signing import signed_form_request, signed_json_request
+
+STATUS_PATH = "/twilio/messaging/status"
+
+
+async def expect_rejection(
+    gw: GatewayClient, logs: CapturedLogs, response: httpx.Response, status: int, reason: str
+) -> None:
+    """The answer has ``status``, nothing was published, one line says why."""
+    assert response.status_code == status, response.text
+    assert gw.total_messages() == 0
+    lines = logs.events("callback_rejected")
+    assert len(lines) == 1, logs.text
+    assert lines[0]["reason"] == reason and lines[0]["status"] == status
+    assert lines[0]["outcome"] == "rejected" and "latency_ms" in lines[0]
+
+
+def form(
+    token: str = ACME_TOKEN, params: dict[str, str] | None = None
+) -> tuple[bytes, dict[str, str]]:
+    return signed_form_request(
+        f"{PUBLIC_URL}{STATUS_PATH}", params or message_status(ACME_SID), token
+    )
+
+
+async def test_forged_signature(captured_logs: CapturedLogs) -> None:
+    """A made-up signature is refused with 403."""
+    body, headers = form()
+    headers["x-twilio-signature"] = "bm90IGEgcmVhbCBzaWduYXR1cmU="
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "signature_invalid")
+    assert response.text == "Forbidden"
+
+
+async def test_tampered_parameter(captured_logs: CapturedLogs) -> None:
+    """Changing one parameter after signing breaks the signature."""
+    body, headers = form()
+    tampered = body.replace(b"MessageStatus=delivered", b"MessageStatus=failed")
+    assert tampered != body
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=tampered, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "signature_invalid")
+
+
+async def test_missing_signature(captured_logs: CapturedLogs) -> None:
+    """A callback without X-Twilio-Signature is refused."""
+    body, headers = form()
+    del headers["x-twilio-signature"]
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "signature_missing")
+
+
+async def test_other_tenants_token(captured_logs: CapturedLogs) -> None:
+    """Acme's AccountSid signed with Globex's token is refused: tokens are per subaccount."""
+    body, headers = form(token=GLOBEX_TOKEN)
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "signature_invalid")
+
+
+async def test_unknown_account_looks_like_a_bad_signature(captured_logs: CapturedLogs) -> None:
+    """An unknown AccountSid gets the same public 403 as a bad signature; only the log differs."""
+    body, headers = form(params=message_status("AC" + "f" * 32))
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "unknown_account")
+    assert response.text == "Forbidden"
+
+
+async def test_url_signed_for_an_untrusted_host(captured_logs: CapturedLogs) -> None:
+    """A signature over a Host-header URL is refused: the URL comes from configuration only."""
+    url = f"http://evil.example{STATUS_PATH}"
+    body, headers = signed_form_request(url, message_status(ACME_SID), ACME_TOKEN)
+    headers["host"] = "evil.example"
+    async with gateway_client(public_url=None) as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "signature_invalid")
+
+
+async def test_trusted_proxy_forwarded_url_verifies() -> None:
+    """Behind a trusted proxy the X-Forwarded-Proto/Host URL is the one verified."""
+    import ipaddress
+
+    url = f"https://public.example{STATUS_PATH}"
+    body, headers = signed_form_request(url, message_status(ACME_SID), ACME_TOKEN)
+    headers.update({"x-forwarded-proto": "https", "x-forwarded-host": "public.example"})
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    async with gateway_client(
+        public_url=None, trusted_proxies=proxies, client=("10.1.2.3", 5000)
+    ) as gw:
+        trusted = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+    async with gateway_client(
+        public_url=None, trusted_proxies=proxies, client=("192.0.2.7", 5000)
+    ) as gw:
+        untrusted = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+    assert (trusted.status_code, untrusted.status_code) == (204, 403)
+
+
+async def test_json_without_body_hash(captured_logs: CapturedLogs) -> None:
+    """A JSON callback without bodySHA256 in the URL is refused."""
+    url, body, headers = signed_json_request(
+        f"{PUBLIC_URL}{STATUS_PATH}", message_status(ACME_SID), ACME_TOKEN
+    )
+    plain_path = STATUS_PATH
+    async with gateway_client() as gw:
+        response = await gw.http.post(plain_path, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "body_hash_missing")
+    assert "bodySHA256" in url
+
+
+async def test_json_with_tampered_body(captured_logs: CapturedLogs) -> None:
+    """A JSON body that no longer matches its bodySHA256 is refused."""
+    url, body, headers = signed_json_request(
+        f"{PUBLIC_URL}{STATUS_PATH}", message_status(ACME_SID), ACME_TOKEN
+    )
+    tampered = body.replace(b"delivered", b"failed")
+    assert hashlib.sha256(tampered).hexdigest() not in url
+    async with gateway_client() as gw:
+        response = await gw.http.post(
+            url.removeprefix(PUBLIC_URL), content=tampered, headers=headers
+        )
+        await expect_rejection(gw, captured_logs, response, 403, "body_hash_mismatch")
+
+
+async def test_json_callback_verifies_and_publishes() -> None:
+    """A correctly signed JSON callback (bodySHA256) is accepted and published."""
+    url, body, headers = signed_json_request(
+        f"{PUBLIC_URL}{STATUS_PATH}", message_status(ACME_SID), ACME_TOKEN
+    )
+    async with gateway_client() as gw:
+        response = await gw.http.post(url.removeprefix(PUBLIC_URL), content=body, headers=headers)
+        assert response.status_code == 204
+        assert len(gw.tenant_events("acme")) == 1
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_body_over_the_limit(captured_logs: CapturedLogs, chunked: bool) -> None:
+    """A body over max_body_bytes is 413 whether or not Content-Length announces it."""
+    body, headers = form(params={**message_status(ACME_SID), "Pad": "x" * 70_000})
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    async with gateway_client() as gw:
+        content = stream() if chunked else body
+        response = await gw.http.post(STATUS_PATH, content=content, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 413, "payload_too_large")
+
+
+async def test_configured_body_limit_applies() -> None:
+    """max_body_bytes from the config is the limit used."""
+    body, headers = form()
+    async with gateway_client(max_body_bytes=100) as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+    assert len(body) > 100 and response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data; boundary=x", "application/xml", ""]
+)
+async def test_wrong_content_type(captured_logs: CapturedLogs, content_type: str) -> None:
+    """Content types other than form or JSON are 415."""
+    body, headers = form()
+    headers["content-type"] = content_type
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"a=1&&b=2", b"a=1&", b"a=%ZZ&b=1&noequals"],
+    ids=["empty-field", "trailing-separator", "no-equals"],
+)
+async def test_malformed_form(captured_logs: CapturedLogs, body: bytes) -> None:
+    """A body that is not valid form encoding is 400."""
+    headers = {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "AAAA"}
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 400, "malformed_payload")
+
+
+@pytest.mark.parametrize(
+    "body", [b"Body=\xff\xfe&AccountSid=AC1", b"Body=%C3%28"], ids=["raw-bytes", "percent-escaped"]
+)
+async def test_invalid_utf8(captured_logs: CapturedLogs, body: bytes) -> None:
+    """Invalid UTF-8, raw or percent-encoded, is 400."""
+    headers = {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "AA"}
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 400, "malformed_payload")
+
+
+async def test_malformed_json(captured_logs: CapturedLogs) -> None:
+    """A JSON body that does not parse is 400."""
+    headers = {"content-type": "application/json", "x-twilio-signature": "AA"}
+    async with gateway_client() as gw:
+        response = await gw.http.post(
+            f"{STATUS_PATH}?bodySHA256=00", content=b"{not json", headers=headers
+        )
+        await expect_rejection(gw, captured_logs, response, 400, "malformed_payload")
+
+
+async def test_unknown_route_and_wrong_method(captured_logs: CapturedLogs) -> None:
+    """An unknown path is 404 and a GET on a callback route is 405, each logged with a reason."""
+    async with gateway_client() as gw:
+        missing = await gw.http.post("/twilio/nope", content=b"a=1")
+        wrong = await gw.http.get(STATUS_PATH)
+        assert gw.total_messages() == 0
+    assert (missing.status_code, wrong.status_code) == (404, 405)
+    reasons = [line["reason"] for line in captured_logs.events("callback_rejected")]
+    assert reasons == ["route_not_found", "method_not_allowed"]
+
+
+async def test_broker_failure_is_503_never_200(captured_logs: CapturedLogs) -> None:
+    """When the publish is not confirmed the provider gets 503 (it retries), never a 2xx."""
+    body, headers = form()
+    async with gateway_client(publisher=FailingPublisher()) as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        ready = await gw.http.get("/readyz")
+    assert response.status_code == 503
+    assert ready.status_code == 503 and orjson.loads(ready.content)["broker"] == "down"
+    [line] = captured_logs.events("callback_failed")
+    assert line["reason"] == "publish_failed" and line["tenant"] == "acme"

@@ -1,0 +1,252 @@
+"""The `hookline` command: check, topology declare, tail, run and serve as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from gateway.cli import main
+from gateway.http.app import create_app
+from gateway.settings import load_settings
+from tests.support.rabbit import RabbitClient
+from tests.support.samples import message_status
+from tests.support.twilio_signing import signed_form_request
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "hookline.toml"
+DEMO_SID, DEMO_TOKEN = "AC00000000000000000000000000000001", "demo-token-not-secret"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """main() configures logging on the captured stdout; undo it after each test."""
+    yield
+    from gateway.log import reset_logging
+
+    reset_logging()
+
+
+def env(**extra: str) -> dict[str, str]:
+    """A clean environment for the command: only what the test sets."""
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOOKLINE_CONFIG": str(EXAMPLE),
+        "HOOKLINE_LOG_FORMAT": "json",
+    }
+    base.update(extra)
+    return base
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_check_passes_on_the_example_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hookline check` exits 0 and reports config, broker and database on the example config."""
+    code = main(["check"], env(HOOKLINE_DATA_DIR=str(tmp_path)))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ok   config:" in out and "2 tenant(s)" in out
+    assert "ok   broker: memory://" in out and "ok   database: sqlite" in out
+
+
+def test_check_fails_naming_the_bad_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad setting makes `hookline check` exit 1 with the variable named."""
+    code = main(["check"], env(HOOKLINE_LOG_LEVEL="loud"))
+    assert code == 1
+    assert "HOOKLINE_LOG_LEVEL" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+def test_check_reaches_the_real_broker(
+    amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hookline check` connects to RabbitMQ and prints its version, never the password."""
+    code = main(["check"], env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "RabbitMQ" in out and "guest:guest" not in out
+
+
+def test_check_reports_an_unreachable_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreachable broker is a FAIL line and exit 1."""
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    code = main(["check"], env(HOOKLINE_AMQP_URL=url, HOOKLINE_DATA_DIR=str(tmp_path)))
+    out = capsys.readouterr().out
+    assert code == 1 and "FAIL broker" in out and "guest:guest" not in out
+
+
+@pytest.mark.broker
+def test_topology_declare_is_idempotent(amqp_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hookline topology declare` twice creates the queues once and succeeds both times."""
+    assert main(["topology", "declare"], env(HOOKLINE_AMQP_URL=amqp_url)) == 0
+    assert main(["topology", "declare"], env(HOOKLINE_AMQP_URL=amqp_url)) == 0
+    assert "2 tenant queue(s)" in capsys.readouterr().out
+
+    async def exists() -> list[bool]:
+        client = await RabbitClient(amqp_url).connect()
+        try:
+            return [
+                await client.queue_exists(q)
+                for q in (
+                    "hookline.tenant.demo",
+                    "hookline.tenant.acme",
+                    "hookline.usage",
+                    "hookline.dead",
+                )
+            ]
+        finally:
+            await client.close()
+
+    assert asyncio.run(exists()) == [True, True, True, True]
+
+
+def test_tail_refuses_unknown_tenant_and_memory_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hookline tail` names an unknown tenant, and explains why memory:// cannot be tailed."""
+    assert main(["tail", "--tenant", "nobody"], env()) == 1
+    assert "nobody" in capsys.readouterr().err
+    assert main(["tail", "--tenant", "demo"], env()) == 1
+    assert "memory://" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+def test_tail_prints_a_tenants_events(amqp_url: str) -> None:
+    """`hookline tail --tenant demo` prints the demo tenant's events as JSON lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "tail", "--tenant", "demo"],
+        env=env(HOOKLINE_AMQP_URL=amqp_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.5)  # the tail binds its queue; the gateway below publishes after that
+
+        async def publish() -> None:
+            settings = load_settings(env(HOOKLINE_AMQP_URL=amqp_url))
+            app = create_app(settings)
+            async with app.router.lifespan_context(app):
+                body, headers = signed_form_request(
+                    "http://gw/twilio/messaging/status", message_status(DEMO_SID), DEMO_TOKEN
+                )
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                    # The ASGI transport's server is ("gw", 80): sign for that URL.
+                    response = await http.post(
+                        "/twilio/messaging/status", content=body, headers=headers
+                    )
+                    assert response.status_code == 204, response.text
+
+        asyncio.run(publish())
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        event = orjson.loads(line)
+        assert event["tenant"] == "demo" and event["type"] == "io.hookline.message.status"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"hookline exited early with {proc.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("hookline did not become healthy")
+
+
+@pytest.fixture
+def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`hookline run` with the embedded defaults, as the README starts it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--port", str(port)],
+        env=env(HOOKLINE_DATA_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, proc)
+        yield base_url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_run_accepts_a_signed_callback_and_stops_on_sigterm(
+    run_process: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """`hookline run` on memory:// takes a signed callback, logs JSON and exits 0 on SIGTERM."""
+    base_url, proc = run_process
+    url = f"{base_url}/twilio/messaging/status"
+    body, headers = signed_form_request(url, message_status(DEMO_SID), DEMO_TOKEN)
+    response = httpx.post(url, content=body, headers=headers)
+    assert response.status_code == 204
+    assert httpx.get(f"{base_url}/readyz").status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
+    assert proc.wait(15) in (0, -signal.SIGTERM)
+    assert proc.stdout is not None
+    lines = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
+    accepted = [line for line in lines if line["event"] == "callback_accepted"]
+    assert len(accepted) == 1 and accepted[0]["tenant"] == "demo"
+    assert "gateway_stopped" in [line["event"] for line in lines]
+    assert DEMO_TOKEN not in str(lines)
+
+
+@pytest.mark.broker
+def test_serve_with_two_workers(amqp_url: str, tmp_path: Path) -> None:
+    """`hookline serve --workers 2` runs two processes, both ready on the real broker."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{base_url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "not ready in time"
+            time.sleep(0.2)
+        url = f"{base_url}/twilio/messaging/status"
+        statuses = set()
+        for n in range(20):
+            body, headers = signed_form_request(url, message_status(DEMO_SID, n), DEMO_TOKEN)
+            statuses.add(httpx.post(url, content=body, headers=headers).status_code)
+        assert statuses == {204}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code in (0, -signal.SIGTERM)
+    assert proc.stdout is not None
+    lines = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
+    assert sum(line["event"] == "callback_accepted" for line in lines) == 20
