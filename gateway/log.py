@@ -257,6 +257,7 @@ def configure_logging(
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,
             structlog.processors.format_exc_info,
             redact_processor,
             renderer,
@@ -280,6 +281,14 @@ def configure_logging(
         logging.getLogger(name).setLevel(max(LOG_LEVELS[level], logging.INFO))
     logging.captureWarnings(True)
     _state = (format, level, out)
+
+
+def _drop_color_message(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # uvicorn adds an ANSI-coloured copy of each message for its own console formatter.
+    event_dict.pop("color_message", None)
+    return event_dict
 
 
 def reset_logging() -> None:
