@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError
 from gateway.secrets import Secret
 from gateway.tenants import (
     DEFAULT_FALLBACK_VOICE_TWIML,
+    DEFAULT_KALEYRA_TIMEZONE,
     TENANT_ID_PATTERN,
     KaleyraAccount,
     StaticTenantRegistry,
@@ -38,10 +40,13 @@ ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-fA-F]{32}")
 #: Every key each table may hold: the one place to extend when the config grows.
 ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "document": frozenset({"gateway", "tenants"}),
-    "gateway": frozenset({"max_body_bytes"}),
+    "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
+                          "spool_max_bytes"}),
     "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
-    "tenant.kaleyra": frozenset({"sid", "callback_secret", "previous_callback_secret"}),
+    "tenant.kaleyra": frozenset(
+        {"sid", "callback_secret", "previous_callback_secret", "timezone"}
+    ),
 }
 _REFERENCE_FORMS: Final = "a string: env:NAME, file:PATH or a literal"
 # What a TOML value can be, named as the TOML spec does; the rest are dates and times.
@@ -167,6 +172,18 @@ class GatewayConfig:
     """The [gateway] table."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Twilio gives a voice callback 15 s in all; the broker's share must stay well under it.
+    publish_timeout_ms: int = 2000
+    spool_max_events: int = 1_000_000
+    spool_max_bytes: int = 1 << 30
+
+
+# (key, minimum, maximum) of the integer keys of [gateway] besides max_body_bytes.
+_GATEWAY_LIMITS: Final = (
+    ("publish_timeout_ms", 50, 10_000),
+    ("spool_max_events", 1, 1_000_000_000),
+    ("spool_max_bytes", 1 << 20, 1 << 40),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +211,15 @@ def _parse_kaleyra(table: Table) -> KaleyraAccount | None:
     sid = table.string("sid")
     secret = table.secret("callback_secret")
     previous = table.secret("previous_callback_secret", required=False)
+    zone = table.string("timezone", required=False)
+    if zone is not None:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):  # unknown name, or a path-like key
+            table.fail("timezone", f"expected an IANA time zone such as Asia/Kolkata, got {zone!r}")
     if sid is None or secret is None or not table.ok:
         return None
-    return KaleyraAccount(sid, secret, previous)
+    return KaleyraAccount(sid, secret, previous, zone or DEFAULT_KALEYRA_TIMEZONE)
 
 
 #: Per-tenant sub-tables: twilio and kaleyra become Tenant fields, others Tenant.extra[name].
@@ -232,6 +255,8 @@ def parse_config(
     root = Table(document, "", ALLOWED_KEYS["document"], reader)
     gateway = root.table("gateway", ALLOWED_KEYS["gateway"])
     limit = gateway.integer("max_body_bytes", 1, MAX_BODY_BYTES_LIMIT) if gateway else None
+    given = {key: gateway.integer(key, low, high) for key, low, high in _GATEWAY_LIMITS} \
+        if gateway else {}
     parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
     tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
     _check_unique(reader, tenants)
@@ -239,7 +264,10 @@ def parse_config(
         raise ConfigProblems(reader.problems)
     return ConfigFile(
         path=path,
-        gateway=GatewayConfig(max_body_bytes=limit or DEFAULT_MAX_BODY_BYTES),
+        gateway=GatewayConfig(
+            max_body_bytes=limit or DEFAULT_MAX_BODY_BYTES,
+            **{key: value for key, value in given.items() if value is not None},
+        ),
         tenants=StaticTenantRegistry(tenant for _, tenant in tenants),
     )
 

@@ -55,6 +55,9 @@ class Settings:
     log_format: LogFormat = "json"
     log_level: LogLevel = "info"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    publish_timeout_s: float = 2.0
+    spool_max_events: int = 1_000_000
+    spool_max_bytes: int = 1 << 30
     tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
     #: False when HOOKLINE_CONFIG was unset and ./hookline.toml absent (zero tenants).
     config_found: bool = False
@@ -139,6 +142,9 @@ def load_settings(
         log_format=log_format,
         log_level=log_level,
         max_body_bytes=config.gateway.max_body_bytes,
+        publish_timeout_s=config.gateway.publish_timeout_ms / 1000,
+        spool_max_events=config.gateway.spool_max_events,
+        spool_max_bytes=config.gateway.spool_max_bytes,
         tenants=config.tenants,
         config_found=config.path is not None,
     )

@@ -22,6 +22,7 @@ DEFAULT_FALLBACK_VOICE_TWIML: Final = (
     "call right now. Please try again later.</Say><Hangup/></Response>"
 )
 EMPTY_TWIML: Final = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+DEFAULT_KALEYRA_TIMEZONE: Final = "Asia/Kolkata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,15 @@ class KaleyraAccount:
     sid: str
     callback_secret: Secret
     previous_callback_secret: Secret | None = None
+    # IANA zone of the zone-less times Kaleyra sends ("2025-04-17 18:35:20"); validated by the
+    # config loader. Defaults to India Standard Time, the zone of Kaleyra's platform.
+    timezone: str = DEFAULT_KALEYRA_TIMEZONE
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Secrets a callback may carry: the current one first, then the old one."""
+        if self.previous_callback_secret is None:
+            return (self.callback_secret,)
+        return (self.callback_secret, self.previous_callback_secret)
 
 
 @dataclass(frozen=True, slots=True)

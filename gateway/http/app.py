@@ -19,9 +19,19 @@ from starlette.routing import Route
 from gateway.broker.base import Publisher
 from gateway.broker.factory import create_publisher
 from gateway.clock import Clock, SystemClock
-from gateway.http.endpoints import TWILIO_ROUTES, Ingress, twilio_endpoint
+from gateway.durability import Durability
+from gateway.http.endpoints import (
+    KALEYRA_ROUTES,
+    TWILIO_ROUTES,
+    Ingress,
+    callback_endpoint,
+    kaleyra_reader,
+    status_answer,
+    twilio_reader,
+)
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.log import configure_logging
+from gateway.providers.kaleyra import KaleyraVerifier
 from gateway.providers.twilio import TwilioVerifier
 from gateway.settings import Settings, load_settings
 
@@ -36,37 +46,53 @@ def create_app(
 ) -> Starlette:
     """Build the gateway app. ``publisher`` and ``clock`` are injectable for tests."""
     tenant_ids = [tenant.id for tenant in settings.tenants]
+    publisher = publisher or create_publisher(settings.amqp_url, tenant_ids)
+    durability = Durability(
+        publisher, settings.data_dir, publish_timeout=settings.publish_timeout_s,
+        spool_max_events=settings.spool_max_events, spool_max_bytes=settings.spool_max_bytes,
+    )
     ingress = Ingress(
-        settings=settings,
-        verifier=TwilioVerifier(settings.tenants),
-        publisher=publisher or create_publisher(settings.amqp_url, tenant_ids),
-        clock=clock or SystemClock(),
+        settings=settings, twilio=TwilioVerifier(settings.tenants),
+        kaleyra=KaleyraVerifier(settings.tenants), publisher=publisher,
+        durability=durability, clock=clock or SystemClock(),
     )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await ingress.publisher.start()
-        logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid())
+        await durability.start()
+        spool = durability.spool
+        logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid(),
+                    broker=durability.broker_state,
+                    spool=str(spool.path) if spool else None,
+                    spooled=spool.count() if spool else 0)
         try:
             yield
         finally:
-            await ingress.publisher.close()
-            logger.info("gateway_stopped", pid=os.getpid())
+            counts = await durability.close()
+            logger.info("gateway_stopped", pid=os.getpid(), **counts)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request: Request) -> Response:
-        if ingress.publisher.ready:
-            return JSONResponse({"status": "ready", "broker": "up"})
-        return JSONResponse({"status": "not ready", "broker": "down"}, status_code=503)
+        state = durability.broker_state
+        spool = durability.spool
+        body = {"status": "ready" if state == "up" else "not ready", "broker": state,
+                "spooled": spool.count() if spool else 0}
+        return JSONResponse(body, status_code=200 if state == "up" else 503)
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
 
     routes = [
-        Route(path, twilio_endpoint(kind, ingress, answer), methods=["POST"])
+        Route(path, callback_endpoint("twilio", kind, ingress, twilio_reader(kind), answer),
+              methods=["POST"])
         for path, kind, answer in TWILIO_ROUTES
+    ]
+    routes += [
+        Route(path, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
+                                      status_answer), methods=methods)
+        for path, methods, kind in KALEYRA_ROUTES
     ]
     routes += [
         Route("/healthz", healthz, methods=["GET"]),

@@ -6,7 +6,7 @@ between Starlette and that code and decides the HTTP answer (DESIGN section 4, c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -14,17 +14,21 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from gateway.acceptance import Outcome
 from gateway.broker.base import Publisher
 from gateway.clock import Clock
+from gateway.durability import Durability
 from gateway.errors import HooklineError, PayloadTooLarge, PublishError, RejectedCallback
 from gateway.http.middleware import log_fields
 from gateway.http.urls import public_base, public_url, request_target
+from gateway.providers.kaleyra import KaleyraVerifier
+from gateway.providers.kaleyra_events import normalize as normalize_kaleyra
 from gateway.providers.request import RawRequest
 from gateway.providers.twilio import TwilioVerifier
 from gateway.providers.twilio_events import normalize
 from gateway.settings import Settings
 from gateway.tenants import EMPTY_TWIML, Tenant
-from schemas.events import CALL_INCOMING, CALL_STATUS, MESSAGE_INCOMING, MESSAGE_STATUS
+from schemas.events import CALL_INCOMING, CALL_STATUS, MESSAGE_INCOMING, MESSAGE_STATUS, Event
 
 logger = structlog.get_logger("hookline.http")
 
@@ -39,9 +43,18 @@ class Ingress:
     """What every endpoint needs, built once by create_app."""
 
     settings: Settings
-    verifier: TwilioVerifier
+    twilio: TwilioVerifier
+    kaleyra: KaleyraVerifier
     publisher: Publisher
+    durability: Durability
     clock: Clock
+
+    async def accept(self, event: Event, idempotency_token: str | None) -> Outcome:
+        """Make the event safe (published or spooled); raise when neither is possible."""
+        acceptor = self.durability.acceptor
+        if acceptor is None:  # the lifespan has not run: a wiring bug, not a client error
+            raise PublishError("gateway not started: no acceptor")
+        return await acceptor.accept(event, idempotency_token)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -76,31 +89,64 @@ async def raw_request(request: Request, ingress: Ingress) -> RawRequest:
     )
 
 
-def twilio_endpoint(
-    kind: str, ingress: Ingress, answer: Callable[[Tenant], Response]
-) -> Callable[[Request], object]:
-    """An endpoint for one Twilio callback kind: verify, normalize, publish, then answer."""
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A verified, normalized callback: whose it is, its event, its retry key if any."""
+
+    tenant: Tenant
+    event: Event
+    idempotency_key: str | None
+
+
+# Provider-specific part of an endpoint: verify the raw request and build its event.
+Reader = Callable[[Request, RawRequest, Ingress], Received]
+
+
+def callback_endpoint(
+    provider: str, kind: str, ingress: Ingress, read: Reader,
+    answer: Callable[[Tenant], Response],
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint for one callback kind: verify, normalize, make safe, then answer."""
 
     async def endpoint(request: Request) -> Response:
         fields = log_fields(request.scope)
-        fields.update(provider="twilio", kind=kind)
+        fields.update(provider=provider, kind=kind)
         try:
-            raw = await raw_request(request, ingress)
-            verified = ingress.verifier.verify(raw)
-            tenant = verified.tenant
-            fields["tenant"] = tenant.id
-            event = normalize(kind, tenant, verified.params, ingress.clock.now())
-            fields.update(sid=event.subject, event_id=event.id)
-            await ingress.publisher.publish(event)
+            received = read(request, await raw_request(request, ingress), ingress)
+            event = received.event
+            fields.update(tenant=received.tenant.id, sid=event.subject, event_id=event.id)
+            outcome = await ingress.accept(event, received.idempotency_key)
         except RejectedCallback as exc:
             return rejection(exc, fields)
-        except PublishError as exc:
+        except HooklineError as exc:  # neither the broker nor the spool took it: retry later
             fields.update(reason=exc.reason, error=str(exc), outcome="failed")
             return PlainTextResponse("Service Unavailable", status_code=503)
-        fields["outcome"] = "published"
-        return answer(tenant)
+        fields["outcome"] = outcome
+        return answer(received.tenant)
 
     return endpoint
+
+
+def twilio_reader(kind: str) -> Reader:
+    """Twilio: the tenant comes from the signed AccountSid."""
+
+    def read(_request: Request, raw: RawRequest, ingress: Ingress) -> Received:
+        verified = ingress.twilio.verify(raw)
+        event = normalize(kind, verified.tenant, verified.params, ingress.clock.now())
+        return Received(verified.tenant, event, verified.idempotency_token)
+
+    return read
+
+
+def kaleyra_reader(kind: str) -> Reader:
+    """Kaleyra: the tenant is the ``{tenant}`` path segment, proven by its callback secret."""
+
+    def read(request: Request, raw: RawRequest, ingress: Ingress) -> Received:
+        verified = ingress.kaleyra.verify(request.path_params["tenant"], raw)
+        event = normalize_kaleyra(kind, verified.tenant, verified.params, ingress.clock.now())
+        return Received(verified.tenant, event, verified.idempotency_key)
+
+    return read
 
 
 def rejection(exc: HooklineError, fields: dict[str, object]) -> Response:
@@ -123,6 +169,12 @@ def voice_answer(tenant: Tenant) -> Response:
 def messaging_answer(_tenant: Tenant) -> Response:
     return Response(EMPTY_TWIML, media_type=TWIML_MEDIA_TYPE)
 
+
+# Path, methods, kind. DESIGN section 4: delivery reports by GET (legacy dlrurl) or POST.
+KALEYRA_ROUTES: Final = (
+    ("/kaleyra/{tenant}/sms/status", ["GET", "POST"], MESSAGE_STATUS),
+    ("/kaleyra/{tenant}/sms/incoming", ["POST"], MESSAGE_INCOMING),
+)
 
 TWILIO_ROUTES: Final = (
     ("/twilio/voice", CALL_INCOMING, voice_answer),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +16,11 @@ import pytest
 
 from gateway.broker.memory import MemoryPublisher
 from gateway.http.app import create_app
+from gateway.secrets import Secret
 from gateway.settings import Settings
-from gateway.tenants import StaticTenantRegistry, Tenant
+from gateway.tenants import KaleyraAccount, StaticTenantRegistry, Tenant
 from schemas.topology import USAGE_QUEUE, tenant_queue
+from tests.support.kaleyra_samples import bearer, dlr, incoming
 from tests.support.logs import CapturedLogs
 from tests.support.rabbit import RabbitClient
 from tests.support.samples import CALLED, CALLER, ROUTES, message_incoming, message_status
@@ -26,6 +29,8 @@ from tests.support.server import serving
 from tests.support.twilio_signing import signed_form_request, twilio_tenant
 
 BODY_TEXT = "My date of birth is 1970-01-01, refill please"
+KALEYRA_SECRET_A = secrets.token_hex(24)
+KALEYRA_SECRET_B = secrets.token_hex(24)
 
 
 @dataclass
@@ -40,9 +45,11 @@ class Tenants:
 def tenants() -> Tenants:
     suffix = secrets.token_hex(3)
     token_a, token_b = secrets.token_hex(16), secrets.token_hex(16)
+    a = twilio_tenant(f"e2e-a-{suffix}", "AC" + secrets.token_hex(16), token_a)
+    b = twilio_tenant(f"e2e-b-{suffix}", "AC" + secrets.token_hex(16), token_b)
     return Tenants(
-        a=twilio_tenant(f"e2e-a-{suffix}", "AC" + secrets.token_hex(16), token_a),
-        b=twilio_tenant(f"e2e-b-{suffix}", "AC" + secrets.token_hex(16), token_b),
+        a=replace(a, kaleyra=KaleyraAccount("HXE2EA00001IN", Secret(KALEYRA_SECRET_A))),
+        b=replace(b, kaleyra=KaleyraAccount("HXE2EB00002IN", Secret(KALEYRA_SECRET_B))),
         token_a=token_a,
         token_b=token_b,
     )
@@ -61,12 +68,12 @@ class Inbox:
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.broker)])
 async def gateway(
-    request: pytest.FixtureRequest, tenants: Tenants
+    request: pytest.FixtureRequest, tenants: Tenants, tmp_path: Path
 ) -> AsyncIterator[tuple[str, Inbox]]:
     """A gateway on a real socket, backed by the embedded broker or the real RabbitMQ."""
     registry = StaticTenantRegistry([tenants.a, tenants.b])
     if request.param == "memory":
-        app = create_app(Settings(tenants=registry, amqp_url="memory://"))
+        app = create_app(Settings(tenants=registry, amqp_url="memory://", data_dir=tmp_path))
         publisher = app.state.ingress.publisher
         assert isinstance(publisher, MemoryPublisher)
 
@@ -77,7 +84,7 @@ async def gateway(
             yield base_url, Inbox(read)
         return
     amqp_url: str = request.getfixturevalue("amqp_url")
-    app = create_app(Settings(tenants=registry, amqp_url=amqp_url))
+    app = create_app(Settings(tenants=registry, amqp_url=amqp_url, data_dir=tmp_path))
     client = await RabbitClient(amqp_url).connect()
 
     async def read_rabbit(queue: str) -> list[dict[str, Any]]:
@@ -159,3 +166,38 @@ async def test_logs_of_a_full_run_hold_no_secret_or_phone_number(
     ):
         leaked = [line for line in text.splitlines() if needle in line]
         assert not leaked, f"{needle!r} leaked into the logs: {leaked[0][:600]}"
+
+
+async def test_kaleyra_reports_reach_only_their_tenant(
+    gateway: tuple[str, Inbox], tenants: Tenants
+) -> None:
+    """A Kaleyra DLR and incoming SMS for tenant A land on A's queue as schema-valid events."""
+    base_url, inbox = gateway
+    async with httpx.AsyncClient() as http:
+        status = await http.post(
+            f"{base_url}/kaleyra/{tenants.a.id}/sms/status",
+            json=dlr(),
+            headers=bearer(KALEYRA_SECRET_A),
+        )
+        received = await http.post(
+            f"{base_url}/kaleyra/{tenants.a.id}/sms/incoming",
+            json=incoming(),
+            headers=bearer(KALEYRA_SECRET_A),
+        )
+        refused = await http.post(
+            f"{base_url}/kaleyra/{tenants.b.id}/sms/status",
+            json=dlr(),
+            headers=bearer(KALEYRA_SECRET_A),
+        )
+    assert (status.status_code, received.status_code, refused.status_code) == (204, 204, 403)
+    events = await inbox.events(tenant_queue(tenants.a.id))
+    assert sorted(doc["type"] for doc in events) == [
+        "io.hookline.message.incoming",
+        "io.hookline.message.status",
+    ]
+    for doc in events:
+        assert_valid_event(doc)
+        assert doc["provider"] == "kaleyra" and doc["tenant"] == tenants.a.id
+    assert await inbox.events(tenant_queue(tenants.b.id)) == []
+    usage = [doc for doc in await inbox.events(USAGE_QUEUE) if doc["tenant"] == tenants.a.id]
+    assert [doc["type"] for doc in usage] == ["io.hookline.message.status"]

@@ -128,7 +128,7 @@ def test_tail_refuses_unknown_tenant_and_memory_broker(capsys: pytest.CaptureFix
 
 
 @pytest.mark.broker
-def test_tail_prints_a_tenants_events(amqp_url: str) -> None:
+def test_tail_prints_a_tenants_events(amqp_url: str, tmp_path: Path) -> None:
     """`hookline tail --tenant demo` prints the demo tenant's events as JSON lines."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "tail", "--tenant", "demo"],
@@ -140,7 +140,9 @@ def test_tail_prints_a_tenants_events(amqp_url: str) -> None:
         time.sleep(1.5)  # the tail binds its queue; the gateway below publishes after that
 
         async def publish() -> None:
-            settings = load_settings(env(HOOKLINE_AMQP_URL=amqp_url))
+            settings = load_settings(
+                env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path))
+            )
             app = create_app(settings)
             async with app.router.lifespan_context(app):
                 body, headers = signed_form_request(

@@ -152,6 +152,23 @@ def test_kaleyra_only_tenant_with_previous_secret(load: LoadFn) -> None:
     assert k1.kaleyra.previous_callback_secret == Secret("old-secret")
 
 
+def test_kaleyra_timezone_defaults_to_kolkata_and_is_validated(load: LoadFn) -> None:
+    """[tenants.kaleyra] timezone defaults to Asia/Kolkata, takes an IANA name, refuses others."""
+    section = '[[tenants]]\nid = "k1"\n[tenants.kaleyra]\nsid = "HX1"\ncallback_secret = "s"\n'
+    default = load(section).tenants.by_id("k1")
+    assert default is not None and default.kaleyra is not None
+    assert default.kaleyra.timezone == "Asia/Kolkata"
+    berlin = load(section + 'timezone = "Europe/Berlin"\n').tenants.by_id("k1")
+    assert berlin is not None and berlin.kaleyra is not None
+    assert berlin.kaleyra.timezone == "Europe/Berlin"
+    for bad in ("Mars/Olympus_Mons", "asia/kolkata", "../../etc/passwd", "/etc/localtime"):
+        message = problems_of(load, section + f'timezone = "{bad}"\n')
+        assert f"tenants[0].kaleyra.timezone: expected an IANA time zone such as Asia/Kolkata, " \
+               f"got {bad!r}" in message
+    assert "tenants[0].kaleyra.timezone: expected a string, got an integer" in problems_of(
+        load, section + "timezone = 5\n")
+
+
 def test_fallback_voice_twiml_accepted(load: LoadFn) -> None:
     """A well-formed <Response> document is kept verbatim as the tenant's fallback."""
     twiml = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>'

@@ -104,12 +104,14 @@ def test_valid_events_pass() -> None:
         assert_valid_event(later_event(kind))
 
 
-def test_other_providers_need_only_the_core_data() -> None:
-    """A Kaleyra message.status needs a normalized status and raw, not Twilio's fields."""
+def test_kaleyra_data_is_pinned_too() -> None:
+    """A Kaleyra message.status needs its own pinned data (issue 5), not only status and raw."""
     doc = message_status_event()
     doc.update(provider="kaleyra", source="kaleyra/HXAB12IN_1710", subject="dlr-1",
                data={"status": "delivered", "raw": {"status": "DELIVRD", "delivered": 1}})
-    assert_valid_event(doc)
+    errors = event_errors(doc)
+    assert "$.data: 'message_id' is a required property" in errors
+    assert any(error.startswith("$.data.raw.delivered") for error in errors)
     doc["data"]["status"] = "DELIVRD"
     assert any("status" in error for error in event_errors(doc))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,15 +74,17 @@ async def gateway_client(
 ) -> AsyncIterator[GatewayClient]:
     """Run the app's lifespan and yield a client for it (the app never touches the network)."""
     tenant_list = default_tenants() if tenants is None else tenants
-    settings = Settings(
-        tenants=StaticTenantRegistry(tenant_list),
-        public_url=settings_overrides.pop("public_url", PUBLIC_URL),
-        **settings_overrides,
-    )
-    broker = MemoryBroker()
-    publisher = publisher or MemoryPublisher(broker, [tenant.id for tenant in tenant_list])
-    app = create_app(settings, publisher=publisher, clock=FakeClock())
-    transport = httpx.ASGITransport(app=app, client=client)
-    http = httpx.AsyncClient(transport=transport, base_url="http://gateway.internal")
-    async with app.router.lifespan_context(app), http:
-        yield GatewayClient(http, broker, settings)
+    with tempfile.TemporaryDirectory(prefix="hookline-test-") as data_dir:
+        settings = Settings(
+            tenants=StaticTenantRegistry(tenant_list),
+            public_url=settings_overrides.pop("public_url", PUBLIC_URL),
+            data_dir=Path(settings_overrides.pop("data_dir", data_dir)),
+            **settings_overrides,
+        )
+        broker = MemoryBroker()
+        publisher = publisher or MemoryPublisher(broker, [tenant.id for tenant in tenant_list])
+        app = create_app(settings, publisher=publisher, clock=FakeClock())
+        transport = httpx.ASGITransport(app=app, client=client)
+        http = httpx.AsyncClient(transport=transport, base_url="http://gateway.internal")
+        async with app.router.lifespan_context(app), http:
+            yield GatewayClient(http, broker, settings)

@@ -74,10 +74,16 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture(scope="module")
-def gateway(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[httpx.AsyncClient, MemoryBroker]]:
+def gateway(
+    loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[httpx.AsyncClient, MemoryBroker]]:
     tenants = default_tenants()
     broker = MemoryBroker()
-    settings = Settings(tenants=StaticTenantRegistry(tenants), public_url=PUBLIC_URL)
+    settings = Settings(
+        tenants=StaticTenantRegistry(tenants),
+        public_url=PUBLIC_URL,
+        data_dir=tmp_path_factory.mktemp("data"),
+    )
     app = create_app(
         settings, publisher=MemoryPublisher(broker, [t.id for t in tenants]), clock=FakeClock()
     )

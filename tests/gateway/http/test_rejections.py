@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import httpx
 import orjson
@@ -236,13 +237,28 @@ async def test_unknown_route_and_wrong_method(captured_logs: CapturedLogs) -> No
     assert reasons == ["route_not_found", "method_not_allowed"]
 
 
-async def test_broker_failure_is_503_never_200(captured_logs: CapturedLogs) -> None:
-    """When the publish is not confirmed the provider gets 503 (it retries), never a 2xx."""
+async def test_broker_failure_spools_and_answers_2xx(captured_logs: CapturedLogs) -> None:
+    """When the broker cannot confirm, the event is spooled durably and the answer is 204."""
     body, headers = form()
     async with gateway_client(publisher=FailingPublisher()) as gw:
         response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
         ready = await gw.http.get("/readyz")
+    assert response.status_code == 204
+    assert ready.status_code == 503
+    assert orjson.loads(ready.content) == {"status": "not ready", "broker": "down", "spooled": 1}
+    [line] = captured_logs.events("callback_accepted")
+    assert line["outcome"] == "spooled" and line["tenant"] == "acme"
+
+
+async def test_broker_and_spool_failure_is_503_never_200(
+    captured_logs: CapturedLogs, tmp_path: Path
+) -> None:
+    """With neither the broker nor the spool able to take the event, the answer is 503."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    body, headers = form()
+    async with gateway_client(publisher=FailingPublisher(), data_dir=not_a_dir) as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
     assert response.status_code == 503
-    assert ready.status_code == 503 and orjson.loads(ready.content)["broker"] == "down"
     [line] = captured_logs.events("callback_failed")
     assert line["reason"] == "publish_failed" and line["tenant"] == "acme"

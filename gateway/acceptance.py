@@ -1,0 +1,167 @@
+"""Durable acceptance: a callback is answered 2xx only once its event is safe.
+
+Safe means confirmed by the broker, or fsynced to the local spool (gateway.spool) when the
+broker cannot confirm within the deadline. A provider retry of a callback already made safe is
+acknowledged without a second publish (bounded dedupe window); across processes and restarts
+consumers deduplicate by the event ``id``, which is deterministic (schemas.events.event_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal, Protocol
+
+import structlog
+
+from gateway.broker.base import Publisher
+from gateway.errors import PublishError
+from schemas.events import Event
+
+logger = structlog.get_logger("hookline.acceptance")
+
+Outcome = Literal["published", "spooled", "duplicate"]
+
+DEFAULT_PUBLISH_TIMEOUT: Final = 2.0
+DEFAULT_DEDUPE_SIZE: Final = 65_536
+# After a publish times out, new events go straight to the spool for this long instead of each
+# waiting out the deadline again (a stalled or resource-blocked broker); the replayer's first
+# confirmed publish closes the breaker sooner.
+DEFAULT_BREAKER_SECONDS: Final = 5.0
+
+
+class SpoolLike(Protocol):
+    async def put(self, event: Event) -> None: ...
+
+    def count(self) -> int: ...
+
+
+class DedupeWindow:
+    """The most recent keys (event ids, idempotency tokens) already made safe, bounded LRU."""
+
+    def __init__(self, size: int = DEFAULT_DEDUPE_SIZE) -> None:
+        if size < 1:
+            raise ValueError(f"dedupe window size must be at least 1, got {size}")
+        self._size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key: str) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass
+class AcceptanceCounts:
+    published: int = 0
+    spooled: int = 0
+    duplicates: int = 0
+    refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"published": self.published, "spooled": self.spooled,
+                "duplicates": self.duplicates, "refused": self.refused}
+
+
+@dataclass
+class Acceptor:
+    """Makes one event safe: publish with a deadline, else spool; dedupes retries."""
+
+    publisher: Publisher
+    spool: SpoolLike | None
+    publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
+    breaker_seconds: float = DEFAULT_BREAKER_SECONDS
+    dedupe: DedupeWindow = field(default_factory=DedupeWindow)
+    on_spooled: Callable[[], None] | None = None
+    counts: AcceptanceCounts = field(default_factory=AcceptanceCounts)
+    _inflight: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
+    _breaker_until: float = 0.0
+
+    @property
+    def broker_state(self) -> str:
+        """up, degraded (publishes time out: spooling) or down, for /readyz and logs."""
+        if not self.publisher.ready:
+            return "down"
+        return "degraded" if time.monotonic() < self._breaker_until else "up"
+
+    def close_breaker(self) -> None:
+        """The broker confirmed again (e.g. a replayed event): publish directly again."""
+        self._breaker_until = 0.0
+
+    async def accept(self, event: Event, idempotency_token: str | None = None) -> Outcome:
+        """Return how the event was made safe; raise PublishError/SpoolError when it was not."""
+        keys = [event.id] if idempotency_token is None else [event.id, idempotency_token]
+        for key in keys:
+            if key in self.dedupe:
+                self.counts.duplicates += 1
+                return "duplicate"
+        for key in keys:
+            pending = self._inflight.get(key)
+            if pending is not None:
+                # The same callback is being made safe right now: share its outcome.
+                try:
+                    await asyncio.shield(pending)
+                except Exception:  # noqa: S110 - the first attempt failed: try ourselves
+                    pass
+                else:
+                    self.counts.duplicates += 1
+                    return "duplicate"
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        for key in keys:
+            self._inflight[key] = future
+        try:
+            outcome = await self._make_safe(event)
+        except BaseException as exc:
+            self.counts.refused += 1
+            future.set_exception(exc if isinstance(exc, Exception) else PublishError("cancelled"))
+            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        else:
+            future.set_result(outcome)
+            for key in keys:
+                self.dedupe.add(key)
+            return outcome
+        finally:
+            for key in keys:
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+
+    async def _make_safe(self, event: Event) -> Outcome:
+        if self.broker_state == "up":
+            try:
+                # asyncio.timeout, not wait_for: the publish runs in this task, so a shutdown
+                # that cancels the request cancels the publish with it.
+                async with asyncio.timeout(self.publish_timeout):
+                    await self.publisher.publish(event)
+            except TimeoutError:
+                self._breaker_until = time.monotonic() + self.breaker_seconds
+                logger.warning("publish_timed_out", event_id=event.id,
+                               timeout_s=self.publish_timeout)
+            except PublishError as exc:
+                if self.spool is None:
+                    raise
+                logger.warning("publish_failed", event_id=event.id, error=str(exc))
+            else:
+                self.counts.published += 1
+                return "published"
+        if self.spool is None:
+            raise PublishError(f"event {event.id} not published: broker {self.broker_state} "
+                               "and no spool configured")
+        await self.spool.put(event)
+        self.counts.spooled += 1
+        if self.on_spooled is not None:
+            self.on_spooled()
+        return "spooled"

@@ -1,0 +1,63 @@
+"""RabbitMQ itself stops and starts (`rabbitmqctl stop_app` / `start_app`) under load.
+
+This test stops the whole broker node, so it must never run beside other broker tests: pytest
+runs the suite serially, and the broker is restarted in a `finally` whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from starlette.applications import Starlette
+
+from tests.fault.conftest import FaultTenant, delivered_subjects
+from tests.fault.load import account, steady_load
+from tests.fault.test_outages import wait_for_queue
+from tests.support.rabbit import RabbitClient
+from tests.support.server import serving
+
+pytestmark = pytest.mark.broker
+
+
+async def rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    if proc.returncode != 0:
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()[-500:]}")
+
+
+async def test_broker_stop_and_start_under_load(
+    amqp_url: str, fault_tenant: FaultTenant, make_app: Callable[..., Starlette],
+) -> None:
+    """The broker node stops for seconds mid-load and comes back: nothing answered 2xx is lost."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to stop and start the broker")
+    app = make_app(amqp_url)
+    async with serving(app) as base_url:
+        load = asyncio.create_task(steady_load(base_url, fault_tenant.account,
+                                               fault_tenant.token, count=400, rate=50))
+        await asyncio.sleep(1.5)
+        try:
+            await rabbitmqctl("stop_app")
+            await asyncio.sleep(2.0)
+        finally:
+            await rabbitmqctl("start_app")
+            await rabbitmqctl("await_startup")
+        result = await load
+        counts = app.state.ingress.durability.acceptor.counts
+        rabbit = await RabbitClient(amqp_url).connect()
+        try:
+            await wait_for_queue(rabbit, fault_tenant.queue, len(result.accepted), within=60)
+            subjects = await delivered_subjects(rabbit, fault_tenant.queue)
+        finally:
+            await rabbit.close()
+    tally = account(result, subjects)
+    print(f"\nbroker restart: {tally} published={counts.published} spooled={counts.spooled}")
+    assert result.refused == {}, "callbacks are answered 2xx while the broker is away"
+    assert counts.spooled > 0, "the outage really happened"
+    assert tally.missing == 0, str(tally)

@@ -1,0 +1,155 @@
+"""Durable acceptance: publish within the deadline or spool; retries acknowledged once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.acceptance import Acceptor, DedupeWindow
+from gateway.broker.memory import FailingPublisher, MemoryBroker, MemoryPublisher
+from gateway.errors import HooklineError, PublishError
+from schemas.events import Event, event_id
+
+
+class ListSpool:
+    """A spool fake for unit tests: keeps events in a list, can be told to fail."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.fail = False
+
+    async def put(self, event: Event) -> None:
+        if self.fail:
+            raise HooklineError("spool full (test)")
+        self.events.append(event)
+
+    def count(self) -> int:
+        return len(self.events)
+
+
+class StalledPublisher(MemoryPublisher):
+    """Connected, but never confirms: every publish hangs (a blocked or stalled broker)."""
+
+    async def publish(self, event: Event) -> None:
+        await asyncio.Event().wait()
+
+
+def make_event(n: int = 1, status: str = "delivered") -> Event:
+    sid = f"SM{n:032x}"
+    return Event(
+        id=event_id("twilio", "AC1", "message.status", sid, status), kind="message.status",
+        tenant="acme", provider="twilio", source="twilio/AC1", subject=sid,
+        time=datetime(2026, 11, 23, tzinfo=UTC), data={"status": status, "raw": {}},
+    )
+
+
+async def started(publisher: MemoryPublisher) -> MemoryPublisher:
+    await publisher.start()
+    return publisher
+
+
+async def test_confirmed_publish_is_published() -> None:
+    """A broker that confirms gets the event; the spool stays empty."""
+    broker = MemoryBroker()
+    spool = ListSpool()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme"])), spool)
+    assert await acceptor.accept(make_event()) == "published"
+    assert broker.queue_length("hookline.tenant.acme") == 1 and spool.events == []
+    assert acceptor.counts.as_dict() == {"published": 1, "spooled": 0, "duplicates": 0,
+                                         "refused": 0}
+
+
+async def test_retry_with_same_id_is_acknowledged_without_second_publish() -> None:
+    """The same event twice (a provider retry) is published once, the retry is a duplicate."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme"])), ListSpool())
+    assert await acceptor.accept(make_event()) == "published"
+    assert await acceptor.accept(make_event()) == "duplicate"
+    assert broker.queue_length("hookline.tenant.acme") == 1
+
+
+async def test_same_idempotency_token_is_a_duplicate() -> None:
+    """A request carrying an already-seen I-Twilio-Idempotency-Token is not published again."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme"])), ListSpool())
+    assert await acceptor.accept(make_event(1), "token-1") == "published"
+    assert await acceptor.accept(make_event(2), "token-1") == "duplicate"
+    assert await acceptor.accept(make_event(3), "token-2") == "published"
+    assert broker.queue_length("hookline.tenant.acme") == 2
+
+
+async def test_concurrent_duplicates_share_one_publish() -> None:
+    """Two copies in flight at once: one publish, the other waits for it and is a duplicate."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme"])), ListSpool())
+    outcomes = await asyncio.gather(*(acceptor.accept(make_event()) for _ in range(5)))
+    assert sorted(outcomes) == ["duplicate"] * 4 + ["published"]
+    assert broker.queue_length("hookline.tenant.acme") == 1
+
+
+async def test_failed_publish_is_spooled() -> None:
+    """When the broker refuses, the event goes to the spool and the answer is still safe."""
+    spool = ListSpool()
+    acceptor = Acceptor(FailingPublisher(), spool)
+    assert await acceptor.accept(make_event()) == "spooled"
+    assert [e.id for e in spool.events] == [make_event().id]
+
+
+async def test_no_spool_means_refusal() -> None:
+    """Without a spool an unconfirmed event is refused (503), never acknowledged."""
+    acceptor = Acceptor(FailingPublisher(), None)
+    with pytest.raises(PublishError):
+        await acceptor.accept(make_event())
+    assert acceptor.counts.refused == 1
+
+
+async def test_spool_failure_is_refused_and_retry_can_succeed() -> None:
+    """If the spool cannot take it either, accept raises; a later retry is not a duplicate."""
+    spool = ListSpool()
+    spool.fail = True
+    acceptor = Acceptor(FailingPublisher(), spool)
+    with pytest.raises(HooklineError):
+        await acceptor.accept(make_event())
+    spool.fail = False
+    assert await acceptor.accept(make_event()) == "spooled"
+
+
+async def test_stalled_broker_answers_within_the_deadline_then_bypasses() -> None:
+    """A publish that never confirms is spooled after the deadline; the next skip the wait."""
+    broker = MemoryBroker()
+    spool = ListSpool()
+    acceptor = Acceptor(await started(StalledPublisher(broker, ["acme"])), spool,
+                        publish_timeout=0.2, breaker_seconds=30)
+    begun = time.monotonic()
+    assert await acceptor.accept(make_event(1)) == "spooled"
+    first = time.monotonic() - begun
+    assert 0.2 <= first < 0.5
+    assert acceptor.broker_state == "degraded"
+    begun = time.monotonic()
+    assert await acceptor.accept(make_event(2)) == "spooled"
+    assert time.monotonic() - begun < 0.1
+    acceptor.close_breaker()
+    assert acceptor.broker_state == "up"
+
+
+async def test_on_spooled_hook_is_called() -> None:
+    """Spooling nudges the replayer through the on_spooled hook."""
+    calls: list[int] = []
+    acceptor = Acceptor(FailingPublisher(), ListSpool(), on_spooled=lambda: calls.append(1))
+    await acceptor.accept(make_event())
+    assert calls == [1]
+
+
+def test_dedupe_window_is_bounded_lru() -> None:
+    """The window forgets the least recently seen key beyond its size."""
+    window = DedupeWindow(size=2)
+    window.add("a")
+    window.add("b")
+    assert "a" in window  # refreshes a
+    window.add("c")
+    assert "b" not in window and "a" in window and "c" in window and len(window) == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        DedupeWindow(0)
