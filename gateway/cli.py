@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     topology_commands = topology.add_subparsers(dest="action", required=True, metavar="ACTION")
     topology_commands.add_parser("declare", help="declare exchanges, queues and bindings")
 
+    spool = commands.add_parser("spool", help="the local spool of unconfirmed events")
+    spool_commands = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
+    spool_commands.add_parser("status", help="what is waiting in the local spool files")
+    spool_commands.add_parser("replay", help="push orphan spool files to the broker now")
+
     tail = commands.add_parser("tail", help="print a tenant's events live, one JSON line each")
     tail.add_argument("--tenant", required=True, help="tenant id")
     return parser
@@ -67,6 +72,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return asyncio.run(run_checks(settings, sys.stdout))
         if args.command == "topology":
             return asyncio.run(_declare(settings, sys.stdout))
+        if args.command == "spool":
+            from gateway import spool_admin
+
+            if args.action == "status":
+                return spool_admin.print_status(settings, sys.stdout)
+            return asyncio.run(spool_admin.replay(settings, sys.stdout))
         if args.command == "tail":
             return asyncio.run(_tail(settings, args.tenant, sys.stdout))
     except HooklineError as exc:
@@ -83,8 +94,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    # proxy_headers off: forwarded headers are honoured only from HOOKLINE_TRUSTED_PROXIES.
+    # On SIGTERM uvicorn stops accepting and lets requests in flight finish (each is bounded by
+    # the publish deadline plus a spool write) before the lifespan drains and closes.
     common = {"host": args.host, "port": args.port, "log_config": None, "access_log": False,
-              "proxy_headers": False, "server_header": False}
+              "proxy_headers": False, "server_header": False, "timeout_graceful_shutdown": 15}
     if workers == 1:
         from gateway.http.app import create_app
 

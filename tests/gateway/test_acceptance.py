@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 
 import pytest
 
 from gateway.acceptance import Acceptor, DedupeWindow
 from gateway.broker.memory import FailingPublisher, MemoryBroker, MemoryPublisher
 from gateway.errors import HooklineError, PublishError
-from schemas.events import Event, event_id
+from schemas.events import Event
+from tests.support.events import make_event
 
 
 class ListSpool:
@@ -35,15 +35,6 @@ class StalledPublisher(MemoryPublisher):
 
     async def publish(self, event: Event) -> None:
         await asyncio.Event().wait()
-
-
-def make_event(n: int = 1, status: str = "delivered") -> Event:
-    sid = f"SM{n:032x}"
-    return Event(
-        id=event_id("twilio", "AC1", "message.status", sid, status), kind="message.status",
-        tenant="acme", provider="twilio", source="twilio/AC1", subject=sid,
-        time=datetime(2026, 11, 23, tzinfo=UTC), data={"status": status, "raw": {}},
-    )
 
 
 async def started(publisher: MemoryPublisher) -> MemoryPublisher:
