@@ -33,17 +33,15 @@ from __future__ import annotations
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-import orjson
-
-from gateway.errors import AuthenticationFailed, MalformedPayload
+from gateway.errors import AuthenticationFailed
 from gateway.providers.request import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
-    MAX_FIELDS,
     Params,
     RawRequest,
+    json_params,
     parse_json_object,
     parse_urlencoded,
     require_media_type,
@@ -172,22 +170,7 @@ def _payload(request: RawRequest) -> Params:
     if require_media_type(request, _MEDIA_TYPES) == FORM_CONTENT_TYPE:
         params = parse_urlencoded(request.body)
     else:
-        params = _json_params(parse_json_object(request.body))
+        params = json_params(parse_json_object(request.body))
     for name, values in query.items():
         params.setdefault(name, values)
-    return params
-
-
-def _json_params(doc: dict[str, Any]) -> Params:
-    """Top-level JSON fields as form-like params: strings as-is, null as "", others as JSON."""
-    if len(doc) > MAX_FIELDS:
-        raise MalformedPayload(f"JSON body has {len(doc)} fields, more than {MAX_FIELDS}")
-    params: Params = {}
-    for name, value in doc.items():
-        if isinstance(value, str):
-            params[name] = [value]
-        elif value is None:
-            params[name] = [""]
-        else:
-            params[name] = [orjson.dumps(value).decode()]
     return params

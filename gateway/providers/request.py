@@ -107,3 +107,21 @@ def first(params: Params, name: str, default: str | None = None) -> str | None:
 def raw_view(params: Params) -> dict[str, str | list[str]]:
     """Parameters as received for an event's ``raw``: single values as strings, repeats as lists."""
     return {key: values[0] if len(values) == 1 else list(values) for key, values in params.items()}
+
+
+def json_params(doc: dict[str, Any]) -> Params:
+    """Top-level JSON fields as form-like params: strings as-is, null as "", others as JSON.
+
+    Providers' JSON callbacks are read through the same field lookups as form callbacks.
+    """
+    if len(doc) > MAX_FIELDS:
+        raise MalformedPayload(f"JSON body has {len(doc)} fields, more than {MAX_FIELDS}")
+    params: Params = {}
+    for name, value in doc.items():
+        if isinstance(value, str):
+            params[name] = [value]
+        elif value is None:
+            params[name] = [""]
+        else:
+            params[name] = [orjson.dumps(value).decode()]
+    return params

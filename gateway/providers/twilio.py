@@ -22,8 +22,6 @@ from hashlib import sha1, sha256
 from typing import Any, Final
 from urllib.parse import parse_qs, urlparse, urlsplit, urlunparse
 
-import orjson
-
 from gateway.errors import AuthenticationFailed
 from gateway.providers.request import (
     FORM_CONTENT_TYPE,
@@ -31,6 +29,7 @@ from gateway.providers.request import (
     Params,
     RawRequest,
     first,
+    json_params,
     parse_json_object,
     parse_urlencoded,
     require_media_type,
@@ -195,14 +194,6 @@ def signature_valid(
     return _signature_matches((_key_state(token),), url, params, signature)
 
 
-def _json_params(doc: dict[str, Any]) -> Params:
-    """Top-level JSON fields as form-like params: strings as-is, anything else as JSON text."""
-    return {
-        name: [value if isinstance(value, str) else orjson.dumps(value).decode()]
-        for name, value in doc.items()
-    }
-
-
 class TwilioVerifier:
     """Verifies Twilio callbacks against the token of the tenant that owns their AccountSid."""
 
@@ -249,7 +240,7 @@ class TwilioVerifier:
                     f"JSON body does not match the {BODY_HASH_PARAM} in the URL query",
                     reason="body_hash_mismatch",
                 )
-            params = _json_params(json_body)
+            params = json_params(json_body)
             signed_params = None
             sid_value = json_body.get(ACCOUNT_SID_PARAM)
             account_sid = sid_value if isinstance(sid_value, str) else None

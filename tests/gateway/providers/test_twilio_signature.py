@@ -197,7 +197,7 @@ def test_json_with_correct_body_hash_accepted(verifier: TwilioVerifier) -> None:
     assert result.json_body == doc
     assert result.params == {
         "AccountSid": [ACME_SID], "Status": ["delivered"], "Count": ["3"], "Flag": ["true"],
-        "Nothing": ["null"], "Nested": ['{"a":[1,2]}'],
+        "Nothing": [""], "Nested": ['{"a":[1,2]}'],
     }
 
 
