@@ -61,3 +61,48 @@ async def test_broker_stop_and_start_under_load(
     assert result.refused == {}, "callbacks are answered 2xx while the broker is away"
     assert counts.spooled > 0, "the outage really happened"
     assert tally.missing == 0, str(tally)
+
+
+async def watermark() -> str:
+    """The broker's current vm_memory_high_watermark, to restore it exactly."""
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "eval", "application:get_env(rabbit, vm_memory_high_watermark).",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode().strip().rsplit("\n", 1)[-1]  # e.g. {ok,0.4}
+    if not (text.startswith("{ok,") and text.endswith("}")):
+        raise AssertionError(f"cannot read the memory watermark: {text!r}")
+    return text[4:-1]
+
+
+async def test_memory_alarm_blocks_publishers_and_callbacks_still_answer(
+    amqp_url: str, fault_tenant: FaultTenant, make_app: Callable[..., Starlette],
+) -> None:
+    """A real resource alarm (memory watermark 0) blocks publishing: callbacks are answered
+    within the deadline from the spool, and delivered once the alarm clears."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to raise a memory alarm")
+    app = make_app(amqp_url, publish_timeout_s=0.5)
+    previous = await watermark()
+    async with serving(app) as base_url:
+        try:
+            await rabbitmqctl("set_vm_memory_high_watermark", "0")
+            await asyncio.sleep(1.0)  # the alarm reaches the connection as connection.blocked
+            result = await steady_load(base_url, fault_tenant.account, fault_tenant.token,
+                                       count=60, rate=30)
+        finally:
+            await rabbitmqctl("set_vm_memory_high_watermark", previous)
+        counts = app.state.ingress.durability.acceptor.counts
+        rabbit = await RabbitClient(amqp_url).connect()
+        try:
+            await wait_for_queue(rabbit, fault_tenant.queue, len(result.accepted), within=60)
+            subjects = await delivered_subjects(rabbit, fault_tenant.queue)
+        finally:
+            await rabbit.close()
+    tally = account(result, subjects)
+    slowest = max(result.latencies)
+    print(f"\nmemory alarm: {tally} slowest answer {slowest * 1000:.0f} ms "
+          f"published={counts.published} spooled={counts.spooled}")
+    assert result.refused == {} and counts.spooled > 0
+    assert slowest < 0.5 + 0.5, "no request waits on the blocked connection past the deadline"
+    assert tally.missing == 0, str(tally)
