@@ -4,7 +4,7 @@
 
 Spools N status events (64 concurrent writers, each put fsynced by group commit), then drains
 them with the gateway's Replayer to RabbitMQ with publisher confirms, and prints events/s for
-both. Uses a throwaway tenant whose queue it deletes afterwards.
+both. Works in a throwaway vhost (made and deleted with rabbitmqctl), so it leaves nothing.
 """
 
 from __future__ import annotations
@@ -12,22 +12,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import subprocess
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import aio_pika
-
 from gateway.broker.amqp import AmqpPublisher
 from gateway.replay import Replayer
 from gateway.spool import Spool
-from schemas.topology import tenant_queue
 from tests.support.events import make_event
 
 
-async def run(events: int, amqp_url: str) -> None:
-    tenant = f"bench-{secrets.token_hex(3)}"
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+async def run(events: int, base_url: str) -> None:
+    vhost = f"hookline-bench-{secrets.token_hex(3)}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        await measure(events, base_url.rstrip("/") + "/" + vhost)
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+async def measure(events: int, amqp_url: str) -> None:
+    tenant = "bench"
     with tempfile.TemporaryDirectory() as data_dir:
         spool = await Spool.open(Path(data_dir))
         batch = [replace(make_event(n), tenant=tenant) for n in range(events)]
@@ -49,10 +61,6 @@ async def run(events: int, amqp_url: str) -> None:
         replay_seconds = time.perf_counter() - started
         await publisher.close()
         await spool.close()
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(tenant_queue(tenant), if_unused=False, if_empty=False)
     print(f"spooled  {events} events in {put_seconds:.2f} s: {events / put_seconds:,.0f} events/s "
           f"({spool.commits} commits)")
     print(f"replayed {replayed} events in {replay_seconds:.2f} s: "
@@ -62,7 +70,8 @@ async def run(events: int, amqp_url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/",
+                        help="broker URL without vhost (guest's permissions are set on it)")
     args = parser.parse_args()
     asyncio.run(run(args.events, args.amqp_url))
 
