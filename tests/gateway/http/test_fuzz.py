@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import httpx
@@ -14,12 +15,19 @@ from hypothesis import strategies as st
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.clock import FakeClock
 from gateway.http.app import create_app
+from gateway.secrets import Secret
 from gateway.settings import Settings
-from gateway.tenants import StaticTenantRegistry
+from gateway.tenants import KaleyraAccount, StaticTenantRegistry
 from tests.support.gateway import ACME_SID, PUBLIC_URL, default_tenants
 from tests.support.samples import ROUTES
+from tests.support.schema_check import assert_valid_event
 
-PATHS = [path for path, _, _ in ROUTES] + ["/healthz", "/readyz", "/twilio", "/", "/twilio/voice/"]
+KALEYRA_SECRET = "fuzz-kaleyra-secret-0123456789"
+PATHS = [path for path, _, _ in ROUTES] + [
+    "/healthz", "/readyz", "/twilio", "/", "/twilio/voice/",
+    "/kaleyra/acme/sms/status", "/kaleyra/acme/sms/incoming", "/kaleyra/nobody/sms/status",
+    "/kaleyra/globex/sms/status", "/kaleyra//sms/status",
+]  # fmt: skip
 CONTENT_TYPES = [
     "application/x-www-form-urlencoded",
     "application/json",
@@ -40,6 +48,8 @@ HEADER_NAMES = st.sampled_from(
         "content-length",
         "host",
         "authorization",
+        "x-hookline-secret",
+        "idempotency-key",
     ]
 )
 PRINTABLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
@@ -77,7 +87,10 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def gateway(
     loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[httpx.AsyncClient, MemoryBroker]]:
-    tenants = default_tenants()
+    acme, globex = default_tenants()
+    # acme also has a Kaleyra sub-account, so authenticated Kaleyra payloads get fuzzed too.
+    kaleyra = KaleyraAccount("HXFUZZ0001IN", Secret(KALEYRA_SECRET))
+    tenants = [replace(acme, kaleyra=kaleyra), globex]
     broker = MemoryBroker()
     settings = Settings(
         tenants=StaticTenantRegistry(tenants),
@@ -101,6 +114,7 @@ bodies = st.one_of(
         lambda pairs: urlencode(pairs).encode()
     ),
     st.just(b'{"AccountSid": "' + ACME_SID.encode() + b'", "MessageSid": "SM1"}'),
+    st.just(b'{"id": "ee8a1f2c:1", "status": "DELIVRD", "units": "x", "delivered": "nope"}'),
 )
 
 
@@ -116,6 +130,7 @@ bodies = st.one_of(
     content_type=st.sampled_from(CONTENT_TYPES),
     headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4),
     body=bodies,
+    with_secret=st.booleans(),
 )
 def test_arbitrary_requests_never_500_and_never_publish(
     loop: asyncio.AbstractEventLoop,
@@ -126,17 +141,28 @@ def test_arbitrary_requests_never_500_and_never_publish(
     content_type: str,
     headers: dict[str, str],
     body: bytes,
+    with_secret: bool,
 ) -> None:
-    """Random paths, methods, queries, headers and bodies get a 2xx probe or a 4xx, no event."""
+    """Random requests never get a 5xx; unsigned ones publish nothing; authenticated Kaleyra
+    payloads either publish one schema-valid event or are refused with a 4xx."""
     client, broker = gateway
     headers = {k: v for k, v in headers.items() if k != "content-length"}
     if content_type:
         headers["content-type"] = content_type
+    if with_secret:
+        headers["x-hookline-secret"] = KALEYRA_SECRET
     response = loop.run_until_complete(
         client.request(method, path + query, content=body, headers=headers)
     )
     assert response.status_code < 500, (response.status_code, response.text)
+    events = broker.drain("hookline.tenant.acme")
+    for name in broker.queue_names:
+        broker.purge(name)
+    authenticated = with_secret and path.startswith("/kaleyra/acme/")
+    if authenticated and response.status_code == 204:
+        assert len(events) == 1 and events[0].provider == "kaleyra"
+        assert_valid_event(events[0].to_dict())
+    else:
+        assert events == []
     if path.startswith("/twilio"):
         assert 400 <= response.status_code < 500
-    assert sum(broker.queue_length(name) for name in broker.queue_names) == 0
-    assert PUBLIC_URL  # the public URL the signatures would have to match
