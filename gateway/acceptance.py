@@ -70,10 +70,15 @@ class AcceptanceCounts:
     spooled: int = 0
     duplicates: int = 0
     refused: int = 0
+    # Publishes attempted but not confirmed (timed out, or failed while waiting for the
+    # confirm): the broker may still have taken the event, which is then also replayed from
+    # the spool. These are the only source of duplicate deliveries (same id).
+    uncertain: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"published": self.published, "spooled": self.spooled,
-                "duplicates": self.duplicates, "refused": self.refused}
+                "duplicates": self.duplicates, "refused": self.refused,
+                "uncertain": self.uncertain}
 
 
 @dataclass
@@ -147,10 +152,12 @@ class Acceptor:
                 async with asyncio.timeout(self.publish_timeout):
                     await self.publisher.publish(event)
             except TimeoutError:
+                self.counts.uncertain += 1
                 self._breaker_until = time.monotonic() + self.breaker_seconds
                 logger.warning("publish_timed_out", event_id=event.id,
                                timeout_s=self.publish_timeout)
             except PublishError as exc:
+                self.counts.uncertain += 1
                 if self.spool is None:
                     raise
                 logger.warning("publish_failed", event_id=event.id, error=str(exc))

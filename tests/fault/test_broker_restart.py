@@ -61,6 +61,7 @@ async def test_broker_stop_and_start_under_load(
     assert result.refused == {}, "callbacks are answered 2xx while the broker is away"
     assert counts.spooled > 0, "the outage really happened"
     assert tally.missing == 0, str(tally)
+    assert tally.duplicated <= counts.uncertain, str(tally)
 
 
 async def watermark() -> str:
@@ -102,7 +103,8 @@ async def test_memory_alarm_blocks_publishers_and_callbacks_still_answer(
     tally = account(result, subjects)
     slowest = max(result.latencies)
     print(f"\nmemory alarm: {tally} slowest answer {slowest * 1000:.0f} ms "
-          f"published={counts.published} spooled={counts.spooled}")
+          f"published={counts.published} spooled={counts.spooled} uncertain={counts.uncertain}")
     assert result.refused == {} and counts.spooled > 0
-    assert slowest < 0.5 + 0.5, "no request waits on the blocked connection past the deadline"
+    assert slowest < 0.5 + 0.75, "no request waits on the blocked connection past the deadline"
     assert tally.missing == 0, str(tally)
+    assert tally.duplicated <= counts.uncertain, str(tally)

@@ -123,9 +123,13 @@ async def test_sigkill_under_load_then_restart_delivers_everything(
     tally = account(result, subjects)
     replayed = [line for line in gw.log_lines() if line["event"] == "spool_replayed"]
     print(f"\nsigkill: {tally}; replay lines after restart: {replayed}")
+    # Publishes in flight at the cut may have reached the broker with their confirm lost:
+    # each is logged (publish_failed / publish_timed_out), spooled and replayed (same id).
+    uncertain = sum(line["event"] in ("publish_failed", "publish_timed_out")
+                    for line in gw.log_lines())
     assert 100 <= len(result.accepted) < 300, "the kill really cut the load short"
     assert tally.missing == 0, str(tally)
-    assert tally.duplicated == 0, str(tally)
+    assert tally.duplicated <= uncertain, f"{tally}, uncertain publishes: {uncertain}"
     assert replayed, "the restarted gateway replayed the spool"
 
 

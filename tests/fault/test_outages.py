@@ -51,10 +51,14 @@ async def test_broker_cut_under_steady_load_loses_nothing(
         await wait_for_queue(rabbit, fault_tenant.queue, len(result.accepted), within=30)
     subjects = await delivered_subjects(rabbit, fault_tenant.queue)
     tally = account(result, subjects)
-    print(f"\nbroker cut: {tally} published={counts.published} spooled={counts.spooled}")
+    print(f"\nbroker cut: {tally} published={counts.published} spooled={counts.spooled} "
+          f"uncertain={counts.uncertain}")
     assert result.refused == {}, "every callback is answered 2xx during the outage"
     assert counts.spooled > 0, "the outage really happened"
-    assert (tally.missing, tally.duplicated) == (0, 0), str(tally)
+    assert tally.missing == 0, str(tally)
+    # A publish in flight at the cut may have reached the broker although its confirm was lost;
+    # it is spooled and replayed too (same id). Only those can be delivered twice.
+    assert tally.duplicated <= counts.uncertain, str(tally)
 
 
 async def test_stalled_broker_answers_within_the_deadline(
@@ -82,6 +86,7 @@ async def test_stalled_broker_answers_within_the_deadline(
     assert slowest < 0.5 + 0.5, "answered within the publish deadline plus a margin"
     assert counts.spooled == 40
     assert tally.missing == 0, str(tally)
+    assert tally.duplicated <= counts.uncertain, str(tally)
 
 
 async def test_same_callback_twice_and_same_idempotency_token_give_one_event(

@@ -50,7 +50,7 @@ async def test_confirmed_publish_is_published() -> None:
     assert await acceptor.accept(make_event()) == "published"
     assert broker.queue_length("hookline.tenant.acme") == 1 and spool.events == []
     assert acceptor.counts.as_dict() == {"published": 1, "spooled": 0, "duplicates": 0,
-                                         "refused": 0}
+                                         "refused": 0, "uncertain": 0}
 
 
 async def test_retry_with_same_id_is_acknowledged_without_second_publish() -> None:

@@ -160,8 +160,11 @@ def test_arbitrary_requests_never_500_and_never_publish(
         broker.purge(name)
     authenticated = with_secret and path.startswith("/kaleyra/acme/")
     if authenticated and response.status_code == 204:
-        assert len(events) == 1 and events[0].provider == "kaleyra"
-        assert_valid_event(events[0].to_dict())
+        # One new event, or none when the same report was already accepted (a retry).
+        assert len(events) <= 1
+        for event in events:
+            assert event.provider == "kaleyra"
+            assert_valid_event(event.to_dict())
     else:
         assert events == []
     if path.startswith("/twilio"):
