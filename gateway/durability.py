@@ -95,7 +95,18 @@ class Durability:
         if self.spool is not None:
             await self.spool.close()
         counts = self.acceptor.counts.as_dict() if self.acceptor is not None else {}
-        return {**counts, "replayed_at_exit": replayed_at_exit, "left_in_spool": left}
+        return {**counts, "replay_uncertain": self.replay_uncertain,
+                "replayed_at_exit": replayed_at_exit, "left_in_spool": left}
+
+    @property
+    def replay_uncertain(self) -> int:
+        return self.replayer.uncertain if self.replayer is not None else 0
+
+    @property
+    def uncertain(self) -> int:
+        """Publishes (live or replayed) whose outcome is unknown: the bound on duplicates."""
+        live = self.acceptor.counts.uncertain if self.acceptor is not None else 0
+        return live + self.replay_uncertain
 
     @property
     def broker_state(self) -> str:

@@ -44,6 +44,9 @@ class Replayer:
         self.concurrency = concurrency
         #: The first PublishError of the last drain_once (None if it had none): for the logs.
         self.last_error: PublishError | None = None
+        #: Replayed publishes that failed after being sent: the broker may still deliver them,
+        #: and they stay spooled to be replayed again (a duplicate with the same id).
+        self.uncertain = 0
         self._wakeup = asyncio.Event()
         self._stalled = False  # warn once per stall, not at every idle tick
 
@@ -68,6 +71,8 @@ class Replayer:
                 confirmed.append(item.seq)
             except BaseException as exc:
                 failures.append(exc)
+                if isinstance(exc, PublishError):
+                    self.uncertain += 1
                 raise
             finally:
                 slots.release()
