@@ -31,6 +31,16 @@ async def rabbitmqctl(*args: str) -> None:
         raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()[-500:]}")
 
 
+async def settled_subjects(amqp_url: str, queue: str, expected: int) -> list[str]:
+    """Wait (on a fresh connection: the broker restarted) until ``expected`` events arrived."""
+    rabbit = await RabbitClient(amqp_url).connect()
+    try:
+        await wait_for_queue(rabbit, queue, expected, within=60)
+        return await delivered_subjects(rabbit, queue)
+    finally:
+        await rabbit.close()
+
+
 async def test_broker_stop_and_start_under_load(
     amqp_url: str, fault_tenant: FaultTenant, make_app: Callable[..., Starlette],
 ) -> None:
@@ -51,12 +61,7 @@ async def test_broker_stop_and_start_under_load(
         result = await load
         durability = app.state.ingress.durability
         counts = durability.acceptor.counts
-        rabbit = await RabbitClient(amqp_url).connect()
-        try:
-            await wait_for_queue(rabbit, fault_tenant.queue, len(result.accepted), within=60)
-            subjects = await delivered_subjects(rabbit, fault_tenant.queue)
-        finally:
-            await rabbit.close()
+        subjects = await settled_subjects(amqp_url, fault_tenant.queue, len(result.accepted))
     tally = account(result, subjects)
     print(f"\nbroker restart: {tally} published={counts.published} spooled={counts.spooled}")
     assert result.refused == {}, "callbacks are answered 2xx while the broker is away"
@@ -96,12 +101,7 @@ async def test_memory_alarm_blocks_publishers_and_callbacks_still_answer(
             await rabbitmqctl("set_vm_memory_high_watermark", previous)
         durability = app.state.ingress.durability
         counts = durability.acceptor.counts
-        rabbit = await RabbitClient(amqp_url).connect()
-        try:
-            await wait_for_queue(rabbit, fault_tenant.queue, len(result.accepted), within=60)
-            subjects = await delivered_subjects(rabbit, fault_tenant.queue)
-        finally:
-            await rabbit.close()
+        subjects = await settled_subjects(amqp_url, fault_tenant.queue, len(result.accepted))
     tally = account(result, subjects)
     slowest = max(result.latencies)
     print(f"\nmemory alarm: {tally} slowest answer {slowest * 1000:.0f} ms "
