@@ -31,6 +31,8 @@ from gateway.http.endpoints import (
 )
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.log import configure_logging
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import Metrics
 from gateway.providers.kaleyra import KaleyraVerifier
 from gateway.providers.twilio import TwilioVerifier
 from gateway.settings import Settings, load_settings
@@ -81,6 +83,18 @@ def create_app(
                 "spooled": spool.count() if spool else 0}
         return JSONResponse(body, status_code=200 if state == "up" else 503)
 
+    metrics = Metrics()
+    metrics.gauge("hookline_broker_up", "1 while the broker confirms publishes, else 0.",
+                  lambda: float(durability.broker_state == "up"))
+    metrics.gauge("hookline_spool_events", "Events waiting in this process's spool.",
+                  lambda: float(durability.spool.count() if durability.spool else 0))
+    metrics.gauge("hookline_publish_uncertain_total",
+                  "Publishes sent but not confirmed (live and replayed): possible duplicates.",
+                  lambda: float(durability.uncertain), kind="counter")
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
 
@@ -97,12 +111,13 @@ def create_app(
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
     # No slash redirects: Starlette would build the Location from the Host header, and a
     # provider must get an answer at the URL it signed, not a 307 elsewhere.
     app.router.redirect_slashes = False
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.state.ingress = ingress
     return app
 

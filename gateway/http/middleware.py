@@ -14,6 +14,8 @@ from typing import Any, Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.metrics import CALLBACKS, REJECTIONS, Metrics
+
 # A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 LOG_STATE_KEY: Final = "hookline_log"
@@ -36,8 +38,9 @@ class RequestContextMiddleware:
     escaped everything logs ``request_failed`` and answers a plain 500 (a bug, never expected).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +74,7 @@ class RequestContextMiddleware:
                                     "headers": [(b"content-type", b"text/plain")]})
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
         else:
-            _log_request(scope, status, started, fields)
+            _log_request(scope, status, started, fields, self.metrics)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
@@ -88,7 +91,9 @@ def _safe(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if key != "event"}
 
 
-def _log_request(scope: Scope, status: int, started: float, fields: dict[str, Any]) -> None:
+def _log_request(
+    scope: Scope, status: int, started: float, fields: dict[str, Any], metrics: Metrics | None
+) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     path = scope.get("path", "")
     if path in _QUIET_PATHS:  # probes poll every few seconds: not worth a line each
@@ -104,6 +109,11 @@ def _log_request(scope: Scope, status: int, started: float, fields: dict[str, An
     log = logger.warning if outcome in ("rejected", "failed") else logger.info
     log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
         latency_ms=latency_ms, **_safe(fields))
+    if metrics is not None:
+        metrics.count(CALLBACKS[0], provider=str(fields.get("provider", "none")),
+                      kind=str(fields.get("kind", "none")), outcome=str(outcome))
+        if outcome == "rejected":
+            metrics.count(REJECTIONS[0], reason=str(fields["reason"]))
 
 
 def _default_reason(status: int) -> str:

@@ -1,0 +1,55 @@
+"""GET /metrics: Prometheus text with callback outcomes, rejection reasons and broker state."""
+
+from __future__ import annotations
+
+from gateway.broker.memory import FailingPublisher
+from gateway.metrics import Metrics
+from tests.support.gateway import ACME_SID, gateway_client
+from tests.support.samples import message_status
+
+
+def samples(text: str) -> dict[str, float]:
+    """Metric lines as {name{labels}: value}, comments skipped."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+async def test_metrics_count_outcomes_and_reasons() -> None:
+    """Published, duplicate and rejected callbacks are counted with their labels."""
+    async with gateway_client() as gw:
+        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
+        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
+        await gw.http.post("/twilio/messaging/status", content=b"a=1",
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+        response = await gw.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = samples(response.text)
+    prefix = 'hookline_callbacks_total{kind="message.status",outcome='
+    assert values[prefix + '"published",provider="twilio"}'] == 1
+    assert values[prefix + '"duplicate",provider="twilio"}'] == 1
+    assert values[prefix + '"rejected",provider="twilio"}'] == 1
+    assert values['hookline_callbacks_rejected_total{reason="account_sid_missing"}'] == 1
+    assert values["hookline_broker_up"] == 1 and values["hookline_spool_events"] == 0
+    assert "# TYPE hookline_publish_uncertain_total counter" in response.text
+
+
+async def test_metrics_show_a_down_broker_and_the_spool() -> None:
+    """With the broker down, broker_up is 0 and the spooled event is visible."""
+    async with gateway_client(publisher=FailingPublisher()) as gw:
+        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 2))
+        values = samples((await gw.http.get("/metrics")).text)
+    assert values["hookline_broker_up"] == 0 and values["hookline_spool_events"] == 1
+    assert values['hookline_callbacks_total{kind="message.status",outcome="spooled",'
+                  'provider="twilio"}'] == 1
+
+
+def test_label_values_are_escaped() -> None:
+    """Quotes, backslashes and newlines in label values cannot break the exposition format."""
+    metrics = Metrics()
+    metrics.count("hookline_callbacks_rejected_total", reason='a"b\\c\nd')
+    assert 'reason="a\\"b\\\\c\\nd"} 1' in metrics.render()
