@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
@@ -47,14 +46,14 @@ async def _check_broker(settings: Settings) -> str:
 
 async def _check_database(settings: Settings) -> str:
     url = settings.db_url
-    if url.startswith(("postgresql://", "postgres://")):
+    path = settings.sqlite_path
+    if path is None:  # a postgresql:// URL (load_settings accepts nothing else)
         parts = urlsplit(url)
         host, port = parts.hostname or "localhost", parts.port or 5432
         _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
         writer.close()
         await writer.wait_closed()
         return f"postgresql at {host}:{port} accepts connections"
-    path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as connection:
         connection.execute("select 1")
