@@ -105,3 +105,12 @@ def captured_logs() -> Iterator[CapturedLogs]:
     finally:
         structlog.contextvars.clear_contextvars()
         reset_logging()
+
+
+@pytest.fixture
+def reset_logging_after() -> Iterator[None]:
+    """For tests that call the CLI: main() configures logging on the captured stdout."""
+    yield
+    from gateway.log import reset_logging
+
+    reset_logging()

@@ -21,6 +21,7 @@ import pytest
 from tests.fault.conftest import FaultTenant, delivered_subjects
 from tests.fault.load import account, steady_load
 from tests.fault.test_outages import wait_for_queue
+from tests.support.net import free_port
 from tests.support.rabbit import RabbitClient, TcpProxy
 
 pytestmark = pytest.mark.broker
@@ -79,13 +80,6 @@ class GatewayProcess:
         return [orjson.loads(line) for line in self.output.splitlines() if line.startswith(b"{")]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from gateway.cli import main
 from gateway.http.app import create_app
 from gateway.settings import load_settings
+from tests.support.net import free_port
 from tests.support.rabbit import RabbitClient
 from tests.support.samples import message_status
 from tests.support.twilio_signing import signed_form_request
@@ -28,13 +28,7 @@ EXAMPLE = ROOT / "examples" / "hookline.toml"
 DEMO_SID, DEMO_TOKEN = "AC00000000000000000000000000000001", "demo-token-not-secret"
 
 
-@pytest.fixture(autouse=True)
-def _reset_logging() -> Iterator[None]:
-    """main() configures logging on the captured stdout; undo it after each test."""
-    yield
-    from gateway.log import reset_logging
-
-    reset_logging()
+pytestmark = pytest.mark.usefixtures("reset_logging_after")
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -48,11 +42,6 @@ def env(**extra: str) -> dict[str, str]:
     return base
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_check_passes_on_the_example_config(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,12 +18,7 @@ from tests.support.rabbit import RabbitClient
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hookline.toml"
 
 
-@pytest.fixture(autouse=True)
-def _reset_logging() -> Iterator[None]:
-    yield
-    from gateway.log import reset_logging
-
-    reset_logging()
+pytestmark = pytest.mark.usefixtures("reset_logging_after")
 
 
 def env(data_dir: Path, **extra: str) -> dict[str, str]:
