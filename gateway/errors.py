@@ -73,3 +73,31 @@ class PublishError(HooklineError):
 
     http_status = 503
     reason = "publish_failed"
+
+
+class ConsumerError(HooklineError):
+    """Base of what a worker's handler reports about one message (an ack decision, not HTTP)."""
+
+    reason = "consumer_error"
+
+
+class PoisonMessage(ConsumerError):
+    """The message can never be handled (unparsable, unknown tenant, invalid command).
+
+    Ack decision: dead-letter it at once to ``hookline.dead``, the reason in its headers.
+    """
+
+    reason = "poison_message"
+
+    def __init__(self, message: str, *, reason: str = "poison_message") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransientError(ConsumerError):
+    """Handling failed for a reason that may pass (database or REST API unreachable, timeout).
+
+    Ack decision: retry with back-off, bounded; dead-letter after the last attempt.
+    """
+
+    reason = "transient"

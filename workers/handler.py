@@ -1,0 +1,72 @@
+"""What a worker is, seen from the consumer runtime: a queue and a batch handler.
+
+The runtime (``workers.runtime``) owns everything AMQP: prefetch, acks, retries with back-off,
+dead-lettering, replies, draining on SIGTERM, one log line per message. A handler owns only
+what a message means. Keeping this contract free of aio-pika lets the same handlers run on
+RabbitMQ and on the embedded ``memory://`` broker, and be unit-tested with plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.errors import ConsumerError
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as consumed, whatever the broker."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, object] = field(default_factory=dict)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    redelivered: bool = False
+    #: 1 on the first delivery; the runtime counts retries in a header of its own.
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An RPC answer: the runtime publishes it to ``reply_to`` with the ``correlation_id``."""
+
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: Per delivery: None (done, ack), a Reply (done, answer then ack), or a ConsumerError
+#: (PoisonMessage: dead-letter now; TransientError: retry later, dead-letter when exhausted).
+Result = Reply | ConsumerError | None
+
+
+class Handler(Protocol):
+    """One kind of worker (twiml, usage, flows)."""
+
+    #: Worker kind as named on the command line: ``hookline worker <name>``.
+    name: str
+    #: The queue it consumes.
+    queue: str
+    #: Deliveries handed over at once (1 for per-message handlers such as RPC).
+    batch_size: int
+    #: How long the runtime may wait to fill a batch before handing over a partial one.
+    batch_wait_s: float
+
+    async def start(self) -> None:
+        """Open resources (database, HTTP clients); called once before the first batch."""
+
+    async def close(self) -> None:
+        """Release resources; called once after the last batch, also after a failed start."""
+
+    async def handle(self, batch: Sequence[Delivery]) -> Sequence[Result]:
+        """One Result per delivery, in order.
+
+        Raising instead fails the whole batch: a ConsumerError by its kind, anything else as a
+        TransientError (a bug must not dead-letter good messages at the first attempt).
+        """
+        ...
