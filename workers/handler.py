@@ -1,7 +1,8 @@
 """What a worker is, seen from the consumer runtime: a queue and a batch handler.
 
-The runtime (``workers.runtime``) owns everything AMQP: prefetch, acks, retries with back-off,
-dead-lettering, replies, draining on SIGTERM, one log line per message. A handler owns only
+The runtime (``workers.runner``, the one worker module that may import aio-pika) owns
+everything AMQP: prefetch, acks, retries with back-off, dead-lettering, replies, draining on
+SIGTERM, one log line per message. A handler owns only
 what a message means. Keeping this contract free of aio-pika lets the same handlers run on
 RabbitMQ and on the embedded ``memory://`` broker, and be unit-tested with plain data.
 """
