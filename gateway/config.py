@@ -21,6 +21,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError
+from gateway.flows.config import parse_flows
 from gateway.secrets import Secret
 from gateway.tenants import (
     DEFAULT_FALLBACK_VOICE_TWIML,
@@ -37,13 +38,17 @@ DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
 MAX_BODY_BYTES_LIMIT: Final = 16 * 1024 * 1024
 ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-fA-F]{32}")
 
+#: In an ALLOWED_KEYS set: any other key is allowed when its value is a table (a named entry).
+ANY_TABLE: Final = "<name>"
 #: Every key each table may hold: the one place to extend when the config grows.
 ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "document": frozenset({"gateway", "tenants"}),
     "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
-                          "spool_max_bytes"}),
-    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra"}),
+                          "spool_max_bytes", "flow_secret"}),
+    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
+    # Each flow is a table named by the flow: [tenants.flows.refill] (gateway.flows.config).
+    "tenant.flows": frozenset({"calls_per_second", "caller_id", ANY_TABLE}),
     "tenant.kaleyra": frozenset(
         {"sid", "callback_secret", "previous_callback_secret", "timezone"}
     ),
@@ -84,8 +89,11 @@ class Table:
         self, data: Mapping[str, object], path: str, allowed: frozenset[str], reader: Reader
     ) -> None:
         self._data, self.path, self._reader = data, path, reader
-        self._start, names = len(reader.problems), ", ".join(sorted(allowed))
-        for key in sorted(set(data) - allowed):
+        self._start, names = len(reader.problems), ", ".join(sorted(allowed - {ANY_TABLE}))
+        # ANY_TABLE admits any other key whose value is a table (named entries: flows).
+        named = {k for k, v in data.items() if isinstance(v, dict)} if ANY_TABLE in allowed \
+            else set()
+        for key in sorted(set(data) - allowed - named):
             hint = difflib.get_close_matches(key, allowed, n=1)
             self.fail(key, f"unknown key ({f'did you mean {hint[0]!r}' if hint else names})")
 
@@ -121,6 +129,36 @@ class Table:
         if value is None or minimum <= value <= maximum:
             return value  # type: ignore[no-any-return]
         self.fail(name, f"expected an integer from {minimum} to {maximum}, got {value}")
+        return None
+
+    def keys(self) -> frozenset[str]:
+        return frozenset(self._data)
+
+    def boolean(self, name: str) -> bool | None:
+        value = self._data.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        self.fail(name, f"expected true or false, got {_TYPE_NAMES.get(type(value), 'a date')}")
+        return None
+
+    def strings(self, name: str) -> tuple[str, ...] | None:
+        """An array of non-empty strings."""
+        value = self._get(name, list, "an array of strings", False)
+        if value is None:
+            return None
+        if all(isinstance(item, str) and item for item in value):
+            return tuple(value)
+        self.fail(name, "expected an array of non-empty strings")
+        return None
+
+    def mapping(self, name: str) -> dict[str, str] | None:
+        """An inline table of strings, e.g. ``digits = { "1" = "confirm" }``."""
+        value = self._get(name, dict, "a table of strings", False)
+        if value is None:
+            return None
+        if all(isinstance(item, str) and item for item in value.values()):
+            return dict(value)
+        self.fail(name, "expected a table whose values are non-empty strings")
         return None
 
     def table(self, name: str, allowed: frozenset[str]) -> Table | None:
@@ -176,6 +214,8 @@ class GatewayConfig:
     publish_timeout_ms: int = 2000
     spool_max_events: int = 1_000_000
     spool_max_bytes: int = 1 << 30
+    # Seals the position of a bot call in its flow URL (gateway.flows.position).
+    flow_secret: Secret | None = None
 
 
 # (key, minimum, maximum) of the integer keys of [gateway] besides max_body_bytes.
@@ -226,6 +266,7 @@ def _parse_kaleyra(table: Table) -> KaleyraAccount | None:
 TENANT_SECTIONS: Final[Mapping[str, Callable[[Table], object | None]]] = {
     "twilio": _parse_twilio,
     "kaleyra": _parse_kaleyra,
+    "flows": parse_flows,
 }
 
 
@@ -260,12 +301,18 @@ def parse_config(
     parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
     tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
     _check_unique(reader, tenants)
+    flow_secret = gateway.secret("flow_secret", required=False) if gateway else None
+    with_flows = [tenant.id for _, tenant in tenants if tenant.extra.get("flows") is not None]
+    if with_flows and flow_secret is None:
+        reader.fail("gateway.flow_secret", f"is required when tenants define flows "
+                    f"({', '.join(with_flows)}): a secret reference that seals step URLs")
     if reader.problems:
         raise ConfigProblems(reader.problems)
     return ConfigFile(
         path=path,
         gateway=GatewayConfig(
             max_body_bytes=limit or DEFAULT_MAX_BODY_BYTES,
+            flow_secret=flow_secret,
             **{key: value for key, value in given.items() if value is not None},
         ),
         tenants=StaticTenantRegistry(tenant for _, tenant in tenants),

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from gateway.config import DEFAULT_MAX_BODY_BYTES, ConfigFile, ConfigProblems, load_config
 from gateway.errors import ConfigError
 from gateway.log import mask_url_password
+from gateway.secrets import Secret
 from gateway.tenants import StaticTenantRegistry
 
 LogFormat = Literal["json", "console"]
@@ -59,6 +60,8 @@ class Settings:
     spool_max_events: int = 1_000_000
     spool_max_bytes: int = 1 << 30
     tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
+    #: Seals bot-call positions in step URLs; required by the config when flows exist.
+    flow_secret: Secret | None = None
     #: False when HOOKLINE_CONFIG was unset and ./hookline.toml absent (zero tenants).
     config_found: bool = False
 
@@ -146,6 +149,7 @@ def load_settings(
         spool_max_events=config.gateway.spool_max_events,
         spool_max_bytes=config.gateway.spool_max_bytes,
         tenants=config.tenants,
+        flow_secret=config.gateway.flow_secret,
         config_found=config.path is not None,
     )
 
