@@ -14,6 +14,13 @@ DEAD_LETTER_EXCHANGE: Final = "hookline.dlx"
 DEAD_QUEUE: Final = "hookline.dead"
 USAGE_QUEUE: Final = "hookline.usage"
 TENANT_QUEUE_PREFIX: Final = "hookline.tenant."
+#: Commands from tenant apps (DESIGN section 6): ``<tenant>.call.bot`` starts a bot call.
+COMMANDS_EXCHANGE: Final = "hookline.commands"
+#: The flows worker: bot-call commands, and the call events of the calls it placed.
+BOT_COMMANDS_QUEUE: Final = "hookline.bot.commands"
+BOT_CALLS_QUEUE: Final = "hookline.bot.calls"
+BOT_COMMAND_BINDINGS: Final = ("*.call.bot",)
+BOT_CALL_BINDINGS: Final = ("*.twilio.call.flow", "*.twilio.call.status")
 
 # The usage worker meters status events only (DESIGN section 6).
 USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status")
@@ -50,10 +57,15 @@ def _quorum() -> dict[str, str | int]:
 
 def build_topology(tenant_ids: list[str] | tuple[str, ...]) -> Topology:
     """Everything hookline declares for the given tenants, in declaration order."""
-    exchanges = (Exchange(EVENTS_EXCHANGE, "topic"), Exchange(DEAD_LETTER_EXCHANGE, "topic"))
+    exchanges = (Exchange(EVENTS_EXCHANGE, "topic"), Exchange(DEAD_LETTER_EXCHANGE, "topic"),
+                 Exchange(COMMANDS_EXCHANGE, "topic"))
     queues = [
         Queue(DEAD_QUEUE, ((DEAD_LETTER_EXCHANGE, "#"),), {"x-queue-type": "quorum"}),
         Queue(USAGE_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in USAGE_BINDINGS), _quorum()),
+        Queue(BOT_COMMANDS_QUEUE,
+              tuple((COMMANDS_EXCHANGE, key) for key in BOT_COMMAND_BINDINGS), _quorum()),
+        Queue(BOT_CALLS_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in BOT_CALL_BINDINGS),
+              _quorum()),
     ]
     queues += [
         Queue(tenant_queue(tid), ((EVENTS_EXCHANGE, f"{tid}.#"),), _quorum()) for tid in tenant_ids

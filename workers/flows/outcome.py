@@ -39,7 +39,7 @@ def result_event(
     *, tenant: str, request_id: str | None, outcome: str, now: datetime, flow: str | None,
     call_sid: str | None = None, answered_by: str | None = None,
     inputs: Mapping[str, str] | None = None, duration_s: int | None = None,
-    reason: str | None = None,
+    reason: str | None = None, detail: str | None = None,
 ) -> Event:
     """One call's result; the id is stable per (request, call) so a redelivery repeats it."""
     if outcome not in OUTCOMES:
@@ -47,7 +47,7 @@ def result_event(
     data = {
         "request_id": request_id, "call_sid": call_sid, "flow": flow, "outcome": outcome,
         "answered_by": answered_by, "inputs": dict(inputs or {}), "duration_s": duration_s,
-        "reason": reason,
+        "reason": reason, "detail": detail,
     }
     subject = call_sid or request_id or "unknown"
     return Event(
