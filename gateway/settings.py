@@ -21,6 +21,7 @@ from gateway.config import DEFAULT_MAX_BODY_BYTES, ConfigFile, ConfigProblems, l
 from gateway.errors import ConfigError
 from gateway.log import mask_url_password
 from gateway.tenants import StaticTenantRegistry
+from gateway.usage_config import RateCard
 
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -59,6 +60,8 @@ class Settings:
     spool_max_events: int = 1_000_000
     spool_max_bytes: int = 1 << 30
     tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
+    #: The [usage] section: rate card, number rentals, reconciliation tolerance.
+    rate_card: RateCard = field(default_factory=RateCard)
     #: False when HOOKLINE_CONFIG was unset and ./hookline.toml absent (zero tenants).
     config_found: bool = False
 
@@ -146,6 +149,7 @@ def load_settings(
         spool_max_events=config.gateway.spool_max_events,
         spool_max_bytes=config.gateway.spool_max_bytes,
         tenants=config.tenants,
+        rate_card=config.usage,
         config_found=config.path is not None,
     )
 
