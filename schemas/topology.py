@@ -15,8 +15,8 @@ DEAD_QUEUE: Final = "hookline.dead"
 USAGE_QUEUE: Final = "hookline.usage"
 TENANT_QUEUE_PREFIX: Final = "hookline.tenant."
 
-# The usage worker meters status events only (DESIGN section 6).
-USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status")
+# The usage worker meters status events (DESIGN section 6) and the outcomes of bot calls.
+USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status", "*.*.call.bot.result")
 
 
 @dataclass(frozen=True, slots=True)
