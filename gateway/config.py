@@ -32,6 +32,17 @@ from gateway.tenants import (
     Tenant,
     TwilioAccount,
 )
+from gateway.usage_config import (
+    RATE_KEYS,
+    RENTAL_KEYS,
+    TENANT_BUDGET_KEYS,
+    TENANT_USAGE_KEYS,
+    USAGE_KEYS,
+    RateCard,
+    parse_budget,
+    parse_rate_card,
+    parse_tenant_usage,
+)
 
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
 # Provider callbacks are a few KiB (MMS media arrive as URLs): a limit above this is a typo.
@@ -42,16 +53,22 @@ ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-fA-F]{32}")
 ANY_TABLE: Final = "<name>"
 #: Every key each table may hold: the one place to extend when the config grows.
 ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "document": frozenset({"gateway", "tenants"}),
+    "document": frozenset({"gateway", "tenants", "usage"}),
     "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
                           "spool_max_bytes", "flow_secret"}),
-    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows"}),
+    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows",
+                         "budget", "usage"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
     # Each flow is a table named by the flow: [tenants.flows.refill] (gateway.flows.config).
     "tenant.flows": frozenset({"calls_per_second", "caller_id", ANY_TABLE}),
     "tenant.kaleyra": frozenset(
         {"sid", "callback_secret", "previous_callback_secret", "timezone"}
     ),
+    "tenant.budget": TENANT_BUDGET_KEYS,
+    "tenant.usage": TENANT_USAGE_KEYS,
+    "usage": USAGE_KEYS,
+    "usage.rates": RATE_KEYS,
+    "usage.rentals": RENTAL_KEYS,
 }
 _REFERENCE_FORMS: Final = "a string: env:NAME, file:PATH or a literal"
 # What a TOML value can be, named as the TOML spec does; the rest are dates and times.
@@ -117,6 +134,15 @@ class Table:
             got = _TYPE_NAMES.get(type(value), "a date or time")
             self.fail(name, f"expected {expected}, got {got}")
         return None
+
+    def raw(self, name: str) -> object:
+        """The value as decoded, unchecked (None when absent), for parsers of their own."""
+        return self._data.get(name)
+
+    @staticmethod
+    def kind(value: object) -> str:
+        """What a TOML value is, as the TOML spec names it ("a float", "a table", ...)."""
+        return _TYPE_NAMES.get(type(value), "a date or time")
 
     def string(self, name: str, *, required: bool = True) -> str | None:
         value: str | None = self._get(name, str, "a string", required)
@@ -233,6 +259,7 @@ class ConfigFile:
     path: Path | None = None
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
+    usage: RateCard = field(default_factory=RateCard)
 
 
 def _parse_twilio(table: Table) -> TwilioAccount | None:
@@ -267,6 +294,8 @@ TENANT_SECTIONS: Final[Mapping[str, Callable[[Table], object | None]]] = {
     "twilio": _parse_twilio,
     "kaleyra": _parse_kaleyra,
     "flows": parse_flows,
+    "budget": parse_budget,
+    "usage": parse_tenant_usage,
 }
 
 
@@ -298,6 +327,8 @@ def parse_config(
     limit = gateway.integer("max_body_bytes", 1, MAX_BODY_BYTES_LIMIT) if gateway else None
     given = {key: gateway.integer(key, low, high) for key, low, high in _GATEWAY_LIMITS} \
         if gateway else {}
+    usage_table = root.table("usage", ALLOWED_KEYS["usage"])
+    rate_card = parse_rate_card(usage_table) if usage_table else RateCard()
     parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
     tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
     _check_unique(reader, tenants)
@@ -316,6 +347,7 @@ def parse_config(
             **{key: value for key, value in given.items() if value is not None},
         ),
         tenants=StaticTenantRegistry(tenant for _, tenant in tenants),
+        usage=rate_card,
     )
 
 

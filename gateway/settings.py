@@ -22,6 +22,7 @@ from gateway.errors import ConfigError
 from gateway.log import mask_url_password
 from gateway.secrets import Secret
 from gateway.tenants import StaticTenantRegistry
+from gateway.usage_config import RateCard
 
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -62,6 +63,8 @@ class Settings:
     tenants: StaticTenantRegistry = field(default_factory=lambda: StaticTenantRegistry(()))
     #: Seals bot-call positions in step URLs; required by the config when flows exist.
     flow_secret: Secret | None = None
+    #: The [usage] section: rate card, number rentals, reconciliation tolerance.
+    rate_card: RateCard = field(default_factory=RateCard)
     #: False when HOOKLINE_CONFIG was unset and ./hookline.toml absent (zero tenants).
     config_found: bool = False
 
@@ -150,6 +153,7 @@ def load_settings(
         spool_max_bytes=config.gateway.spool_max_bytes,
         tenants=config.tenants,
         flow_secret=config.gateway.flow_secret,
+        rate_card=config.usage,
         config_found=config.path is not None,
     )
 

@@ -21,9 +21,15 @@ BOT_COMMANDS_QUEUE: Final = "hookline.bot.commands"
 BOT_CALLS_QUEUE: Final = "hookline.bot.calls"
 BOT_COMMAND_BINDINGS: Final = ("*.call.bot",)
 BOT_CALL_BINDINGS: Final = ("*.twilio.call.flow", "*.twilio.call.status")
+#: TwiML requests (RPC, DESIGN section 6); replies go to the requester's ``reply_to``.
+TWIML_QUEUE: Final = "hookline.twiml"
+#: Per-process reply queues of the RPC clients: ``hookline.reply.<host>.<pid>.<random>``.
+REPLY_QUEUE_PREFIX: Final = "hookline.reply."
+#: Back-off delays of the worker runtime, in seconds: attempt n+1 waits RETRY_DELAYS_S[n-1].
+RETRY_DELAYS_S: Final = (1, 5, 30)
 
-# The usage worker meters status events only (DESIGN section 6).
-USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status")
+# The usage worker meters status events (DESIGN section 6) and the outcomes of bot calls.
+USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status", "*.*.call.bot.result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,43 @@ def _quorum() -> dict[str, str | int]:
     return {"x-queue-type": "quorum", "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
 
 
+def retry_queue(queue: str, delay_s: int) -> str:
+    """The queue where a message of ``queue`` waits ``delay_s`` before it is tried again."""
+    return f"{queue}.retry.{delay_s}s"
+
+
+def retry_queues(queue: str, delays_s: tuple[int, ...] = RETRY_DELAYS_S) -> tuple[Queue, ...]:
+    """One holding queue per delay for the work queue ``queue``.
+
+    Each holds messages for a fixed time (``x-message-ttl``) and then dead-letters them through
+    the default exchange with the work queue's name as routing key, i.e. straight back into
+    ``queue``. One TTL per queue keeps every holding queue FIFO-ordered by expiry, so a long
+    delay never holds up a short one (per-message TTLs only expire at the head of a queue).
+    https://www.rabbitmq.com/docs/ttl#per-queue-message-ttl and
+    https://www.rabbitmq.com/docs/dlx#routing
+    """
+    return tuple(
+        Queue(retry_queue(queue, delay), (), {
+            "x-queue-type": "classic",
+            "x-message-ttl": delay * 1000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue,
+        })
+        for delay in delays_s
+    )
+
+
+def twiml_queue() -> Queue:
+    """The RPC request queue: classic (lowest latency, a request is worthless after its
+    deadline so replication buys nothing), bounded, refusing publishes when full so that the
+    gateway answers with the fallback at once; no dead-lettering of expired requests.
+    https://www.rabbitmq.com/docs/maxlength#overflow-behaviour
+    """
+    return Queue(TWIML_QUEUE, (), {
+        "x-queue-type": "classic", "x-max-length": 10_000, "x-overflow": "reject-publish",
+    })
+
+
 def build_topology(tenant_ids: list[str] | tuple[str, ...]) -> Topology:
     """Everything hookline declares for the given tenants, in declaration order."""
     exchanges = (Exchange(EVENTS_EXCHANGE, "topic"), Exchange(DEAD_LETTER_EXCHANGE, "topic"),
@@ -66,6 +109,8 @@ def build_topology(tenant_ids: list[str] | tuple[str, ...]) -> Topology:
               tuple((COMMANDS_EXCHANGE, key) for key in BOT_COMMAND_BINDINGS), _quorum()),
         Queue(BOT_CALLS_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in BOT_CALL_BINDINGS),
               _quorum()),
+        *retry_queues(USAGE_QUEUE),
+        twiml_queue(),
     ]
     queues += [
         Queue(tenant_queue(tid), ((EVENTS_EXCHANGE, f"{tid}.#"),), _quorum()) for tid in tenant_ids

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real RabbitMQ for tests marked ``@pytest.mark.broker``.
+"""Shared fixtures: the real RabbitMQ for tests marked ``@pytest.mark.broker``, the real
+PostgreSQL for tests marked ``@pytest.mark.postgres``.
 
 ``amqp_url`` points at a fresh vhost per test session (created and deleted with rabbitmqctl),
 so runs never see each other's queues. Without a reachable broker the broker tests are skipped,
@@ -22,6 +23,7 @@ from tests.support.logs import CapturedLogs
 from tests.support.rabbit import RabbitClient, TcpProxy
 
 DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_TEST_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -69,6 +71,40 @@ def amqp_url() -> Iterator[str]:
         yield _with_vhost(base, vhost)
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """URL of a PostgreSQL database private to this test session, dropped at the end.
+
+    Without a reachable server the tests are skipped, or fail under HOOKLINE_REQUIRE_BROKER=1.
+    """
+    import psycopg
+
+    admin_url = os.environ.get("HOOKLINE_TEST_PG_URL", DEFAULT_TEST_PG_URL)
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        _unavailable(f"no PostgreSQL at {admin_url} (HOOKLINE_TEST_PG_URL): {exc}")
+    name = f"hookline_test_{secrets.token_hex(4)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The session database with an empty public schema (each test migrates from nothing)."""
+    import psycopg
+
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    return postgres_database
 
 
 @pytest.fixture

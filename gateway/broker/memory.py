@@ -46,8 +46,10 @@ class MemoryMessage:
     content_type: str = CONTENT_TYPE
     persistent: bool = True
     app_id: str = APP_ID
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, object] = field(default_factory=dict)
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
     @classmethod
     def from_event(cls, event: Event, exchange: str = EVENTS_EXCHANGE) -> MemoryMessage:
@@ -151,10 +153,15 @@ class MemoryBroker:
                 f"event {message.message_id} ({message.routing_key}) not published: {cause}"
             )
 
-        if message.exchange not in self._exchanges:
+        if message.exchange == "":
+            # The default exchange: every queue is bound by its own name.
+            named = self._queues.get(message.routing_key)
+            targets = [named] if named is not None else []
+        elif message.exchange not in self._exchanges:
             raise failure(f"no exchange {message.exchange!r} (NOT_FOUND)")
-        targets = [self._queues[name] for name in self.route(message.exchange,
-                                                             message.routing_key)]
+        else:
+            targets = [self._queues[name] for name in self.route(message.exchange,
+                                                                 message.routing_key)]
         if not targets:
             raise failure(
                 f"unroutable, no queue bound on {message.exchange} matches it (returned)"
@@ -204,6 +211,17 @@ class MemoryBroker:
     async def consume(self, queue: str) -> AsyncGenerator[Event, None]:
         async for message in self.consume_messages(queue):
             yield message.event()
+
+    def declare_private(self, name: str) -> None:
+        """A queue reached only through the default exchange (an RPC reply queue)."""
+        if name not in self._queues:
+            self._queues[name] = _Queue(name, self._default_max_length, {})
+
+    def delete_queue(self, name: str) -> None:
+        """Remove a queue and its bindings; its waiting consumers see no more messages."""
+        self._queues.pop(name, None)
+        for bindings in self._bindings.values():
+            bindings[:] = [(pattern, queue) for pattern, queue in bindings if queue != name]
 
     def queue_length(self, name: str) -> int:
         return len(self._queue(name).messages)

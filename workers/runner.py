@@ -1,0 +1,424 @@
+"""The consumer runtime: consume, batch, hand to a Handler, settle, log one line per message.
+
+Settlement (``gateway.errors`` names the decisions):
+
+* success (``None`` or a ``Reply``): the reply is published first, then the message is acked;
+  nothing is acked before its handler finished, so a crash means redelivery, never loss;
+* ``PoisonMessage``: dead-lettered at once to ``hookline.dead`` (via ``hookline.dlx``) with
+  reason, error, original queue, worker and attempt count in its headers;
+* ``TransientError`` (or an unexpected exception: a bug must not dead-letter good messages at
+  the first attempt): attempt *n* is copied to the holding queue
+  ``<queue>.retry.<delay>s`` (``schemas.topology.retry_queues``), whose TTL dead-letters it
+  back into the work queue after the delay, and the original is acked. The queue keeps
+  flowing meanwhile. After the last delay the next failure dead-letters it.
+
+Prefetch is ``batch_size * concurrency``: a batch handler gets full batches, an RPC handler
+(batch 1) gets many messages in flight at once. On SIGTERM (``stop`` set) the runner cancels
+its consumer, finishes what was delivered (bounded by ``drain_timeout_s``) and closes; what
+is still unsettled then goes back to the queue when the channel closes.
+https://www.rabbitmq.com/docs/confirms#consumer-acknowledgements
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from gateway.broker.factory import mask_url, url_scheme
+from gateway.broker.memory import MemoryBroker
+from gateway.broker.topology import declare_topology
+from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
+from gateway.log import scrub
+from schemas.topology import (
+    DEAD_LETTER_EXCHANGE,
+    RETRY_DELAYS_S,
+    Topology,
+    build_topology,
+    retry_queues,
+)
+from workers.handler import Delivery, Handler, Reply, Result
+from workers.transport import (
+    ATTEMPT_HEADER,
+    ROUTING_KEY_HEADER,
+    DeadLetter,
+    Deliver,
+    Inbound,
+    MemoryTransport,
+    Transport,
+    attempt_of,
+    original_routing_key,
+)
+
+log = structlog.get_logger("hookline.worker")
+
+DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
+_STOP: Final = Inbound(Delivery(body=b"", routing_key=""))  # end of the delivery stream
+
+
+class Runner:
+    """Runs one Handler on one Transport until ``stop`` is set."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        transport: Transport,
+        *,
+        retry_delays_s: Sequence[int] | None = None,
+        concurrency: int | None = None,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+    ) -> None:
+        # Optional handler attributes (additive to the contract): a handler may choose its own
+        # back-off schedule and how many batches run at once.
+        delays = retry_delays_s if retry_delays_s is not None else getattr(
+            handler, "retry_delays_s", RETRY_DELAYS_S)
+        self.retry_delays_s = tuple(int(delay) for delay in delays)
+        self.concurrency: int = concurrency or int(getattr(handler, "concurrency", 1))
+        if self.concurrency < 1 or handler.batch_size < 1:
+            raise ConfigError(
+                f"worker {handler.name}: batch_size and concurrency must be >= 1, got "
+                f"{handler.batch_size} and {self.concurrency}"
+            )
+        self.handler = handler
+        self.transport = transport
+        self.drain_timeout_s = drain_timeout_s
+        self.ready = asyncio.Event()
+        self.counts: dict[str, int] = {}
+        self._buffer: asyncio.Queue[Inbound] = asyncio.Queue()
+
+    @property
+    def prefetch(self) -> int:
+        return self.handler.batch_size * self.concurrency
+
+    async def run(self, stop: asyncio.Event) -> None:
+        handler = self.handler
+        try:
+            await handler.start()
+            await self.transport.open(handler.queue, self.prefetch, self._buffer.put_nowait)
+            log.info("worker_started", worker=handler.name, queue=handler.queue,
+                     prefetch=self.prefetch, batch_size=handler.batch_size,
+                     retry_delays_s=list(self.retry_delays_s))
+            self.ready.set()
+            watcher = asyncio.create_task(self._stop_on(stop))
+            try:
+                await self._loop()
+            finally:
+                watcher.cancel()
+        finally:
+            try:
+                await self.transport.close()
+            finally:
+                await handler.close()
+        log.info("worker_stopped", worker=handler.name, **self.counts)
+
+    async def _stop_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        log.info("worker_draining", worker=self.handler.name, buffered=self._buffer.qsize())
+        await self.transport.stop_consuming()
+        self._buffer.put_nowait(_STOP)
+
+    async def _loop(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while batch := await self._next_batch():
+                await slots.acquire()
+                task = asyncio.create_task(self._process(batch))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _task: slots.release())
+        finally:
+            if running:
+                _done, late = await asyncio.wait(running, timeout=self.drain_timeout_s)
+                for task in late:
+                    task.cancel()
+                if late:
+                    log.warning("worker_drain_timeout", worker=self.handler.name,
+                                unfinished=len(late), timeout_s=self.drain_timeout_s)
+
+    async def _next_batch(self) -> list[Inbound]:
+        first = await self._buffer.get()
+        if first is _STOP:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.handler.batch_wait_s
+        while len(batch) < self.handler.batch_size:
+            try:
+                item = self._buffer.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._buffer.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is _STOP:
+                self._buffer.put_nowait(_STOP)  # seen again by the next call: the loop ends
+                break
+            batch.append(item)
+        return batch
+
+    async def _process(self, batch: list[Inbound]) -> None:
+        started = time.monotonic()
+        results = await self._handle([inbound.delivery for inbound in batch])
+        latency_ms = round((time.monotonic() - started) * 1000, 2)
+        for inbound, result in zip(batch, results, strict=True):
+            await self._settle(inbound, result, latency_ms)
+
+    async def _handle(self, deliveries: list[Delivery]) -> Sequence[Result]:
+        try:
+            results = await self.handler.handle(deliveries)
+        except ConsumerError as exc:
+            return [exc] * len(deliveries)
+        except Exception as exc:
+            error = TransientError(f"handler {self.handler.name} raised "
+                                   f"{type(exc).__name__}: {exc}")
+            log.exception("handler_crashed", worker=self.handler.name, batch=len(deliveries))
+            return [error] * len(deliveries)
+        if len(results) != len(deliveries):
+            error = TransientError(f"handler {self.handler.name} returned {len(results)} "
+                                   f"results for a batch of {len(deliveries)}")
+            return [error] * len(deliveries)
+        return results
+
+    async def _settle(self, inbound: Inbound, result: Result, latency_ms: float) -> None:
+        delivery = inbound.delivery
+        fields: dict[str, object] = {
+            "worker": self.handler.name, "queue": self.handler.queue,
+            "message_id": delivery.message_id, "attempt": delivery.attempt,
+            "latency_ms": latency_ms,
+        }
+        try:
+            outcome = await self._decide(inbound, result, fields)
+        except Exception as exc:  # e.g. the connection dropped: RabbitMQ redelivers it
+            fields.update(outcome="settle_failed", error=scrub(f"{type(exc).__name__}: {exc}"))
+            self._count("settle_failed")
+            log.warning("message_handled", **fields)
+            return
+        fields["outcome"] = outcome
+        self._count(outcome)
+        level = "info" if outcome in ("acked", "replied") else "warning"
+        getattr(log, level)("message_handled", **fields)
+
+    async def _decide(self, inbound: Inbound, result: Result, fields: dict[str, object]) -> str:
+        delivery = inbound.delivery
+        if result is None:
+            await self.transport.ack(inbound)
+            return "acked"
+        if isinstance(result, Reply):
+            if not delivery.reply_to:
+                fields["reason"] = "no_reply_to"
+                await self.transport.ack(inbound)
+                return "acked"
+            await self.transport.reply(inbound, result)
+            await self.transport.ack(inbound)
+            return "replied"
+        fields.update(reason=result.reason, error=scrub(str(result)))
+        if not isinstance(result, PoisonMessage) and delivery.attempt <= len(self.retry_delays_s):
+            delay = self.retry_delays_s[delivery.attempt - 1]
+            fields["retry_in_s"] = delay
+            await self.transport.retry(inbound, delay, delivery.attempt + 1)
+            return "retried"
+        if not isinstance(result, PoisonMessage):
+            fields["reason"] = "attempts_exhausted"
+        dead = DeadLetter(reason=str(fields["reason"]), error=scrub(str(result)),
+                          queue=self.handler.queue, worker=self.handler.name,
+                          attempts=delivery.attempt)
+        await self.transport.dead_letter(inbound, dead)
+        return "dead_lettered"
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+
+def create_transport(
+    amqp_url: str, worker: str, *, memory_broker: MemoryBroker | None = None
+) -> Transport:
+    """The transport for HOOKLINE_AMQP_URL: memory:// needs the process's embedded broker."""
+    scheme = url_scheme(amqp_url)
+    if scheme == "memory":
+        if memory_broker is None:
+            raise ConfigError(
+                f"worker {worker}: HOOKLINE_AMQP_URL is memory://, whose queues live inside one "
+                "process; run `hookline run` (gateway and workers together) or use RabbitMQ"
+            )
+        return MemoryTransport(memory_broker)
+    if scheme in ("amqp", "amqps"):
+        return AmqpTransport(amqp_url, worker)
+    raise ConfigError(
+        f"HOOKLINE_AMQP_URL must use amqp://, amqps:// or memory://, got scheme {scheme!r} "
+        f"({mask_url(amqp_url)})"
+    )
+
+
+async def run_until_stopped(runners: Sequence[Runner], stop: asyncio.Event) -> None:
+    """Run several runners; the first one to fail stops the others, then its error is raised."""
+    tasks = [asyncio.create_task(runner.run(stop), name=f"worker-{runner.handler.name}")
+             for runner in runners]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [task for task in done if task.exception() is not None]
+        if failed:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise failed[0].exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        for task in tasks:
+            if not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+class AmqpTransport:
+    """The runtime on RabbitMQ: one robust connection, a consuming channel with prefetch, a
+    confirming channel for retries and dead letters (the copy must be safe before the original
+    is acked) and a plain channel for RPC replies (a lost reply only means the fallback)."""
+
+    def __init__(self, url: str, worker: str, *, connect_timeout: float = 5.0) -> None:
+        self._url, self._worker, self._connect_timeout = url, worker, connect_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._confirming: AbstractChannel | None = None
+        self._replies: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._holding: set[int] = set()  # delays whose holding queue is declared
+
+    async def open(self, queue: str, prefetch: int, deliver: Deliver) -> None:
+        masked = mask_url(self._url)
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self._url, timeout=self._connect_timeout,
+                client_properties={"connection_name": f"hookline-worker-{self._worker}"},
+            )
+        except Exception as exc:
+            raise ConsumerError(f"worker {self._worker}: cannot connect to the broker at "
+                                f"{masked}: {type(exc).__name__}: {exc}") from exc
+        consuming = await self._connection.channel()
+        await consuming.set_qos(prefetch_count=prefetch)
+        self._confirming = await self._connection.channel(publisher_confirms=True)
+        self._replies = await self._connection.channel(publisher_confirms=False)
+        await declare_topology(self._confirming, self._topology(queue))
+        self._holding.update(RETRY_DELAYS_S if _has_holding(queue) else ())
+        self._queue = await consuming.declare_queue(queue, passive=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            deliver(Inbound(_amqp_delivery(message), message))
+
+        self._tag = await self._queue.consume(on_message)
+
+    @staticmethod
+    def _topology(queue: str) -> Topology:
+        # The work queues of the topology with their arguments, the dead-letter queue, and
+        # nothing per tenant (that is the gateway's and `topology declare`'s business).
+        base = build_topology(())
+        if any(declared.name == queue for declared in base.queues):
+            return base
+        raise ConfigError(f"queue {queue!r} is not part of the hookline topology "
+                          f"({', '.join(declared.name for declared in base.queues)})")
+
+    async def stop_consuming(self) -> None:
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):  # a closed channel has no consumer left
+                await self._queue.cancel(self._tag)
+            self._tag = None
+
+    async def ack(self, inbound: Inbound) -> None:
+        await _incoming(inbound).ack()
+
+    async def retry(self, inbound: Inbound, delay_s: int, next_attempt: int) -> None:
+        queue = self._queue
+        if queue is None or self._confirming is None:
+            raise ConsumerError("transport not open")
+        if delay_s not in self._holding:
+            await declare_topology(self._confirming,
+                                   Topology((), retry_queues(queue.name, (delay_s,))))
+            self._holding.add(delay_s)
+        message = _incoming(inbound)
+        headers = {**(message.headers or {}), ATTEMPT_HEADER: next_attempt,
+                   ROUTING_KEY_HEADER: inbound.delivery.routing_key}
+        await self._confirming.default_exchange.publish(
+            _copy(message, headers), routing_key=f"{queue.name}.retry.{delay_s}s",
+            mandatory=True,
+        )
+        await message.ack()
+
+    async def dead_letter(self, inbound: Inbound, dead: DeadLetter) -> None:
+        if self._confirming is None:
+            raise ConsumerError("transport not open")
+        message = _incoming(inbound)
+        headers = {**(message.headers or {}), **dead.headers(),
+                   ROUTING_KEY_HEADER: inbound.delivery.routing_key}
+        exchange = await self._confirming.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
+        await exchange.publish(_copy(message, headers),
+                               routing_key=inbound.delivery.routing_key or dead.queue,
+                               mandatory=True)
+        await message.ack()
+
+    async def reply(self, inbound: Inbound, reply: Reply) -> None:
+        delivery = inbound.delivery
+        if self._replies is None or not delivery.reply_to:
+            return
+        await self._replies.default_exchange.publish(
+            aio_pika.Message(body=reply.body, content_type=reply.content_type,
+                             correlation_id=delivery.correlation_id,
+                             headers=dict(reply.headers),
+                             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+            routing_key=delivery.reply_to,
+        )
+
+    async def close(self) -> None:
+        await self.stop_consuming()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+def _has_holding(queue: str) -> bool:
+    return any(declared.name.startswith(queue + ".retry.")
+               for declared in build_topology(()).queues)
+
+
+def _incoming(inbound: Inbound) -> AbstractIncomingMessage:
+    if not isinstance(inbound.handle, AbstractIncomingMessage):
+        raise TypeError(f"not an AMQP delivery: {type(inbound.handle).__name__}")
+    return inbound.handle
+
+
+def _amqp_delivery(message: AbstractIncomingMessage) -> Delivery:
+    headers: dict[str, object] = dict(message.headers or {})
+    return Delivery(
+        body=message.body,
+        routing_key=original_routing_key(message.routing_key or "", headers),
+        message_id=message.message_id,
+        content_type=message.content_type,
+        headers=headers,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        redelivered=bool(message.redelivered),
+        attempt=attempt_of(headers),
+    )
+
+
+def _copy(message: AbstractIncomingMessage, headers: Mapping[str, object]) -> aio_pika.Message:
+    """The message with new headers, persistent, without its per-message TTL."""
+    return aio_pika.Message(
+        body=message.body, headers=dict(headers),  # type: ignore[arg-type]
+        content_type=message.content_type, content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
+        correlation_id=message.correlation_id, type=message.type, app_id=message.app_id,
+        timestamp=message.timestamp,
+    )
