@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
+
+from gateway.errors import ConfigError
+from gateway.log import mask_url_password
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +121,17 @@ class MemoryBotCallStore:
     async def release(self, tenant: str, request_id: str) -> None:
         self.claims.pop((tenant, request_id), None)
 
+
+
+def create_store(db_url: str) -> BotCallStore:
+    """The store for HOOKLINE_DB_URL (sqlite:///PATH or postgresql://...); connects on open()."""
+    if db_url.startswith("sqlite:///"):
+        from workers.flows.sqlite_store import SqliteBotCallStore
+
+        return SqliteBotCallStore(Path(db_url[len("sqlite:///"):]))
+    if db_url.partition("://")[0].lower() in ("postgresql", "postgres"):
+        from workers.flows.postgres_store import PostgresBotCallStore
+
+        return PostgresBotCallStore(db_url)
+    raise ConfigError(f"HOOKLINE_DB_URL: expected sqlite:///PATH or postgresql://..., got "
+                      f"{mask_url_password(db_url)!r}")

@@ -1,4 +1,4 @@
-"""Bot-call stores (memory, SQLite): the same contract, idempotent under redelivery."""
+"""Bot-call stores (memory, SQLite, PostgreSQL): one contract, idempotent under redelivery."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from workers.flows.postgres_store import PostgresBotCallStore
 from workers.flows.sqlite_store import SqliteBotCallStore
-from workers.flows.store import BotCall, BotCallStore, MemoryBotCallStore
+from workers.flows.store import BotCall, BotCallStore, MemoryBotCallStore, create_store
 
 CALL = BotCall("CA1", "acme", "rx-1", "refill", "+14155550123", "+14155550100")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BotCallStore]:
-    made: BotCallStore = MemoryBotCallStore() if request.param == "memory" \
-        else SqliteBotCallStore(tmp_path / "hookline.db")
+    if request.param == "postgres":
+        made: BotCallStore = create_store(request.getfixturevalue("postgres_url"))
+    elif request.param == "sqlite":
+        made = create_store(f"sqlite:///{tmp_path / 'hookline.db'}")
+    else:
+        made = MemoryBotCallStore()
     await made.open()
     try:
         yield made
@@ -102,3 +107,18 @@ async def test_the_schema_is_created_once_and_reopened(tmp_path: Path) -> None:
         assert await again.get("CA1") is not None
     finally:
         await again.close()
+
+
+@pytest.mark.postgres
+async def test_two_postgres_stores_claim_exactly_once(postgres_url: str) -> None:
+    """Two workers (two connections) racing for 50 request ids on PostgreSQL: each new once."""
+    stores = [PostgresBotCallStore(postgres_url) for _ in range(2)]
+    for each in stores:
+        await each.open()
+    try:
+        claims = await asyncio.gather(*(
+            each.claim("acme", f"rx-{n}") for n in range(50) for each in stores))
+    finally:
+        for each in stores:
+            await each.close()
+    assert claims.count("new") == 50 and claims.count("pending") == 50
