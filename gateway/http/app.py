@@ -20,6 +20,7 @@ from gateway.broker.base import Publisher
 from gateway.broker.factory import create_publisher
 from gateway.clock import Clock, SystemClock
 from gateway.durability import Durability
+from gateway.flows.position import PositionSeal
 from gateway.http.endpoints import (
     KALEYRA_ROUTES,
     TWILIO_ROUTES,
@@ -29,6 +30,7 @@ from gateway.http.endpoints import (
     status_answer,
     twilio_reader,
 )
+from gateway.http.flow import FLOW_ROUTE, flow_endpoint
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.log import configure_logging
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -108,6 +110,8 @@ def create_app(
                                       status_answer), methods=methods)
         for path, methods, kind in KALEYRA_ROUTES
     ]
+    seal = PositionSeal(settings.flow_secret) if settings.flow_secret else None
+    routes.append(Route(FLOW_ROUTE, flow_endpoint(ingress, seal), methods=["POST"]))
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

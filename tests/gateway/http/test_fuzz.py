@@ -24,7 +24,7 @@ from tests.support.schema_check import assert_valid_event
 
 KALEYRA_SECRET = "fuzz-kaleyra-secret-0123456789"
 PATHS = [path for path, _, _ in ROUTES] + [
-    "/healthz", "/readyz", "/twilio", "/", "/twilio/voice/",
+    "/healthz", "/readyz", "/twilio", "/", "/twilio/voice/", "/twilio/voice/flow",
     "/kaleyra/acme/sms/status", "/kaleyra/acme/sms/incoming", "/kaleyra/nobody/sms/status",
     "/kaleyra/globex/sms/status", "/kaleyra//sms/status",
 ]  # fmt: skip
