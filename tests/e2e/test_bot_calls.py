@@ -1,0 +1,271 @@
+"""Bot calls end to end on the real RabbitMQ: a command becomes a call on the fake Twilio API,
+signed step callbacks walk the refill flow through the gateway on a real socket, and the
+flows worker publishes one call.bot.result per call to the tenant's queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import httpx
+import orjson
+import pytest
+
+from gateway.broker.factory import create_publisher
+from gateway.clock import SystemClock
+from gateway.config import load_config
+from gateway.flows.position import PositionSeal
+from gateway.http.app import create_app
+from gateway.secrets import Secret
+from gateway.settings import Settings
+from schemas.topology import COMMANDS_EXCHANGE, tenant_queue
+from tests.support.fake_twilio import FakeTwilio
+from tests.support.flows import REFILL_FLOW_TOML
+from tests.support.rabbit import RabbitClient
+from tests.support.schema_check import assert_valid_event
+from tests.support.server import serving
+from tests.support.twilio_signing import signed_form_request
+from tests.support.workers import eventually, running
+from workers.flows.store import create_store
+from workers.flows.twilio_api import TwilioRestApi
+from workers.flows.worker import BotCalls, BotCommands
+from workers.runner import AmqpTransport, Runner
+
+pytestmark = pytest.mark.broker
+
+PUBLIC = "https://hooks.example.com"
+SECRET = Secret("e2e-flow-secret")
+TO = "+14155550123"
+
+
+@dataclass
+class Bot:
+    """The running system, and the test's hands: publish commands, play Twilio."""
+
+    tenant: str
+    account: str
+    token: str
+    http: httpx.AsyncClient
+    fake: FakeTwilio
+    rabbit: RabbitClient
+    channel: aio_pika.abc.AbstractChannel
+    results: list[dict[str, Any]]
+
+    async def command(self, request_id: str, **change: object) -> None:
+        body = {"request_id": request_id, "flow": "refill", "to": TO,
+                "vars": {"patient_name": "Ann", "pickup_time": "5 pm"}, **change}
+        exchange = await self.channel.get_exchange(COMMANDS_EXCHANGE)
+        await exchange.publish(aio_pika.Message(orjson.dumps(body)),
+                               routing_key=f"{self.tenant}.call.bot")
+
+    async def placed(self, count: int = 1) -> tuple[str, str]:
+        await eventually(lambda: len(self.fake.calls()) >= count)
+        call = self.fake.calls()[count - 1]
+        assert call.account == self.account
+        return call.sid, call.params["Url"][0]
+
+    async def twilio(self, url: str, params: dict[str, str], *,
+                     token: str | None = None) -> httpx.Response:
+        """POST as Twilio does: the public URL signed with the tenant's token."""
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        body, headers = signed_form_request(f"{PUBLIC}{target}", {
+            "AccountSid": self.account, "ApiVersion": "2010-04-01", "Direction": "outbound-api",
+            "From": "+14155550100", "To": TO, **params}, token or self.token)
+        return await self.http.post(target, content=body, headers=headers)
+
+    async def step(self, url: str, call_sid: str, **params: str) -> ET.Element:
+        response = await self.twilio(url, {"CallSid": call_sid, "CallStatus": "in-progress",
+                                           **params})
+        assert response.status_code == 200, response.text
+        return ET.fromstring(response.text)
+
+    async def status(self, call_sid: str, status: str, sequence: int, **params: str) -> None:
+        response = await self.twilio(f"{PUBLIC}/twilio/voice/status", {
+            "CallSid": call_sid, "CallStatus": status, "SequenceNumber": str(sequence),
+            **params})
+        assert response.status_code == 204, response.text
+
+    async def result(self, request_id: str) -> dict[str, Any]:
+        async def arrived() -> bool:
+            for _props, doc in await self.rabbit.read_all(tenant_queue(self.tenant)):
+                if doc["type"] == "io.hookline.call.bot.result":
+                    self.results.append(doc)
+            return any(r["data"]["request_id"] == request_id for r in self.results)
+
+        await eventually(arrived, within=10)
+        (found,) = [r for r in self.results if r["data"]["request_id"] == request_id]
+        assert_valid_event(found)
+        return found["data"]
+
+
+def action_of(root: ET.Element) -> str:
+    gather = root.find("Gather")
+    assert gather is not None, ET.tostring(root)
+    return gather.get("action", "")
+
+
+@contextlib.asynccontextmanager
+async def bot_system(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
+                     calls_per_second: int = 10) -> AsyncIterator[Bot]:
+    tenant, account, token = f"bot-{secrets.token_hex(3)}", "AC" + secrets.token_hex(16), \
+        secrets.token_hex(16)
+    config = tmp_path / "hookline.toml"
+    config.write_text(
+        f'[gateway]\nflow_secret = "unused"\n[[tenants]]\nid = "{tenant}"\n'
+        f'[tenants.twilio]\naccount_sid = "{account}"\nauth_token = "{token}"\n'
+        + REFILL_FLOW_TOML.replace("calls_per_second = 1",
+                                   f"calls_per_second = {calls_per_second}"), "utf-8")
+    tenants = load_config(config, {}).tenants
+    settings = Settings(tenants=tenants, amqp_url=amqp_url, public_url=PUBLIC,
+                        data_dir=tmp_path, flow_secret=SECRET)
+    fake = FakeTwilio({account: token})
+    app = create_app(settings)
+    publisher = create_publisher(amqp_url, [tenant])
+    store_url = f"sqlite:///{tmp_path / 'hookline.db'}"
+    connection = await aio_pika.connect(amqp_url)
+    async with serving(fake.app()) as fake_url, serving(app) as gateway_url:
+        await publisher.start()
+        api = TwilioRestApi(api_base=fake_url)
+        commands = BotCommands(tenants=tenants, api=api, store=create_store(store_url),
+                               publisher=publisher, seal=PositionSeal(SECRET),
+                               public_url=PUBLIC, clock=SystemClock())
+        calls = BotCalls(tenants=tenants, api=api, store=create_store(store_url),
+                         publisher=publisher, clock=SystemClock())
+        try:
+            async with running(Runner(commands, AmqpTransport(amqp_url, "flows"))), \
+                    running(Runner(calls, AmqpTransport(amqp_url, "flows-calls"))), \
+                    httpx.AsyncClient(base_url=gateway_url) as http:
+                channel = await connection.channel()
+                yield Bot(tenant, account, token, http, fake, rabbit, channel, [])
+        finally:
+            await api.close()
+            await publisher.close()
+            await connection.close()
+
+
+@pytest.fixture
+async def bot(amqp_url: str, rabbit: RabbitClient, tmp_path: Path) -> AsyncIterator[Bot]:
+    async with bot_system(amqp_url, rabbit, tmp_path) as system:
+        yield system
+
+
+async def test_human_answers_and_presses_1(bot: Bot) -> None:
+    """Greeting and menu; 1 sends the pickup text; completed with the input and duration."""
+    await bot.command("rx-1")
+    sid, url = await bot.placed()
+    call = bot.fake.calls()[0].params
+    assert call["MachineDetection"] == ["Enable"]
+    assert call["StatusCallback"] == [f"{PUBLIC}/twilio/voice/status"]
+    root = await bot.step(url, sid, AnsweredBy="human")
+    assert [child.tag for child in root] == ["Say", "Gather"]
+    root = await bot.step(action_of(root), sid, Digits="1")
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    await eventually(lambda: len(bot.fake.messages()) == 1)
+    assert bot.fake.messages()[0].params["Body"] == ["Acme Pharmacy: pickup confirmed for 5 pm."]
+    await bot.status(sid, "completed", 3, CallDuration="37", AnsweredBy="human")
+    data = await bot.result("rx-1")
+    assert (data["outcome"], data["inputs"], data["duration_s"], data["call_sid"]) == (
+        "completed", {"menu": "1"}, 37, sid)
+
+
+async def test_human_presses_2_and_is_transferred(bot: Bot) -> None:
+    """2 dials the pharmacy; the result records the choice."""
+    await bot.command("rx-2")
+    sid, url = await bot.placed()
+    root = await bot.step(action_of(await bot.step(url, sid, AnsweredBy="human")), sid,
+                          Digits="2")
+    dial = root.find("Dial")
+    assert dial is not None and dial.text == "+14155550199"
+    await bot.status(sid, "completed", 3, CallDuration="95")
+    data = await bot.result("rx-2")
+    assert (data["outcome"], data["inputs"]) == ("completed", {"menu": "2"})
+    assert bot.fake.messages() == []
+
+
+async def test_answering_machine_hears_the_voicemail_message(bot: Bot) -> None:
+    """AnsweredBy=machine_end_beep: the voicemail message, then hang up; outcome machine."""
+    await bot.command("rx-3")
+    sid, url = await bot.placed()
+    root = await bot.step(url, sid, AnsweredBy="machine_end_beep")
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert "Your prescription is ready" in (root.find("Say").text or "")  # type: ignore[union-attr]
+    await bot.status(sid, "completed", 3, CallDuration="14", AnsweredBy="machine_end_beep")
+    data = await bot.result("rx-3")
+    assert (data["outcome"], data["answered_by"]) == ("machine", "machine_end_beep")
+
+
+async def test_no_answer(bot: Bot) -> None:
+    """The phone rings out: no step is ever requested; outcome no-answer."""
+    await bot.command("rx-4")
+    sid, _url = await bot.placed()
+    await bot.status(sid, "ringing", 1)
+    await bot.status(sid, "no-answer", 2)
+    data = await bot.result("rx-4")
+    assert (data["outcome"], data["inputs"], data["call_sid"]) == ("no-answer", {}, sid)
+
+
+async def test_wrong_digits_then_retry_then_default(bot: Bot) -> None:
+    """9, then 8 (each re-asked with the reprompt), then silence: the default goodbye."""
+    await bot.command("rx-5")
+    sid, url = await bot.placed()
+    root = await bot.step(url, sid, AnsweredBy="human")
+    for digits in ("9", "8"):
+        root = await bot.step(action_of(root), sid, Digits=digits)
+        say = root.find("Gather/Say")
+        assert say is not None and (say.text or "").startswith("Sorry, that was not a choice.")
+    root = await bot.step(action_of(root), sid)
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert "Please call the pharmacy" in (root.find("Say").text or "")  # type: ignore[union-attr]
+    await bot.status(sid, "completed", 3, CallDuration="30")
+    data = await bot.result("rx-5")
+    assert (data["outcome"], data["inputs"]) == ("completed", {"menu": "8"})
+
+
+async def test_a_tampered_step_url_is_refused(bot: Bot) -> None:
+    """Jumping to the transfer step by editing the position: 403, even signed by Twilio."""
+    await bot.command("rx-6")
+    sid, url = await bot.placed()
+    token = urlsplit(url).query.removeprefix("s=")
+    payload, tag = token.split(".")
+    forged = PositionSeal(Secret("attacker")).seal(
+        PositionSeal(SECRET).open(token, tenant=bot.tenant, now=int(time.time())).at("transfer"))
+    for bad in (f"{forged.split('.')[0]}.{tag}", f"{payload}.{forged.split('.')[1]}"):
+        response = await bot.twilio(f"{PUBLIC}/twilio/voice/flow?s={bad}",
+                                    {"CallSid": sid, "CallStatus": "in-progress"})
+        assert response.status_code == 403
+
+
+async def test_invalid_command_gets_a_rejected_result(bot: Bot) -> None:
+    """A command naming an unknown flow: no call, a rejected result with its reason."""
+    await bot.command("rx-7", flow="nope")
+    data = await bot.result("rx-7")
+    assert (data["outcome"], data["reason"]) == ("rejected", "unknown_flow")
+    assert bot.fake.calls() == []
+
+
+async def test_twenty_commands_at_one_call_per_second(
+    amqp_url: str, rabbit: RabbitClient, tmp_path: Path
+) -> None:
+    """20 commands at once on a 1 call/s subaccount: placed at least ~1 s apart, all placed."""
+    async with bot_system(amqp_url, rabbit, tmp_path, calls_per_second=1) as bot:
+        await asyncio.gather(*(bot.command(f"pace-{n}") for n in range(20)))
+        await eventually(lambda: len(bot.fake.calls()) == 20, within=30)
+        stamps = sorted(call.at for call in bot.fake.calls())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    # The pacer books slots exactly 1 s apart (tests/workers/flows/test_pacing.py checks the
+    # schedule itself); what the fake API sees adds the jitter of each HTTP round trip, a few
+    # tens of milliseconds (the first request also opens the connection).
+    assert min(gaps) >= 0.9, gaps
+    assert all(stamp - stamps[0] >= n - 0.1 for n, stamp in enumerate(stamps)), stamps
+    assert stamps[-1] - stamps[0] >= 18.9
