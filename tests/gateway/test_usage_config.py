@@ -174,3 +174,29 @@ def test_digits_of_addresses() -> None:
     assert digits_of("whatsapp:+44 7700 900123") == "447700900123"
     assert digits_of("+14155550100") == "14155550100"
     assert digits_of(None) == "" and digits_of("ACME") == ""
+
+
+def test_example_config_has_a_rate_card_and_a_budget() -> None:
+    """examples/hookline.toml documents every usage section, and it parses."""
+    from gateway.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "hookline.toml", {})
+    assert config.usage.rate_for("twilio", "sms", "outbound", "+447700900123") is not None
+    demo = config.tenants.by_id("demo")
+    assert demo is not None and tenant_budget(demo.extra) is not None
+    assert tenant_usage(demo.extra).plan_monthly == Decimal("499.00")
+
+
+def test_hookline_check_names_a_float_price(tmp_path: Path) -> None:
+    """hookline check exits 1 and names the key of a float price."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "hookline.toml"
+    path.write_text('[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
+                    "per_segment = 0.0079\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check"], capture_output=True,
+                          text=True, env={"HOOKLINE_CONFIG": str(path), "PATH": "/usr/bin"},
+                          timeout=60, check=False)
+    assert done.returncode == 1
+    assert "usage.rates[0].per_segment" in done.stderr and "float" in done.stderr
