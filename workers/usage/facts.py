@@ -175,23 +175,29 @@ def billable_minutes(duration_s: int | None, status: str) -> int:
 
 def merge(item: Item | None, fact: UsageFact, card: RateCard) -> Item:
     """The item after ``fact``: forward-only state, largest segment count, recomputed cost."""
+    return price(fold(item, fact), card)
+
+
+def fold(item: Item | None, fact: UsageFact) -> Item:
+    """The item's state after ``fact``, not yet priced."""
     if item is None:
-        item = Item(
+        return Item(
             tenant=fact.tenant, provider=fact.provider, kind=fact.kind, sid=fact.sid,
             channel=fact.channel, direction=fact.direction, day=fact.day, status=fact.status,
-            rank=fact.rank, destination=fact.destination, segments=0, duration_s=None,
-            minutes=0, rated=False, unit_price=Decimal(0), cost=Decimal(0), events=0,
+            rank=fact.rank, destination=fact.destination, segments=fact.segments or 0,
+            duration_s=fact.duration_s, minutes=0, rated=False, unit_price=Decimal(0),
+            cost=Decimal(0), events=1,
         )
-    elif fact.rank > item.rank:
-        item = replace(item, status=fact.status, rank=fact.rank)
-    item = replace(
+    forward = fact.rank > item.rank
+    return replace(
         item,
+        status=fact.status if forward else item.status,
+        rank=fact.rank if forward else item.rank,
         destination=item.destination or fact.destination,
         segments=max(item.segments, fact.segments or 0),
         duration_s=_max_opt(item.duration_s, fact.duration_s),
         events=item.events + 1,
     )
-    return price(item, card)
 
 
 def price(item: Item, card: RateCard) -> Item:
@@ -228,10 +234,11 @@ def merge_batch(
     existing: dict[tuple[str, str, str, str], Item], facts: Iterable[UsageFact], card: RateCard
 ) -> tuple[dict[tuple[str, str, str, str], Item], dict[tuple[str, str], Decimal]]:
     """Fold new facts into their items: (changed items by key, cost delta by (tenant, month))."""
-    changed: dict[tuple[str, str, str, str], Item] = {}
+    folded: dict[tuple[str, str, str, str], Item] = {}
     for fact in facts:
-        current = changed.get(fact.key) or existing.get(fact.key)
-        changed[fact.key] = merge(current, fact, card)
+        current = folded.get(fact.key) or existing.get(fact.key)
+        folded[fact.key] = fold(current, fact)
+    changed = {key: price(item, card) for key, item in folded.items()}  # once per item
     deltas: dict[tuple[str, str], Decimal] = {}
     for key, item in changed.items():
         before = existing.get(key)
