@@ -19,7 +19,7 @@ from gateway.settings import Settings
 from gateway.tenants import StaticTenantRegistry, Tenant, TwilioAccount
 from gateway.usage_config import Budget, RateCard, Rental, TenantUsage
 from tests.support.fake_twilio import FakeTwilio, serving_in_thread
-from tests.support.usage import ACCOUNT, CARD, facts, policy, scenario
+from tests.support.usage import ACCOUNT, CARD, bot_result, facts, policy, scenario
 from workers.usage.cli import add_usage_commands, run_usage_command
 from workers.usage.store import create_ledger
 
@@ -44,7 +44,8 @@ def ingest_scenario(config: Settings) -> None:
     async def run() -> None:
         ledger = create_ledger(config.db_url)
         await ledger.open()
-        events = scenario(1000)
+        events = [*scenario(1000), bot_result(1, "answered_human"),
+                  bot_result(2, "answered_human"), bot_result(3, "voicemail")]
         for i in range(0, len(events), 300):
             await ledger.ingest(facts(events[i : i + 300]), policy(), datetime.now(UTC))
         await ledger.close()
@@ -77,19 +78,22 @@ def test_report_numbers_for_a_known_scenario(tmp_path: Path) -> None:
     assert acme["margin_percent"] == "79.10" and acme["budget_used_percent"] == "37.20"
     assert acme["ltv"] == "1582.00"              # 79.10 / 0.05
     assert acme["cac_payback_months"] == "3.8"   # 300 / 79.10
+    assert acme["bot_calls"] == 3 and acme["bot_outcomes"] == {"answered_human": 2,
+                                                               "voicemail": 1}
     assert beta["messages"] == 0 and beta["revenue"] is None and beta["margin_percent"] is None
     assert gamma["cogs"] == "0"
 
     code, table = run(config, "usage", "report", "--month", "2026-11")
     assert code == 0
     line = next(row for row in table.splitlines() if row.startswith("acme"))
-    assert line.split() == ["acme", "1,000", "2,000", "900", "100", "100", "200", "0", "20.90",
+    assert line.split() == ["acme", "1,000", "2,000", "900", "100", "100", "200", "3", "20.90",
                             "100.00", "79.10", "79.1%", "37.2%", "1,582.00", "3.8", "mo"]
 
     code, text = run(config, "usage", "report", "--month", "2026-11", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["tenant"] for r in rows] == ["acme", "beta", "gamma"]
     assert rows[0]["cogs"] == acme["cogs"] and rows[1]["revenue"] == ""
+    assert rows[0]["bot_outcomes"] == "answered_human=2 voicemail=1"
 
 
 def test_report_of_an_empty_month(tmp_path: Path) -> None:
