@@ -21,6 +21,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError
+from gateway.routing_config import ROUTING_KEYS, parse_routing
 from gateway.secrets import Secret
 from gateway.tenants import (
     DEFAULT_FALLBACK_VOICE_TWIML,
@@ -53,12 +54,14 @@ ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "document": frozenset({"gateway", "tenants", "usage"}),
     "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
                           "spool_max_bytes"}),
-    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "budget",
-                         "usage"}),
+    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "routing",
+                         "budget", "usage"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
     "tenant.kaleyra": frozenset(
         {"sid", "callback_secret", "previous_callback_secret", "timezone"}
     ),
+    # Its sub-tables (rules, actions) are checked by gateway.routing_config.
+    "tenant.routing": ROUTING_KEYS,
     "tenant.budget": TENANT_BUDGET_KEYS,
     "tenant.usage": TENANT_USAGE_KEYS,
     "usage": USAGE_KEYS,
@@ -127,10 +130,6 @@ class Table:
             self.fail(name, f"expected {expected}, got {got}")
         return None
 
-    def raw(self, name: str) -> object:
-        """The value as decoded, unchecked (None when absent), for parsers of their own."""
-        return self._data.get(name)
-
     @staticmethod
     def kind(value: object) -> str:
         """What a TOML value is, as the TOML spec names it ("a float", "a table", ...)."""
@@ -148,6 +147,14 @@ class Table:
             return value  # type: ignore[no-any-return]
         self.fail(name, f"expected an integer from {minimum} to {maximum}, got {value}")
         return None
+
+    def raw(self, name: str) -> object:
+        """The value as decoded, unchecked (for sections that validate their own shapes)."""
+        return self._data.get(name)
+
+    def nested(self, name: str, data: Mapping[str, object], allowed: frozenset[str]) -> Table:
+        """A sub-table at ``name`` built from ``data`` (e.g. one entry of a table of tables)."""
+        return Table(data, self.key(name), allowed, self._reader)
 
     def table(self, name: str, allowed: frozenset[str]) -> Table | None:
         value = self._get(name, dict, "a table", False)
@@ -253,6 +260,7 @@ def _parse_kaleyra(table: Table) -> KaleyraAccount | None:
 TENANT_SECTIONS: Final[Mapping[str, Callable[[Table], object | None]]] = {
     "twilio": _parse_twilio,
     "kaleyra": _parse_kaleyra,
+    "routing": parse_routing,
     "budget": parse_budget,
     "usage": parse_tenant_usage,
 }
