@@ -25,6 +25,7 @@ from workers.usage.facts import (
     DELIVERED,
     MESSAGE,
     NOT_DELIVERED,
+    UNBILLED_MESSAGE,
     Item,
     UsageFact,
     merge_batch,
@@ -100,6 +101,8 @@ class UsageRow:
     day: str
     messages: int = 0
     segments: int = 0
+    #: Segments of messages that were sent (failed and canceled ones are not billed).
+    billed_segments: int = 0
     delivered: int = 0
     failed: int = 0
     calls: int = 0
@@ -182,12 +185,13 @@ def rows_from_items(items: Iterable[Item]) -> list[UsageRow]:
         if item.kind not in (MESSAGE, CALL):
             continue
         key = (item.tenant, item.provider, item.channel, item.direction, item.day)
-        counts = acc.setdefault(key, [0] * 7)
+        counts = acc.setdefault(key, [0] * 8)
         if item.kind == MESSAGE:
             counts[0] += 1
             counts[1] += item.segments
             counts[2] += item.status in DELIVERED
             counts[3] += item.status in NOT_DELIVERED
+            counts[7] += 0 if item.status in UNBILLED_MESSAGE else item.segments
         else:
             counts[4] += 1
             counts[5] += item.minutes
@@ -195,9 +199,10 @@ def rows_from_items(items: Iterable[Item]) -> list[UsageRow]:
         costs[key] = costs.get(key, Decimal(0)) + item.cost
     rows = []
     for key in sorted(acc):
-        m, seg, ok, ko, calls, minutes, unrated = acc[key]
-        rows.append(UsageRow(*key, messages=m, segments=seg, delivered=ok, failed=ko,
-                             calls=calls, minutes=minutes, cost=costs[key], unrated=unrated))
+        m, seg, ok, ko, calls, minutes, unrated, billed = acc[key]
+        rows.append(UsageRow(*key, messages=m, segments=seg, billed_segments=billed,
+                             delivered=ok, failed=ko, calls=calls, minutes=minutes,
+                             cost=costs[key], unrated=unrated))
     return rows
 
 

@@ -172,14 +172,15 @@ class PostgresLedger:
                 "count(*) FILTER (WHERE kind = 'message' AND status IN ('delivered', 'read')), "
                 "count(*) FILTER (WHERE kind = 'message' AND status IN ('failed', "
                 "'undelivered')), count(*) FILTER (WHERE kind = 'call'), sum(minutes), "
-                "sum(cost), count(*) FILTER (WHERE NOT rated) "
+                "sum(cost), count(*) FILTER (WHERE NOT rated), coalesce(sum(segments) FILTER "
+                "(WHERE kind = 'message' AND status NOT IN ('failed', 'canceled')), 0) "
                 "FROM usage_items WHERE day BETWEEN %s AND %s AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
                 "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
-            return [UsageRow(t, p, c, d, day, messages=m, segments=int(s), delivered=ok,
-                             failed=ko, calls=calls, minutes=int(mins), cost=cost,
-                             unrated=unrated)
-                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated
+            return [UsageRow(t, p, c, d, day, messages=m, segments=int(s),
+                             billed_segments=int(billed), delivered=ok, failed=ko, calls=calls,
+                             minutes=int(mins), cost=cost, unrated=unrated)
+                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed
                     in await cur.fetchall()]
 
         result: list[UsageRow] = await self._call(query)

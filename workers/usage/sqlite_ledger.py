@@ -173,14 +173,18 @@ class SqliteLedger:
                 "sum(kind = 'message'), sum(CASE WHEN kind = 'message' THEN segments END), "
                 "sum(kind = 'message' AND status IN ('delivered', 'read')), "
                 "sum(kind = 'message' AND status IN ('failed', 'undelivered')), "
-                "sum(kind = 'call'), sum(minutes), dsum(cost), sum(rated = 0) "
+                "sum(kind = 'call'), sum(minutes), dsum(cost), sum(rated = 0), "
+                "sum(CASE WHEN kind = 'message' AND status NOT IN ('failed', 'canceled') "
+                "THEN segments END) "
                 "FROM usage_items WHERE day BETWEEN ? AND ? AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
                 "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
             return [UsageRow(t, p, c, d, day, messages=m or 0, segments=s or 0,
-                             delivered=ok or 0, failed=ko or 0, calls=calls or 0,
-                             minutes=mins or 0, cost=Decimal(cost), unrated=unrated or 0)
-                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated in rows]
+                             billed_segments=billed or 0, delivered=ok or 0, failed=ko or 0,
+                             calls=calls or 0, minutes=mins or 0, cost=Decimal(cost),
+                             unrated=unrated or 0)
+                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed
+                    in rows]
 
         return await self._run(query)
 
