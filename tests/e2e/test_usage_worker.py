@@ -35,6 +35,7 @@ EXPECTED_COST = Decimal("0.0079") * 2 * N + Decimal("0.0140") * 2 * (N // 10)
 
 @pytest.fixture
 async def rabbit_harness(amqp_url: str) -> AsyncIterator[RabbitHarness]:
+    """The session vhost with hookline's topology declared and the usage queues empty."""
     harness = await RabbitHarness(amqp_url).start()
     await harness.purge(USAGE_QUEUE, tenant_queue("acme"))
     try:

@@ -23,7 +23,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import PoisonMessage, PublishError
 from gateway.settings import Settings
 from gateway.tenants import TENANT_ID_PATTERN
-from gateway.usage_config import Budget, tenant_budget
+from gateway.usage_config import Budget, decimal_text, tenant_budget
 from schemas.events import Event
 from schemas.topology import USAGE_QUEUE
 from workers.handler import Delivery, Result
@@ -122,7 +122,7 @@ class UsageHandler:
             for alert in outcome.alerts:
                 log.info("budget_threshold_crossed", tenant=alert.tenant, month=alert.month,
                          threshold_percent=alert.threshold, mode=alert.mode,
-                         budget=str(alert.amount), spent=str(alert.spent),
+                         budget=decimal_text(alert.amount), spent=decimal_text(alert.spent),
                          exhausted=alert.spent >= alert.amount)
         await self.publish_pending()
         return results

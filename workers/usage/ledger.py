@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Final, Protocol
 
 from gateway.errors import TransientError
-from gateway.usage_config import Budget, RateCard
+from gateway.usage_config import Budget, RateCard, decimal_text
 from schemas.events import USAGE_BUDGET, Event, event_id, format_time
 from workers.usage.facts import (
     BOT,
@@ -74,8 +74,8 @@ class BudgetAlert:
             source="hookline/usage", subject=f"{self.tenant}/{self.month}/{self.threshold}",
             time=self.crossed_at,
             data={"month": self.month, "threshold_percent": self.threshold, "mode": self.mode,
-                  "budget": str(self.amount), "spent": str(self.spent),
-                  "used_percent": str(used), "currency": self.currency,
+                  "budget": decimal_text(self.amount), "spent": decimal_text(self.spent),
+                  "used_percent": decimal_text(used), "currency": self.currency,
                   "exhausted": self.spent >= self.amount,
                   "crossed_at": format_time(self.crossed_at)},
         )

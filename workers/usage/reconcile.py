@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from gateway.tenants import Tenant
-from gateway.usage_config import RateCard
+from gateway.usage_config import RateCard, decimal_text
 from workers.usage.ledger import UsageRow
 from workers.usage.report import rental_cost
 
@@ -167,9 +167,9 @@ def format_comparisons(month: str, comparisons: Sequence[Comparison],
                        failures: Sequence[TenantFailure], card: RateCard) -> str:
     """An aligned table of every measure, then one line per failure and a summary."""
     head = ("tenant", "subaccount", "measure", "ledger", "twilio", "difference", "")
-    lines = [head] + [(c.tenant, c.account_sid, c.measure, str(c.ledger), str(c.twilio),
-                       f"{c.difference:+}", "DIFFERS" if c.differs else "ok")
-                      for c in comparisons]
+    lines = [head] + [(c.tenant, c.account_sid, c.measure, decimal_text(c.ledger),
+                       decimal_text(c.twilio), f"{c.difference:+f}",
+                       "DIFFERS" if c.differs else "ok") for c in comparisons]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = [f"reconcile {month}: ledger vs Twilio Usage Records (tolerance "
            f"{card.tolerance_amount} {card.currency} or {card.tolerance_percent}%)"]

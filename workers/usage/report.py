@@ -24,7 +24,7 @@ from typing import Final
 import orjson
 
 from gateway.tenants import Tenant
-from gateway.usage_config import Budget, RateCard, tenant_budget, tenant_usage
+from gateway.usage_config import Budget, RateCard, decimal_text, tenant_budget, tenant_usage
 from workers.usage.ledger import OutcomeRow, UsageRow
 
 FORMATS: Final = ("table", "json", "csv")
@@ -125,7 +125,7 @@ def _outcomes(outcomes: Sequence[OutcomeRow], tenant_id: str) -> dict[str, int]:
 
 
 def _plain(value: object) -> object:
-    return str(value) if isinstance(value, Decimal) else value
+    return decimal_text(value) if isinstance(value, Decimal) else value
 
 
 def _cell(value: object) -> object:

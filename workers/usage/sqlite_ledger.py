@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
+from gateway.usage_config import decimal_text
 from workers.usage.facts import Item, UsageFact, merge_batch, new_facts
 from workers.usage.ledger import (
     SCHEMA_VERSION,
@@ -79,7 +80,7 @@ class _DecimalSum:
             self.total += Decimal(value)
 
     def finalize(self) -> str:
-        return str(self.total)
+        return decimal_text(self.total)
 
 
 class SqliteLedger:
@@ -268,7 +269,7 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
             totals[(tenant, month)] = total = (Decimal(row[0]) if row else Decimal(0)) + delta
             db.execute("INSERT INTO usage_months (tenant, month, cost) VALUES (?, ?, ?) "
                        "ON CONFLICT DO UPDATE SET cost = excluded.cost",
-                       (tenant, month, str(total)))
+                       (tenant, month, decimal_text(total)))
         alerts = []
         for alert in new_alerts(policy, totals, now):
             # The primary key keeps each threshold once per tenant and month, whoever crosses it.
@@ -276,8 +277,9 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
                 "INSERT INTO budget_alerts (tenant, month, threshold, mode, amount, spent, "
                 "currency, crossed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
                 "RETURNING threshold",
-                (alert.tenant, alert.month, alert.threshold, alert.mode, str(alert.amount),
-                 str(alert.spent), alert.currency, stamp)).fetchone():
+                (alert.tenant, alert.month, alert.threshold, alert.mode,
+                 decimal_text(alert.amount), decimal_text(alert.spent), alert.currency,
+                 stamp)).fetchone():
                 alerts.append(alert)
     return IngestOutcome(len(fresh), len(facts) - len(fresh), tuple(alerts))
 
@@ -292,5 +294,5 @@ def _item(row: Sequence[object]) -> Item:
 
 def _row(item: Item) -> tuple[object, ...]:
     values = [getattr(item, c) for c in ITEM_COLUMNS]
-    return tuple(str(v) if isinstance(v, Decimal) else int(v) if isinstance(v, bool) else v
+    return tuple(decimal_text(v) if isinstance(v, Decimal) else int(v) if isinstance(v, bool) else v
                  for v in values)

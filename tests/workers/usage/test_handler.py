@@ -130,3 +130,16 @@ def test_usage_policy_from_settings() -> None:
     assert policy.budgets == BUDGETS and policy.card is CARD
     built = create_usage_handler(Settings(tenants=tenants, db_url="sqlite:///x.db"))
     assert isinstance(built.ledger, SqliteLedger) and built.publisher is not None
+
+
+def test_budget_event_money_never_uses_exponents() -> None:
+    """Tiny amounts are written 0.0000001, not 1E-7, so the event stays valid."""
+    from datetime import UTC, datetime
+
+    from workers.usage.ledger import BudgetAlert
+
+    alert = BudgetAlert("acme", "2026-11", 100, "prepaid", Decimal("0.0000001"),
+                        Decimal("1E-7"), datetime(2026, 11, 23, tzinfo=UTC))
+    event = alert.to_event()
+    assert_valid_event(event.to_dict())
+    assert event.data["spent"] == "0.0000001" and event.data["used_percent"] == "100.00"

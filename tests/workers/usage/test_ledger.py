@@ -28,6 +28,7 @@ MONTH = "2026-11"
 
 @pytest.fixture
 async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+    """An open ledger on each backend, closed after the test."""
     store = create_ledger(ledger_url)
     await store.open()
     try:
