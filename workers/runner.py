@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import aio_pika
 import structlog
@@ -38,20 +38,21 @@ from aio_pika.abc import (
 
 from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.memory import MemoryBroker
+from gateway.broker.rpc import DEADLINE_HEADER
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from schemas.topology import (
+    ATTEMPT_HEADER,
     DEAD_LETTER_EXCHANGE,
     RETRY_DELAYS_S,
+    ROUTING_KEY_HEADER,
     Topology,
     build_topology,
     retry_queues,
 )
 from workers.handler import Delivery, Handler, Reply, Result
 from workers.transport import (
-    ATTEMPT_HEADER,
-    ROUTING_KEY_HEADER,
     DeadLetter,
     Deliver,
     Inbound,
@@ -172,6 +173,13 @@ class Runner:
 
     async def _process(self, batch: list[Inbound]) -> None:
         started = time.monotonic()
+        now_ms = time.time() * 1000
+        expired = [inbound for inbound in batch if _deadline_passed(inbound.delivery, now_ms)]
+        for inbound in expired:  # its requester answered with a fallback already
+            await self._settle(inbound, "expired", 0.0)
+        batch = [inbound for inbound in batch if inbound not in expired]
+        if not batch:
+            return
         results = await self._handle([inbound.delivery for inbound in batch])
         latency_ms = round((time.monotonic() - started) * 1000, 2)
         for inbound, result in zip(batch, results, strict=True):
@@ -193,7 +201,8 @@ class Runner:
             return [error] * len(deliveries)
         return results
 
-    async def _settle(self, inbound: Inbound, result: Result, latency_ms: float) -> None:
+    async def _settle(self, inbound: Inbound, result: Result | Literal["expired"],
+                      latency_ms: float) -> None:
         delivery = inbound.delivery
         fields: dict[str, object] = {
             "worker": self.handler.name, "queue": self.handler.queue,
@@ -209,11 +218,16 @@ class Runner:
             return
         fields["outcome"] = outcome
         self._count(outcome)
-        level = "info" if outcome in ("acked", "replied") else "warning"
+        level = "info" if outcome in ("acked", "replied", "expired") else "warning"
         getattr(log, level)("message_handled", **fields)
 
-    async def _decide(self, inbound: Inbound, result: Result, fields: dict[str, object]) -> str:
+    async def _decide(self, inbound: Inbound, result: Result | Literal["expired"],
+                      fields: dict[str, object]) -> str:
         delivery = inbound.delivery
+        if result == "expired":
+            fields["reason"] = "deadline_passed"
+            await self.transport.ack(inbound)
+            return "expired"
         if result is None:
             await self.transport.ack(inbound)
             return "acked"
@@ -241,6 +255,13 @@ class Runner:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+
+def _deadline_passed(delivery: Delivery, now_ms: float) -> bool:
+    """An RPC request carries its deadline (``x-hookline-deadline-ms``, epoch ms)."""
+    deadline = delivery.headers.get(DEADLINE_HEADER)
+    return isinstance(deadline, int | float) and not isinstance(deadline, bool) \
+        and deadline < now_ms
 
 
 def create_transport(
