@@ -1,8 +1,9 @@
 """The ``hookline`` console script: the gateway's commands plus the worker side.
 
 ``gateway`` never imports ``workers``, so the composition lives here: this parser is
-``gateway.cli.build_parser()`` plus ``worker`` and ``dead``, and ``run`` becomes the gateway
-and every installed worker in one process (on ``memory://`` they share one embedded broker).
+``gateway.cli.build_parser()`` plus ``worker``, ``dead`` and ``usage``, and ``run`` becomes the
+gateway and every installed worker in one process (on ``memory://`` they share one embedded
+broker).
 Every other command is handed to ``gateway.cli.main`` unchanged.
 """
 
@@ -22,8 +23,9 @@ from gateway.errors import ConfigError, HooklineError
 from gateway.settings import Settings
 from workers.registry import HANDLERS, KINDS, installed
 from workers.runner import Runner, create_transport, run_until_stopped
+from workers.usage.cli import add_usage_commands, run_usage_command
 
-WORKER_COMMANDS = ("run", "worker", "dead")
+WORKER_COMMANDS = ("run", "worker", "dead", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", dest="message_id", help="the message_id to replay")
     which.add_argument("--all", action="store_true", help="replay every dead letter")
+    add_usage_commands(commands)
     return parser
 
 
@@ -48,8 +51,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = build_parser().parse_args(arguments)
     if args.command not in WORKER_COMMANDS:
         return gateway_cli.main(arguments, environ)
-    # `dead list` prints JSON on stdout: its log lines go to stderr.
-    settings = gateway_cli.settings_and_logging(environ, logs_to_stderr=args.command == "dead")
+    # `dead list` and `usage report` print data on stdout: their log lines go to stderr.
+    settings = gateway_cli.settings_and_logging(
+        environ, logs_to_stderr=args.command in ("dead", "usage"))
     if settings is None:
         return 1
     try:
@@ -57,6 +61,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return _run(settings, args.host, args.port)
         if args.command == "worker":
             return asyncio.run(_workers(settings, args.kind))
+        if args.command == "usage":
+            return run_usage_command(args, settings, sys.stdout)
         return asyncio.run(_dead(settings, args, sys.stdout))
     except HooklineError as exc:
         print(f"hookline: {exc}", file=sys.stderr)

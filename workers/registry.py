@@ -13,6 +13,7 @@ from typing import Final
 from gateway.settings import Settings
 from workers.handler import Handler
 from workers.twiml import TwimlHandler
+from workers.usage.handler import create_usage_handler
 
 HandlerFactory = Callable[[Settings], Handler]
 
@@ -24,8 +25,13 @@ def twiml_handler(settings: Settings) -> Handler:
     return TwimlHandler(settings.tenants, public_url=settings.public_url)
 
 
+def usage_handler(settings: Settings) -> Handler:
+    return create_usage_handler(settings)
+
+
 HANDLERS: Final[Mapping[str, HandlerFactory]] = {
     "twiml": twiml_handler,
+    "usage": usage_handler,
 }
 
 

@@ -1,7 +1,8 @@
 """Usage metering end to end: events on the real RabbitMQ, usage worker processes on the real
-runner, the ledger on SQLite and the real PostgreSQL. A worker SIGKILLed after its commit and
-before its acks, two workers consuming at once, and duplicate deliveries still count every
-event exactly once, and each budget threshold produces one usage.budget event id."""
+runner (two of them the real `hookline worker usage` command), the ledger on SQLite and the
+real PostgreSQL. A worker SIGKILLed after its commit and before its acks, two workers
+consuming at once, and duplicate deliveries still count every event exactly once, and each
+budget threshold produces one usage.budget event id."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import aio_pika
+import orjson
 import pytest
 
 from schemas.topology import EVENTS_EXCHANGE, USAGE_QUEUE, tenant_queue
 from tests.support.rabbit import RabbitClient
 from tests.support.schema_check import assert_valid_event
-from tests.support.usage import scenario
+from tests.support.usage import ACCOUNT, scenario
 from tests.support.workers import RabbitHarness, eventually
 from workers.usage.store import create_ledger
 
@@ -45,10 +47,50 @@ async def rabbit_harness(amqp_url: str) -> AsyncIterator[RabbitHarness]:
         await harness.close()
 
 
-def worker(amqp_url: str, db_url: str, progress: Path, hold_s: float) -> subprocess.Popen[bytes]:
+CONFIG = f"""
+[usage]
+[[usage.rates]]
+provider = "twilio"
+channel = "sms"
+per_segment = "0.0079"
+[[usage.rates]]
+provider = "twilio"
+channel = "voice"
+prefix = "+1"
+per_minute = "0.0140"
+
+[[tenants]]
+id = "acme"
+[tenants.twilio]
+account_sid = "{ACCOUNT}"
+auth_token = "token"
+[tenants.budget]
+mode = "prepaid"
+amount = "1.00"
+"""
+
+
+def holding_worker(amqp_url: str, db_url: str, progress: Path) -> subprocess.Popen[bytes]:
+    """A usage worker that holds its first batch, committed and unacked, for 30 s."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.usage_worker", amqp_url, db_url, str(progress),
-         str(hold_s)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "30"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def hookline_worker(amqp_url: str, db_url: str, config: Path, log: Path
+                    ) -> subprocess.Popen[bytes]:
+    """`hookline worker usage`, the console script's module, its JSON log lines to ``log``."""
+    environ = {"PATH": os.environ.get("PATH", ""), "HOOKLINE_CONFIG": str(config),
+               "HOOKLINE_AMQP_URL": amqp_url, "HOOKLINE_DB_URL": db_url,
+               "HOOKLINE_LOG_FORMAT": "json", "HOOKLINE_LOG_LEVEL": "info"}
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "usage"],
+                                cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+
+
+def handled(log: Path) -> int:
+    return sum(1 for line in log.read_text().splitlines()
+               if line.startswith("{") and orjson.loads(line).get("event") == "message_handled")
 
 
 async def publish_events(amqp_url: str) -> int:
@@ -91,8 +133,8 @@ def read(path: Path) -> int:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()[-3000:]
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"exit status {proc.returncode}"
 
 
 async def test_killed_worker_and_two_concurrent_workers(
@@ -101,7 +143,7 @@ async def test_killed_worker_and_two_concurrent_workers(
     """Kill one worker after a commit, before its acks; two more drain the queue together."""
     db_url = ledger_url
     victim_progress = tmp_path / "victim"
-    victim = worker(amqp_url, db_url, victim_progress, hold_s=30)
+    victim = holding_worker(amqp_url, db_url, victim_progress)
     published = await publish_events(amqp_url)
     await eventually(lambda: read(victim_progress) >= 1, within=30)
     assert read(victim_progress) == 1, "the first worker should hold its first batch"
@@ -110,8 +152,10 @@ async def test_killed_worker_and_two_concurrent_workers(
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate(timeout=30)
 
-    first = worker(amqp_url, db_url, tmp_path / "first", hold_s=0)
-    second = worker(amqp_url, db_url, tmp_path / "second", hold_s=0)
+    config = tmp_path / "hookline.toml"
+    config.write_text(CONFIG)
+    logs = tmp_path / "first.log", tmp_path / "second.log"
+    first, second = (hookline_worker(amqp_url, db_url, config, log) for log in logs)
     try:
         client = rabbit_harness.client
         await eventually(lambda: _drained(client), within=60)
@@ -120,7 +164,7 @@ async def test_killed_worker_and_two_concurrent_workers(
     finally:
         stop(first)
         stop(second)
-    assert read(tmp_path / "first") > 0 and read(tmp_path / "second") > 0, "both consumed"
+    assert handled(logs[0]) > 0 and handled(logs[1]) > 0, "both workers consumed"
     counts, cost, alerts = await totals(db_url)
     assert counts == EXPECTED and cost == EXPECTED_COST
     assert published == 3 * N + 2 * (N // 10) + 200

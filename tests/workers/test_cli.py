@@ -79,10 +79,10 @@ def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
 
 
 def test_worker_kinds_not_installed_are_named(capsys: pytest.CaptureFixture[str]) -> None:
-    """`hookline worker usage` says plainly that this build has no usage worker."""
-    assert main(["worker", "usage"], env(HOOKLINE_AMQP_URL="amqp://guest:guest@127.0.0.1:1/")) == 1
+    """`hookline worker flows` says plainly that this build has no flows worker."""
+    assert main(["worker", "flows"], env(HOOKLINE_AMQP_URL="amqp://guest:guest@127.0.0.1:1/")) == 1
     err = capsys.readouterr().err
-    assert "no usage worker is installed" in err and "twiml" in err
+    assert "no flows worker is installed" in err and "twiml, usage" in err
 
 
 def test_worker_needs_a_shared_broker(capsys: pytest.CaptureFixture[str]) -> None:

@@ -158,11 +158,15 @@ class UsageHandler:
 
 def create_usage_handler(settings: Settings, publisher: Publisher | None = None
                          ) -> UsageHandler:
-    """The usage handler for these settings; ``publisher`` defaults to HOOKLINE_AMQP_URL's.
-    Nothing connects before ``start()``."""
-    if publisher is None:
-        from gateway.broker.factory import create_publisher
+    """The usage handler for these settings; nothing connects before ``start()``.
 
+    ``publisher`` defaults to one on HOOKLINE_AMQP_URL. With ``memory://`` there is no broker
+    a tenant could read budget events from, so none is made: crossed thresholds are logged and
+    stay pending in the ledger, to be published once the worker runs against RabbitMQ.
+    """
+    from gateway.broker.factory import create_publisher, url_scheme
+
+    if publisher is None and url_scheme(settings.amqp_url) != "memory":
         publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants])
     return UsageHandler(create_ledger(settings.db_url), usage_policy(settings), publisher)
 

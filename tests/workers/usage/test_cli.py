@@ -168,3 +168,25 @@ def test_reconcile_all_matching_exits_zero(tmp_path: Path) -> None:
                          "--twilio-api-base", fake.base_url)
     assert code == 0, text
     assert "0 difference(s) beyond tolerance, 0 tenant(s) failed" in text
+
+
+@pytest.mark.usefixtures("reset_logging_after")
+def test_hookline_usage_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    """`hookline usage report` (the console script) prints the example tenants' JSON report."""
+    import os
+
+    from workers.cli import main
+
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ingest_scenario(Settings(db_url=db_url))
+    environ = {"PATH": os.environ.get("PATH", ""), "HOOKLINE_DB_URL": db_url,
+               "HOOKLINE_CONFIG": str(Path(__file__).resolve().parents[3] / "examples" /
+                                      "hookline.toml"), "HOOKLINE_LOG_FORMAT": "json"}
+    code = main(["usage", "report", "--month", "2026-11", "--format", "json"], environ)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    reports = {r["tenant"]: r for r in json.loads(out)}
+    # The scenario's events are tenant acme's; the example prices them with its own card.
+    assert reports["acme"]["messages"] == 1000 and reports["demo"]["messages"] == 0
+    assert reports["demo"]["revenue"] == "499.00" and reports["demo"]["budget_mode"] == "prepaid"
