@@ -9,9 +9,12 @@ same ``merge`` inside its transaction, so the counting rules live in one place:
   ``delivered`` changes nothing; of two final states the first one stays;
 - segments are the largest count reported for the message (a message reported without one is
   one segment); billable minutes are CallDuration rounded up to the minute, for completed calls
-  (https://www.twilio.com/docs/voice/pricing: per-minute, rounded up);
-- cost = units x the rate card's unit price, as Decimal; a failed or canceled message costs
-  nothing (never sent: https://help.twilio.com/articles/223133867), undelivered ones do.
+  (https://support.twilio.com/hc/en-us/articles/223132307: partial minutes round up);
+- cost = units x the rate card's unit price, as Decimal; a failed or canceled message never
+  left the provider and costs nothing, an undelivered one is billed
+  (https://support.twilio.com/hc/en-us/articles/223181728). Twilio's flat processing fee for
+  failed messages (https://support.twilio.com/hc/en-us/articles/27502337507483) is not
+  modelled: reconciliation shows it as a small difference in the total price.
 """
 
 from __future__ import annotations
