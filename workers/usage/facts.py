@@ -11,7 +11,7 @@ same ``merge`` inside its transaction, so the counting rules live in one place:
   one segment); billable minutes are CallDuration rounded up to the minute, for completed calls
   (https://support.twilio.com/hc/en-us/articles/223132307: partial minutes round up);
 - cost = units x the rate card's unit price, as Decimal; a failed or canceled message never
-  left the provider and costs nothing, an undelivered one is billed
+  left the provider and costs nothing, an undelivered one is billed (except on WhatsApp)
   (https://support.twilio.com/hc/en-us/articles/223181728). Twilio's flat processing fee for
   failed messages (https://support.twilio.com/hc/en-us/articles/27502337507483) is not
   modelled: reconciliation shows it as a small difference in the total price.
@@ -46,6 +46,8 @@ CALL_RANK: Final[dict[str, int]] = {
 DELIVERED: Final = frozenset({"delivered", "read"})
 NOT_DELIVERED: Final = frozenset({"failed", "undelivered"})
 UNBILLED_MESSAGE: Final = frozenset({"failed", "canceled"})
+# Undelivered WhatsApp messages are not charged either (same support article).
+UNBILLED_BY_CHANNEL: Final = {"whatsapp": frozenset({"failed", "canceled", "undelivered"})}
 _MAX_COUNT: Final = 10**9
 
 
@@ -97,6 +99,7 @@ class Item:
     duration_s: int | None
     minutes: int
     rated: bool
+    billed: bool
     unit_price: Decimal
     cost: Decimal
     events: int
@@ -188,7 +191,8 @@ def fold(item: Item | None, fact: UsageFact) -> Item:
             tenant=fact.tenant, provider=fact.provider, kind=fact.kind, sid=fact.sid,
             channel=fact.channel, direction=fact.direction, day=fact.day, status=fact.status,
             rank=fact.rank, destination=fact.destination, segments=fact.segments or 0,
-            duration_s=fact.duration_s, minutes=0, rated=False, unit_price=Decimal(0),
+            duration_s=fact.duration_s, minutes=0, rated=False, billed=False,
+            unit_price=Decimal(0),
             cost=Decimal(0), events=1,
         )
     forward = fact.rank > item.rank
@@ -211,12 +215,13 @@ def price(item: Item, card: RateCard) -> Item:
     unit_price = rate.unit_price if rate is not None else Decimal(0)
     if item.kind == MESSAGE:
         segments = max(item.segments, 1)
-        units = 0 if item.status in UNBILLED_MESSAGE else segments
-        return replace(item, segments=segments, rated=rate is not None, unit_price=unit_price,
-                       cost=unit_price * units)
+        billed = item.status not in UNBILLED_BY_CHANNEL.get(item.channel, UNBILLED_MESSAGE)
+        return replace(item, segments=segments, rated=rate is not None, billed=billed,
+                       unit_price=unit_price, cost=unit_price * segments if billed else
+                       Decimal(0))
     minutes = billable_minutes(item.duration_s, item.status)
-    return replace(item, minutes=minutes, rated=rate is not None, unit_price=unit_price,
-                   cost=unit_price * minutes)
+    return replace(item, minutes=minutes, rated=rate is not None, billed=minutes > 0,
+                   unit_price=unit_price, cost=unit_price * minutes)
 
 
 def _max_opt(a: int | None, b: int | None) -> int | None:

@@ -25,7 +25,6 @@ from workers.usage.facts import (
     DELIVERED,
     MESSAGE,
     NOT_DELIVERED,
-    UNBILLED_MESSAGE,
     Item,
     UsageFact,
     merge_batch,
@@ -191,7 +190,7 @@ def rows_from_items(items: Iterable[Item]) -> list[UsageRow]:
             counts[1] += item.segments
             counts[2] += item.status in DELIVERED
             counts[3] += item.status in NOT_DELIVERED
-            counts[7] += 0 if item.status in UNBILLED_MESSAGE else item.segments
+            counts[7] += item.segments if item.billed else 0
         else:
             counts[4] += 1
             counts[5] += item.minutes

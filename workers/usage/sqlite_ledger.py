@@ -41,7 +41,7 @@ _T = TypeVar("_T")
 BUSY_TIMEOUT_MS: Final = 30_000
 ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
                        "status", "rank", "destination", "segments", "duration_s", "minutes",
-                       "rated", "unit_price", "cost", "events")
+                       "rated", "billed", "unit_price", "cost", "events")
 _CHUNK: Final = 400  # bound parameters per statement stay far below SQLite's limit (32766)
 
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -54,7 +54,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             channel TEXT NOT NULL, direction TEXT NOT NULL, day TEXT NOT NULL,
             status TEXT NOT NULL, rank INTEGER NOT NULL, destination TEXT,
             segments INTEGER NOT NULL, duration_s INTEGER, minutes INTEGER NOT NULL,
-            rated INTEGER NOT NULL, unit_price TEXT NOT NULL, cost TEXT NOT NULL,
+            rated INTEGER NOT NULL, billed INTEGER NOT NULL, unit_price TEXT NOT NULL,
+            cost TEXT NOT NULL,
             events INTEGER NOT NULL, PRIMARY KEY (tenant, provider, kind, sid)) WITHOUT ROWID""",
         "CREATE INDEX usage_items_day ON usage_items (day, tenant)",
         """CREATE TABLE usage_months (
@@ -175,8 +176,7 @@ class SqliteLedger:
                 "sum(kind = 'message' AND status IN ('delivered', 'read')), "
                 "sum(kind = 'message' AND status IN ('failed', 'undelivered')), "
                 "sum(kind = 'call'), sum(minutes), dsum(cost), sum(rated = 0), "
-                "sum(CASE WHEN kind = 'message' AND status NOT IN ('failed', 'canceled') "
-                "THEN segments END) "
+                "sum(CASE WHEN kind = 'message' AND billed THEN segments END) "
                 "FROM usage_items WHERE day BETWEEN ? AND ? AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
                 "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
@@ -287,6 +287,7 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
 def _item(row: Sequence[object]) -> Item:
     values = dict(zip(ITEM_COLUMNS, row, strict=True))
     values["rated"] = bool(values["rated"])
+    values["billed"] = bool(values["billed"])
     values["unit_price"] = Decimal(str(values["unit_price"]))
     values["cost"] = Decimal(str(values["cost"]))
     return Item(**values)  # type: ignore[arg-type]

@@ -102,6 +102,19 @@ async def test_counters_and_costs(ledger: Ledger) -> None:
     assert outcomes == {("answered_human", 1), ("voicemail", 1)}
 
 
+async def test_what_is_billed(ledger: Ledger) -> None:
+    """Undelivered SMS are billed, undelivered WhatsApp and failed messages are not."""
+    await ledger.ingest(facts([
+        message(1, "undelivered", segments=2),
+        message(2, "failed", segments=2),
+        message(3, "undelivered", segments=1, to="whatsapp:+14155550100"),
+    ]), policy(), NOW)
+    rows = {r.channel: r for r in await ledger.usage(MONTH)}
+    assert (rows["sms"].segments, rows["sms"].billed_segments) == (4, 2)
+    assert rows["sms"].cost == Decimal("0.0158")
+    assert (rows["whatsapp"].billed_segments, rows["whatsapp"].cost) == (0, Decimal(0))
+
+
 async def test_unrated_destinations_are_counted_and_flagged(ledger: Ledger) -> None:
     """A destination without a rate is counted, costs nothing and is reported as unrated."""
     await ledger.ingest(facts([call(1, "completed", duration=30, to="+447700900123")]),
