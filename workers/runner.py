@@ -38,13 +38,13 @@ from aio_pika.abc import (
 
 from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.memory import MemoryBroker
-from gateway.broker.rpc import DEADLINE_HEADER
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from schemas.topology import (
     ATTEMPT_HEADER,
     DEAD_LETTER_EXCHANGE,
+    DEADLINE_HEADER,
     RETRY_DELAYS_S,
     ROUTING_KEY_HEADER,
     Topology,

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.broker.memory import MemoryBroker, MemoryMessage
-from gateway.broker.rpc import DEADLINE_HEADER, QUERY_HEADER, MemoryRpcClient
+from gateway.broker.rpc import QUERY_HEADER, MemoryRpcClient
 from gateway.broker.rpc_amqp import AmqpRpcClient
 from schemas.events import Event
-from schemas.topology import TWIML_QUEUE, twiml_queue
+from schemas.topology import DEADLINE_HEADER, TWIML_QUEUE, twiml_queue
 from tests.support.net import free_port
 from tests.support.rabbit import RabbitClient, TcpProxy, wait_until
 from tests.support.twiml_stack import EchoHandler
