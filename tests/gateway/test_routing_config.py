@@ -148,3 +148,12 @@ def test_hookline_check_names_a_broken_rule(
     code = main(["check"], {"HOOKLINE_CONFIG": str(config), "HOOKLINE_DATA_DIR": str(tmp_path)})
     assert code == 1
     assert "routing.voice[1](spam).action: no action named 'nowhere'" in capsys.readouterr().err
+
+
+def test_publish_and_answer_deadlines_must_fit_twilios_limit() -> None:
+    """publish_timeout_ms plus a tenant's answer_timeout_ms over 12 s is refused, named."""
+    text = "[gateway]\npublish_timeout_ms = 5000\n" + ROUTING_TOML.replace(
+        "answer_timeout_ms = 1000", "answer_timeout_ms = 8000")
+    found = problems(text)
+    assert any(p.startswith("tenants[0].routing.answer_timeout_ms: with [gateway] "
+                            "publish_timeout_ms = 5000 a call could wait 13000 ms") for p in found)
