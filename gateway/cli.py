@@ -132,8 +132,9 @@ async def _declare(settings: Settings, out: TextIO) -> int:
     publisher = AmqpPublisher(settings.amqp_url, tenant_ids)
     await publisher.start()  # connects and declares, idempotently
     await publisher.close()
-    print(f"topology declared: hookline.events, hookline.usage, hookline.dlx/hookline.dead "
-          f"and {len(tenant_ids)} tenant queue(s)", file=out)
+    print(f"topology declared: hookline.events, hookline.usage (and its retry queues), "
+          f"hookline.twiml, hookline.dlx/hookline.dead and {len(tenant_ids)} tenant queue(s)",
+          file=out)
     return 0
 
 

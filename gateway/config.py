@@ -21,7 +21,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError
-from gateway.routing_config import ROUTING_KEYS, parse_routing
+from gateway.routing_config import ROUTING_KEYS, check_answer_budget, parse_routing
 from gateway.secrets import Secret
 from gateway.tenants import (
     DEFAULT_FALLBACK_VOICE_TWIML,
@@ -299,6 +299,10 @@ def parse_config(
     parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
     tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
     _check_unique(reader, tenants)
+    publish_ms = given.get("publish_timeout_ms") or GatewayConfig().publish_timeout_ms
+    for where, tenant in tenants:
+        if (problem := check_answer_budget(publish_ms, tenant.extra)) is not None:
+            reader.fail(f"{where}.routing.answer_timeout_ms", problem)
     if reader.problems:
         raise ConfigProblems(reader.problems)
     return ConfigFile(

@@ -159,6 +159,23 @@ def answer_timeout_s(extra: Mapping[str, object]) -> float:
     return ms / 1000
 
 
+#: A voice callback may wait for the publish confirm and then for the TwiML worker; together
+#: they must stay well inside Twilio's 15 s webhook timeout
+#: (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides).
+ANSWER_BUDGET_MS: Final = 12_000
+
+
+def check_answer_budget(publish_timeout_ms: int, extra: Mapping[str, object]) -> str | None:
+    """A problem when [gateway] publish_timeout_ms plus the tenant's answer deadline could keep
+    Twilio waiting past the budget; None when it fits."""
+    total = publish_timeout_ms + int(answer_timeout_s(extra) * 1000)
+    if total <= ANSWER_BUDGET_MS:
+        return None
+    return (f"with [gateway] publish_timeout_ms = {publish_timeout_ms} a call could wait "
+            f"{total} ms, over the {ANSWER_BUDGET_MS} ms that keep it well inside Twilio's "
+            "15 s: lower one of them")
+
+
 def parse_routing(table: Table) -> Routing | None:
     """The [tenants.routing] table, or None when it has problems (they are reported)."""
     zone = table.string("timezone", required=False) or "UTC"

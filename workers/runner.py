@@ -38,13 +38,13 @@ from aio_pika.abc import (
 
 from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.memory import MemoryBroker
-from gateway.broker.rpc import DEADLINE_HEADER
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from schemas.topology import (
     ATTEMPT_HEADER,
     DEAD_LETTER_EXCHANGE,
+    DEADLINE_HEADER,
     RETRY_DELAYS_S,
     ROUTING_KEY_HEADER,
     Topology,
@@ -53,6 +53,7 @@ from schemas.topology import (
 )
 from workers.handler import Delivery, Handler, Reply, Result
 from workers.transport import (
+    BrokerUnavailable,
     DeadLetter,
     Deliver,
     Inbound,
@@ -65,6 +66,7 @@ from workers.transport import (
 log = structlog.get_logger("hookline.worker")
 
 DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
+MAX_CONNECT_DELAY_S: Final = 30.0
 _STOP: Final = Inbound(Delivery(body=b"", routing_key=""))  # end of the delivery stream
 
 
@@ -106,7 +108,8 @@ class Runner:
         handler = self.handler
         try:
             await handler.start()
-            await self.transport.open(handler.queue, self.prefetch, self._buffer.put_nowait)
+            if not await self._open(stop):
+                return
             log.info("worker_started", worker=handler.name, queue=handler.queue,
                      prefetch=self.prefetch, batch_size=handler.batch_size,
                      retry_delays_s=list(self.retry_delays_s))
@@ -122,6 +125,24 @@ class Runner:
             finally:
                 await handler.close()
         log.info("worker_stopped", worker=handler.name, **self.counts)
+
+    async def _open(self, stop: asyncio.Event) -> bool:
+        """Open the transport, retrying with back-off while the broker is unreachable (a worker
+        started before RabbitMQ, or inside `hookline run`, waits for it); False if stopped."""
+        delay = 1.0
+        while True:
+            try:
+                await self.transport.open(self.handler.queue, self.prefetch,
+                                          self._buffer.put_nowait)
+                return True
+            except BrokerUnavailable as exc:
+                log.warning("worker_connect_failed", worker=self.handler.name, error=str(exc),
+                            retry_in_s=delay)
+                await self.transport.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+                return False
+            delay = min(delay * 2, MAX_CONNECT_DELAY_S)
 
     async def _stop_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -325,8 +346,8 @@ class AmqpTransport:
                 client_properties={"connection_name": f"hookline-worker-{self._worker}"},
             )
         except Exception as exc:
-            raise ConsumerError(f"worker {self._worker}: cannot connect to the broker at "
-                                f"{masked}: {type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable(f"worker {self._worker}: cannot connect to the broker at "
+                                    f"{masked}: {type(exc).__name__}: {exc}") from exc
         consuming = await self._connection.channel()
         await consuming.set_qos(prefetch_count=prefetch)
         self._confirming = await self._connection.channel(publisher_confirms=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from gateway.broker.memory import MemoryBroker, MemoryMessage
-from gateway.errors import PublishError
+from gateway.errors import HooklineError, PublishError
 from schemas.topology import (
     ATTEMPT_HEADER,
     DEAD_AT_HEADER,
@@ -30,6 +30,12 @@ from workers.handler import Delivery, Reply
 
 #: Error texts in headers are cut here: a header is for a person reading ``dead list``.
 MAX_ERROR_CHARS: Final = 500
+
+
+class BrokerUnavailable(HooklineError):
+    """A worker cannot reach its broker (yet): the runtime retries with back-off."""
+
+    reason = "broker_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

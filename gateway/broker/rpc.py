@@ -27,12 +27,11 @@ from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.memory import MemoryBroker, MemoryMessage
 from gateway.errors import ConfigError, PublishError
 from schemas.events import Event
-from schemas.topology import REPLY_QUEUE_PREFIX, TWIML_QUEUE, build_topology
+from schemas.topology import DEADLINE_HEADER, REPLY_QUEUE_PREFIX, TWIML_QUEUE, build_topology
 
-#: Headers of a request: its deadline (Unix epoch milliseconds; the worker drops a request it
-#: receives after it), the query string of the HTTP request (menus keep their state there) and
-#: the event id (message_id is the correlation id, unique per request).
-DEADLINE_HEADER: Final = "x-hookline-deadline-ms"
+#: Headers of a request besides its deadline (schemas.topology.DEADLINE_HEADER): the query
+#: string of the HTTP request (menus keep their state there) and the event id (message_id is
+#: the correlation id, unique per request).
 QUERY_HEADER: Final = "x-hookline-query"
 EVENT_ID_HEADER: Final = "x-hookline-event-id"
 

@@ -104,6 +104,10 @@ class AmqpRpcClient:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await declare_topology(channel, Topology((), (twiml_queue(),)))
+            # Known before the first request: without it, requests sent before the first
+            # poll would wait out their deadline when no worker runs.
+            declared = await channel.declare_queue(TWIML_QUEUE, passive=True, robust=False)
+            self.consumers = declared.declaration_result.consumer_count
             queue = await channel.declare_queue(self._reply_queue, exclusive=True,
                                                 auto_delete=True)
             # no_ack: a reply is useful once, to the caller waiting now; nothing to redeliver.

@@ -85,6 +85,8 @@ async def test_no_worker_gets_the_fallback_within_the_deadline(
                                           ACME_TOKEN)
     assert response.text == FALLBACK and elapsed < 0.5 + 0.1
     assert message.text == EMPTY_TWIML
+    check_twiml(response.text, "voice")
+    check_twiml(message.text, "messaging")
     line = next(line for line in captured_logs.events("callback_accepted")
                 if line["path"] == "/twilio/voice")
     assert line["twiml"] == "fallback" and line["twiml_reason"] == "no_worker"

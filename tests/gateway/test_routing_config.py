@@ -135,3 +135,25 @@ def test_hours_contain_exactly_their_window(h1: int, m1: int, h2: int, m2: int) 
     assert window.contains(tuesday)
     assert not window.contains(tuesday.replace(hour=h2, minute=m2))
     assert not window.contains(datetime(2026, 11, 25, h1, m1))
+
+
+def test_hookline_check_names_a_broken_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reset_logging_after: None
+) -> None:
+    """`hookline check` (gateway only, no worker code) fails on a broken rule, naming it."""
+    from gateway.cli import main
+
+    config = tmp_path / "hookline.toml"
+    config.write_text(ROUTING_TOML.replace('action = "block"', 'action = "nowhere"'))
+    code = main(["check"], {"HOOKLINE_CONFIG": str(config), "HOOKLINE_DATA_DIR": str(tmp_path)})
+    assert code == 1
+    assert "routing.voice[1](spam).action: no action named 'nowhere'" in capsys.readouterr().err
+
+
+def test_publish_and_answer_deadlines_must_fit_twilios_limit() -> None:
+    """publish_timeout_ms plus a tenant's answer_timeout_ms over 12 s is refused, named."""
+    text = "[gateway]\npublish_timeout_ms = 5000\n" + ROUTING_TOML.replace(
+        "answer_timeout_ms = 1000", "answer_timeout_ms = 8000")
+    found = problems(text)
+    assert any(p.startswith("tenants[0].routing.answer_timeout_ms: with [gateway] "
+                            "publish_timeout_ms = 5000 a call could wait 13000 ms") for p in found)

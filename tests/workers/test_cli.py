@@ -157,3 +157,32 @@ def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.broker
+def test_run_on_rabbitmq_answers_from_its_own_workers(amqp_url: str, tmp_path: Path) -> None:
+    """`hookline run` against RabbitMQ: its twiml worker answers its gateway's calls."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "run", "--port", str(port)],
+        env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        deadline = time.monotonic() + 10
+        n = 0
+        while True:  # the gateway sees the worker's consumer within a second of it starting
+            n += 1
+            params = {**call_incoming(DEMO_SID, n), "To": "+18005550000"}
+            voice = post(f"{base_url}/twilio/voice", params)
+            if "Record" in voice.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record",
+                                                                      "Hangup"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code == 0

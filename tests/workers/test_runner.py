@@ -11,6 +11,8 @@ import pytest
 from gateway.errors import PoisonMessage, TransientError
 from schemas.topology import DEAD_QUEUE, USAGE_QUEUE, retry_queue
 from tests.support.logs import CapturedLogs
+from tests.support.net import free_port
+from tests.support.rabbit import TcpProxy
 from tests.support.workers import (
     Broker,
     MemoryHarness,
@@ -21,7 +23,7 @@ from tests.support.workers import (
     running,
 )
 from workers.handler import Delivery, Reply, Result
-from workers.runner import Runner
+from workers.runner import AmqpTransport, Runner
 
 QUEUE = USAGE_QUEUE
 
@@ -210,3 +212,36 @@ async def test_wrong_result_count_is_transient() -> None:
         await harness.publish(QUEUE, {"n": 0})
         await eventually(lambda: runner.counts.get("retried") == 1)
     await asyncio.sleep(0)
+
+
+@pytest.mark.broker
+async def test_worker_waits_for_an_unreachable_broker(
+    broker_proxy: TcpProxy, captured_logs: CapturedLogs
+) -> None:
+    """A worker started while RabbitMQ refuses connections retries with back-off, then runs."""
+    broker_proxy.accepting = False
+    handler = RecordingHandler(QUEUE)
+    runner = Runner(handler, AmqpTransport(broker_proxy.url, "test"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: captured_logs.events("worker_connect_failed"))
+        assert not runner.ready.is_set()
+        broker_proxy.accepting = True
+        await asyncio.wait_for(runner.ready.wait(), 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert handler.started == handler.closed == 1
+
+
+async def test_stop_while_the_broker_is_unreachable_ends_cleanly() -> None:
+    """Stopping a worker that never reached its broker returns at once, without an error."""
+    runner = Runner(RecordingHandler(QUEUE),
+                    AmqpTransport(f"amqp://guest:guest@127.0.0.1:{free_port()}/", "test"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert not runner.ready.is_set()
