@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from gateway.errors import HooklineError
 from gateway.settings import Settings
+from gateway.usage_config import tenant_budget
 
 
 async def run_checks(settings: Settings, out: TextIO) -> int:
@@ -23,6 +24,10 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
     if not tenants:
         print("warn config: no tenants configured, every callback will be refused (403)",
               file=out)
+    card = settings.rate_card
+    budgets = sum(1 for tenant in tenants if tenant_budget(tenant.extra) is not None)
+    print(f"ok   usage: {len(card.rates)} rate(s), {len(card.rentals)} number rental(s), "
+          f"{budgets} tenant budget(s), {card.currency}", file=out)
     for name, check in (("broker", _check_broker), ("database", _check_database)):
         try:
             detail = await check(settings)

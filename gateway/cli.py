@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -16,6 +16,13 @@ from gateway.settings import Settings, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+# proxy_headers off: forwarded headers are honoured only from HOOKLINE_TRUSTED_PROXIES.
+# On SIGTERM uvicorn stops accepting and lets requests in flight finish (each is bounded by
+# the publish deadline plus a spool write, and the TwiML deadline) before the lifespan drains.
+UVICORN_COMMON: dict[str, Any] = {
+    "log_config": None, "access_log": False, "proxy_headers": False, "server_header": False,
+    "timeout_graceful_shutdown": 15,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,17 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    env = os.environ if environ is None else environ
-    try:
-        settings = load_settings(env)
-    except ConfigError as exc:
-        print(f"hookline: configuration error: {exc}", file=sys.stderr)
-        return 1
-    from gateway.log import configure_logging
-
     # `tail` prints events on stdout: its own log lines go to stderr so stdout stays pure JSON.
-    log_stream = sys.stderr if args.command == "tail" else None
-    configure_logging(settings.log_format, settings.log_level, stream=log_stream)
+    settings = settings_and_logging(environ, logs_to_stderr=args.command == "tail")
+    if settings is None:
+        return 1
     try:
         if args.command in ("run", "serve"):
             return _serve(settings, args)
@@ -88,17 +88,29 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     raise SystemExit(f"unknown command {args.command!r}")
 
 
+def settings_and_logging(
+    environ: Mapping[str, str] | None, *, logs_to_stderr: bool = False
+) -> Settings | None:
+    """Load the settings and configure logging; None (reported on stderr) when invalid."""
+    try:
+        settings = load_settings(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        print(f"hookline: configuration error: {exc}", file=sys.stderr)
+        return None
+    from gateway.log import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level,
+                      stream=sys.stderr if logs_to_stderr else None)
+    return settings
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    # proxy_headers off: forwarded headers are honoured only from HOOKLINE_TRUSTED_PROXIES.
-    # On SIGTERM uvicorn stops accepting and lets requests in flight finish (each is bounded by
-    # the publish deadline plus a spool write) before the lifespan drains and closes.
-    common = {"host": args.host, "port": args.port, "log_config": None, "access_log": False,
-              "proxy_headers": False, "server_header": False, "timeout_graceful_shutdown": 15}
+    common = {"host": args.host, "port": args.port, **UVICORN_COMMON}
     if workers == 1:
         from gateway.http.app import create_app
 
@@ -120,8 +132,9 @@ async def _declare(settings: Settings, out: TextIO) -> int:
     publisher = AmqpPublisher(settings.amqp_url, tenant_ids)
     await publisher.start()  # connects and declares, idempotently
     await publisher.close()
-    print(f"topology declared: hookline.events, hookline.usage, hookline.dlx/hookline.dead "
-          f"and {len(tenant_ids)} tenant queue(s)", file=out)
+    print(f"topology declared: hookline.events, hookline.usage (and its retry queues), "
+          f"hookline.twiml, hookline.dlx/hookline.dead and {len(tenant_ids)} tenant queue(s)",
+          file=out)
     return 0
 
 

@@ -21,7 +21,8 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError
-from gateway.flows.config import parse_flows
+from gateway.flows.config import parse_flows, routed_flow_problems
+from gateway.routing_config import ROUTING_KEYS, check_answer_budget, parse_routing
 from gateway.secrets import Secret
 from gateway.tenants import (
     DEFAULT_FALLBACK_VOICE_TWIML,
@@ -57,13 +58,15 @@ ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
                           "spool_max_bytes", "flow_secret"}),
     "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows",
-                         "budget", "usage"}),
+                         "routing", "budget", "usage"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
     # Each flow is a table named by the flow: [tenants.flows.refill] (gateway.flows.config).
     "tenant.flows": frozenset({"calls_per_second", "caller_id", ANY_TABLE}),
     "tenant.kaleyra": frozenset(
         {"sid", "callback_secret", "previous_callback_secret", "timezone"}
     ),
+    # Its sub-tables (rules, actions) are checked by gateway.routing_config.
+    "tenant.routing": ROUTING_KEYS,
     "tenant.budget": TENANT_BUDGET_KEYS,
     "tenant.usage": TENANT_USAGE_KEYS,
     "usage": USAGE_KEYS,
@@ -135,10 +138,6 @@ class Table:
             self.fail(name, f"expected {expected}, got {got}")
         return None
 
-    def raw(self, name: str) -> object:
-        """The value as decoded, unchecked (None when absent), for parsers of their own."""
-        return self._data.get(name)
-
     @staticmethod
     def kind(value: object) -> str:
         """What a TOML value is, as the TOML spec names it ("a float", "a table", ...)."""
@@ -186,6 +185,14 @@ class Table:
             return dict(value)
         self.fail(name, "expected a table whose values are non-empty strings")
         return None
+
+    def raw(self, name: str) -> object:
+        """The value as decoded, unchecked (for sections that validate their own shapes)."""
+        return self._data.get(name)
+
+    def nested(self, name: str, data: Mapping[str, object], allowed: frozenset[str]) -> Table:
+        """A sub-table at ``name`` built from ``data`` (e.g. one entry of a table of tables)."""
+        return Table(data, self.key(name), allowed, self._reader)
 
     def table(self, name: str, allowed: frozenset[str]) -> Table | None:
         value = self._get(name, dict, "a table", False)
@@ -294,6 +301,7 @@ TENANT_SECTIONS: Final[Mapping[str, Callable[[Table], object | None]]] = {
     "twilio": _parse_twilio,
     "kaleyra": _parse_kaleyra,
     "flows": parse_flows,
+    "routing": parse_routing,
     "budget": parse_budget,
     "usage": parse_tenant_usage,
 }
@@ -337,6 +345,10 @@ def parse_config(
     if with_flows and flow_secret is None:
         reader.fail("gateway.flow_secret", f"is required when tenants define flows "
                     f"({', '.join(with_flows)}): a secret reference that seals step URLs")
+    publish_ms = given.get("publish_timeout_ms") or GatewayConfig().publish_timeout_ms
+    for where, tenant in tenants:
+        if (problem := check_answer_budget(publish_ms, tenant.extra)) is not None:
+            reader.fail(f"{where}.routing.answer_timeout_ms", problem)
     if reader.problems:
         raise ConfigProblems(reader.problems)
     return ConfigFile(
@@ -369,6 +381,8 @@ def _parse_tenant(table: Table) -> Tenant | None:
         sub = table.table(section, ALLOWED_KEYS[f"tenant.{section}"])
         if sub is not None:
             sections[section] = parse(sub)
+    for key, message in routed_flow_problems(sections.get("routing"), sections.get("flows")):
+        table.fail(key, message)
     if tenant_id is None or not table.ok:
         return None
     twilio, kaleyra = sections.pop("twilio", None), sections.pop("kaleyra", None)

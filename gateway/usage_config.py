@@ -49,6 +49,11 @@ TENANT_BUDGET_KEYS: Final = frozenset({"mode", "amount", "thresholds"})
 TENANT_USAGE_KEYS: Final = frozenset({"plan_monthly", "cac", "monthly_churn", "numbers"})
 
 
+def decimal_text(value: Decimal) -> str:
+    """Plain positional notation, never exponents: "0.0000001", not str()'s "1E-7"."""
+    return format(value, "f")
+
+
 def digits_of(number: str | None) -> str:
     """The digits of an address: "whatsapp:+44 7700" -> "447700"; "" when there are none."""
     if not number:

@@ -25,6 +25,17 @@ BOT_CALL_BINDINGS: Final = ("*.twilio.call.flow", "*.twilio.call.status")
 TWIML_QUEUE: Final = "hookline.twiml"
 #: Per-process reply queues of the RPC clients: ``hookline.reply.<host>.<pid>.<random>``.
 REPLY_QUEUE_PREFIX: Final = "hookline.reply."
+#: Headers the worker runtime writes on retried and dead-lettered messages (README: dead letters).
+ATTEMPT_HEADER: Final = "x-hookline-attempt"
+REASON_HEADER: Final = "x-hookline-reason"
+ERROR_HEADER: Final = "x-hookline-error"
+QUEUE_HEADER: Final = "x-hookline-queue"
+ROUTING_KEY_HEADER: Final = "x-hookline-routing-key"
+WORKER_HEADER: Final = "x-hookline-worker"
+DEAD_AT_HEADER: Final = "x-hookline-dead-at"
+#: On an RPC request: its deadline, Unix epoch milliseconds; the runtime drops it after that.
+DEADLINE_HEADER: Final = "x-hookline-deadline-ms"
+DEAD_HEADERS: Final = (REASON_HEADER, ERROR_HEADER, QUEUE_HEADER, WORKER_HEADER, DEAD_AT_HEADER)
 #: Back-off delays of the worker runtime, in seconds: attempt n+1 waits RETRY_DELAYS_S[n-1].
 RETRY_DELAYS_S: Final = (1, 5, 30)
 

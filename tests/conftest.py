@@ -15,6 +15,7 @@ import socket
 import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
@@ -105,6 +106,15 @@ def postgres_url(postgres_database: str) -> str:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
     return postgres_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh ledger database URL: a SQLite file, or the test session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

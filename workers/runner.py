@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import aio_pika
 import structlog
@@ -42,16 +42,18 @@ from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from schemas.topology import (
+    ATTEMPT_HEADER,
     DEAD_LETTER_EXCHANGE,
+    DEADLINE_HEADER,
     RETRY_DELAYS_S,
+    ROUTING_KEY_HEADER,
     Topology,
     build_topology,
     retry_queues,
 )
 from workers.handler import Delivery, Handler, Reply, Result
 from workers.transport import (
-    ATTEMPT_HEADER,
-    ROUTING_KEY_HEADER,
+    BrokerUnavailable,
     DeadLetter,
     Deliver,
     Inbound,
@@ -64,6 +66,7 @@ from workers.transport import (
 log = structlog.get_logger("hookline.worker")
 
 DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
+MAX_CONNECT_DELAY_S: Final = 30.0
 _STOP: Final = Inbound(Delivery(body=b"", routing_key=""))  # end of the delivery stream
 
 
@@ -105,7 +108,8 @@ class Runner:
         handler = self.handler
         try:
             await handler.start()
-            await self.transport.open(handler.queue, self.prefetch, self._buffer.put_nowait)
+            if not await self._open(stop):
+                return
             log.info("worker_started", worker=handler.name, queue=handler.queue,
                      prefetch=self.prefetch, batch_size=handler.batch_size,
                      retry_delays_s=list(self.retry_delays_s))
@@ -121,6 +125,24 @@ class Runner:
             finally:
                 await handler.close()
         log.info("worker_stopped", worker=handler.name, **self.counts)
+
+    async def _open(self, stop: asyncio.Event) -> bool:
+        """Open the transport, retrying with back-off while the broker is unreachable (a worker
+        started before RabbitMQ, or inside `hookline run`, waits for it); False if stopped."""
+        delay = 1.0
+        while True:
+            try:
+                await self.transport.open(self.handler.queue, self.prefetch,
+                                          self._buffer.put_nowait)
+                return True
+            except BrokerUnavailable as exc:
+                log.warning("worker_connect_failed", worker=self.handler.name, error=str(exc),
+                            retry_in_s=delay)
+                await self.transport.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+                return False
+            delay = min(delay * 2, MAX_CONNECT_DELAY_S)
 
     async def _stop_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -172,6 +194,13 @@ class Runner:
 
     async def _process(self, batch: list[Inbound]) -> None:
         started = time.monotonic()
+        now_ms = time.time() * 1000
+        expired = [inbound for inbound in batch if _deadline_passed(inbound.delivery, now_ms)]
+        for inbound in expired:  # its requester answered with a fallback already
+            await self._settle(inbound, "expired", 0.0)
+        batch = [inbound for inbound in batch if inbound not in expired]
+        if not batch:
+            return
         results = await self._handle([inbound.delivery for inbound in batch])
         latency_ms = round((time.monotonic() - started) * 1000, 2)
         for inbound, result in zip(batch, results, strict=True):
@@ -193,7 +222,8 @@ class Runner:
             return [error] * len(deliveries)
         return results
 
-    async def _settle(self, inbound: Inbound, result: Result, latency_ms: float) -> None:
+    async def _settle(self, inbound: Inbound, result: Result | Literal["expired"],
+                      latency_ms: float) -> None:
         delivery = inbound.delivery
         fields: dict[str, object] = {
             "worker": self.handler.name, "queue": self.handler.queue,
@@ -209,11 +239,16 @@ class Runner:
             return
         fields["outcome"] = outcome
         self._count(outcome)
-        level = "info" if outcome in ("acked", "replied") else "warning"
+        level = "info" if outcome in ("acked", "replied", "expired") else "warning"
         getattr(log, level)("message_handled", **fields)
 
-    async def _decide(self, inbound: Inbound, result: Result, fields: dict[str, object]) -> str:
+    async def _decide(self, inbound: Inbound, result: Result | Literal["expired"],
+                      fields: dict[str, object]) -> str:
         delivery = inbound.delivery
+        if result == "expired":
+            fields["reason"] = "deadline_passed"
+            await self.transport.ack(inbound)
+            return "expired"
         if result is None:
             await self.transport.ack(inbound)
             return "acked"
@@ -241,6 +276,13 @@ class Runner:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+
+def _deadline_passed(delivery: Delivery, now_ms: float) -> bool:
+    """An RPC request carries its deadline (``x-hookline-deadline-ms``, epoch ms)."""
+    deadline = delivery.headers.get(DEADLINE_HEADER)
+    return isinstance(deadline, int | float) and not isinstance(deadline, bool) \
+        and deadline < now_ms
 
 
 def create_transport(
@@ -304,8 +346,8 @@ class AmqpTransport:
                 client_properties={"connection_name": f"hookline-worker-{self._worker}"},
             )
         except Exception as exc:
-            raise ConsumerError(f"worker {self._worker}: cannot connect to the broker at "
-                                f"{masked}: {type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable(f"worker {self._worker}: cannot connect to the broker at "
+                                    f"{masked}: {type(exc).__name__}: {exc}") from exc
         consuming = await self._connection.channel()
         await consuming.set_qos(prefetch_count=prefetch)
         self._confirming = await self._connection.channel(publisher_confirms=True)

@@ -16,19 +16,26 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from gateway.broker.memory import MemoryBroker, MemoryMessage
-from gateway.errors import PublishError
+from gateway.errors import HooklineError, PublishError
+from schemas.topology import (
+    ATTEMPT_HEADER,
+    DEAD_AT_HEADER,
+    ERROR_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    WORKER_HEADER,
+)
 from workers.handler import Delivery, Reply
 
-#: Header names the runtime owns (``x-hookline-`` keeps them apart from RabbitMQ's ``x-``).
-ATTEMPT_HEADER: Final = "x-hookline-attempt"
-REASON_HEADER: Final = "x-hookline-reason"
-ERROR_HEADER: Final = "x-hookline-error"
-QUEUE_HEADER: Final = "x-hookline-queue"
-ROUTING_KEY_HEADER: Final = "x-hookline-routing-key"
-WORKER_HEADER: Final = "x-hookline-worker"
-DEAD_AT_HEADER: Final = "x-hookline-dead-at"
 #: Error texts in headers are cut here: a header is for a person reading ``dead list``.
 MAX_ERROR_CHARS: Final = 500
+
+
+class BrokerUnavailable(HooklineError):
+    """A worker cannot reach its broker (yet): the runtime retries with back-off."""
+
+    reason = "broker_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ class _Queue:
     arguments: dict[str, str | int]
     messages: deque[MemoryMessage] = field(default_factory=deque)
     waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    consumers: int = 0
 
     def wake(self) -> None:
         for waiter in self.waiters:
@@ -197,16 +198,25 @@ class MemoryBroker:
     async def consume_messages(self, queue: str) -> AsyncGenerator[MemoryMessage, None]:
         """Yield messages as they arrive, forever; competing consumers share the queue."""
         state = self._queue(queue)
-        while True:
-            while state.messages:
-                yield state.messages.popleft()
-            # A fresh future per wait keeps the broker independent of any one event loop.
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            state.waiters.add(waiter)
-            try:
-                await waiter
-            finally:
-                state.waiters.discard(waiter)
+        state.consumers += 1
+        try:
+            while True:
+                while state.messages:
+                    yield state.messages.popleft()
+                # A fresh future per wait keeps the broker independent of any one event loop.
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                state.waiters.add(waiter)
+                try:
+                    await waiter
+                finally:
+                    state.waiters.discard(waiter)
+        finally:
+            state.consumers -= 1
+
+    def consumer_count(self, queue: str) -> int:
+        """Consumers iterating ``consume_messages(queue)`` now (0 for an unknown queue)."""
+        state = self._queues.get(queue)
+        return state.consumers if state is not None else 0
 
     async def consume(self, queue: str) -> AsyncGenerator[Event, None]:
         async for message in self.consume_messages(queue):

@@ -41,6 +41,8 @@ from gateway.flows.model import (
     Transfer,
     check_flow,
 )
+from gateway.routing_config import Flow as RoutedFlow
+from gateway.routing_config import Routing
 
 if TYPE_CHECKING:  # gateway.config imports this module to register the section
     from gateway.config import Table
@@ -203,3 +205,24 @@ _PARSERS: Final[Mapping[str, Callable[[Table, str], Step]]] = {
     "say": _say, "play": _play, "gather": _gather, "branch": _branch, "record": _record,
     "transfer": _transfer, "sms": _sms, "hangup": _hangup,
 }
+
+
+def routed_flow_problems(routing: object, flows: object) -> list[tuple[str, str]]:
+    """(key, message) for each routing ``flow`` action naming a flow the tenant cannot start
+    on an incoming call: missing, or needing variables (an incoming call brings none)."""
+    if not isinstance(routing, Routing):
+        return []
+    known = flows.flows if isinstance(flows, FlowSettings) else {}
+    problems = []
+    for name, action in routing.actions.items():
+        if not isinstance(action, RoutedFlow):
+            continue
+        flow = known.get(action.flow)
+        key = f"routing.actions.{name}.flow"
+        if flow is None:
+            problems.append((key, f"names flow {action.flow!r}, which [tenants.flows] lacks "
+                                  f"(flows: {', '.join(sorted(known)) or 'none'})"))
+        elif flow.variables:
+            problems.append((key, f"flow {action.flow!r} needs variables "
+                                  f"{list(flow.variables)}, which an incoming call cannot give"))
+    return problems

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from gateway.broker.base import Publisher
 from gateway.broker.factory import create_publisher
+from gateway.broker.rpc import RpcClient, create_rpc_client
 from gateway.clock import Clock, SystemClock
 from gateway.durability import Durability
 from gateway.flows.position import PositionSeal
@@ -32,6 +33,7 @@ from gateway.http.endpoints import (
 )
 from gateway.http.flow import FLOW_ROUTE, flow_endpoint
 from gateway.http.middleware import RequestContextMiddleware
+from gateway.http.twiml import TwimlAnswers
 from gateway.log import configure_logging
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
@@ -47,10 +49,14 @@ def create_app(
     *,
     publisher: Publisher | None = None,
     clock: Clock | None = None,
+    rpc: RpcClient | None = None,
 ) -> Starlette:
-    """Build the gateway app. ``publisher`` and ``clock`` are injectable for tests."""
+    """Build the gateway app. ``publisher``, ``clock`` and the TwiML ``rpc`` client are
+    injectable (tests; ``hookline run`` shares one embedded broker with its workers)."""
     tenant_ids = [tenant.id for tenant in settings.tenants]
     publisher = publisher or create_publisher(settings.amqp_url, tenant_ids)
+    twiml = TwimlAnswers(rpc or create_rpc_client(settings.amqp_url))
+    answers = {"/twilio/voice": twiml.voice, "/twilio/messaging": twiml.messaging}
     durability = Durability(
         publisher, settings.data_dir, publish_timeout=settings.publish_timeout_s,
         spool_max_events=settings.spool_max_events, spool_max_bytes=settings.spool_max_bytes,
@@ -64,6 +70,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await durability.start()
+        await twiml.rpc.start()
         spool = durability.spool
         logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid(),
                     broker=durability.broker_state,
@@ -72,6 +79,7 @@ def create_app(
         try:
             yield
         finally:
+            await twiml.rpc.close()
             counts = await durability.close()
             logger.info("gateway_stopped", pid=os.getpid(), **counts)
 
@@ -93,6 +101,15 @@ def create_app(
     metrics.gauge("hookline_publish_uncertain_total",
                   "Publishes sent but not confirmed (live and replayed): possible duplicates.",
                   lambda: float(durability.uncertain), kind="counter")
+    metrics.gauge("hookline_twiml_worker_answers_total",
+                  "Voice/messaging callbacks answered with a worker's TwiML.",
+                  lambda: float(twiml.replied), kind="counter")
+    metrics.gauge("hookline_twiml_fallbacks_total",
+                  "Voice/messaging callbacks answered with the fallback (no worker reply).",
+                  lambda: float(twiml.fallbacks), kind="counter")
+    metrics.gauge("hookline_twiml_late_replies_total",
+                  "Worker replies dropped because they came after their deadline.",
+                  lambda: float(twiml.rpc.late_replies), kind="counter")
 
     async def metrics_endpoint(_request: Request) -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
@@ -101,8 +118,8 @@ def create_app(
         return PlainTextResponse("Not Found", status_code=404)
 
     routes = [
-        Route(path, callback_endpoint("twilio", kind, ingress, twilio_reader(kind), answer),
-              methods=["POST"])
+        Route(path, callback_endpoint("twilio", kind, ingress, twilio_reader(kind),
+                                      answers.get(path, answer)), methods=["POST"])
         for path, kind, answer in TWILIO_ROUTES
     ]
     routes += [

@@ -13,6 +13,7 @@ from typing import Final
 import structlog
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Scope
 
 from gateway.acceptance import Outcome
 from gateway.broker.base import Publisher
@@ -20,6 +21,7 @@ from gateway.clock import Clock
 from gateway.durability import Durability
 from gateway.errors import HooklineError, PayloadTooLarge, PublishError, RejectedCallback
 from gateway.http.middleware import log_fields
+from gateway.http.twiml import TWIML_MEDIA_TYPE, Answer
 from gateway.http.urls import public_base, public_url, request_target
 from gateway.providers.kaleyra import KaleyraVerifier
 from gateway.providers.kaleyra_events import normalize as normalize_kaleyra
@@ -31,8 +33,6 @@ from gateway.tenants import EMPTY_TWIML, Tenant
 from schemas.events import CALL_INCOMING, CALL_STATUS, MESSAGE_INCOMING, MESSAGE_STATUS, Event
 
 logger = structlog.get_logger("hookline.http")
-
-TWIML_MEDIA_TYPE: Final = "text/xml"
 
 # The public answer of a 403 never says why: it must not reveal which tenants exist.
 _PUBLIC_MESSAGES: Final = {403: "Forbidden"}
@@ -103,8 +103,7 @@ Reader = Callable[[Request, RawRequest, Ingress], Received]
 
 
 def callback_endpoint(
-    provider: str, kind: str, ingress: Ingress, read: Reader,
-    answer: Callable[[Tenant], Response],
+    provider: str, kind: str, ingress: Ingress, read: Reader, answer: Answer,
 ) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint for one callback kind: verify, normalize, make safe, then answer."""
 
@@ -122,7 +121,7 @@ def callback_endpoint(
             fields.update(reason=exc.reason, error=str(exc), outcome="failed")
             return PlainTextResponse("Service Unavailable", status_code=503)
         fields["outcome"] = outcome
-        return answer(received.tenant)
+        return await answer(received.tenant, event, request.scope)
 
     return endpoint
 
@@ -156,17 +155,17 @@ def rejection(exc: HooklineError, fields: dict[str, object]) -> Response:
     return PlainTextResponse(_PUBLIC_MESSAGES.get(status, str(exc)), status_code=status)
 
 
-def status_answer(_tenant: Tenant) -> Response:
+async def status_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Response:
     # Twilio ignores the body of a status callback answer; 204 says so explicitly.
     return Response(status_code=204)
 
 
-def voice_answer(tenant: Tenant) -> Response:
-    # Until the TwiML workers answer, a caller hears the tenant's fallback TwiML.
+async def voice_answer(tenant: Tenant, _event: Event, _scope: Scope) -> Response:
+    # Without a TwiML RPC client (see gateway.http.twiml), the tenant's fallback TwiML.
     return Response(tenant.fallback_voice_twiml, media_type=TWIML_MEDIA_TYPE)
 
 
-def messaging_answer(_tenant: Tenant) -> Response:
+async def messaging_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Response:
     return Response(EMPTY_TWIML, media_type=TWIML_MEDIA_TYPE)
 
 

@@ -22,14 +22,9 @@ from gateway.flows.events import flow_event
 from gateway.flows.model import FlowSettings
 from gateway.flows.position import Position, PositionSeal
 from gateway.flows.render import render
-from gateway.http.endpoints import (
-    TWIML_MEDIA_TYPE,
-    Ingress,
-    raw_request,
-    rejection,
-    voice_answer,
-)
+from gateway.http.endpoints import Ingress, raw_request, rejection
 from gateway.http.middleware import log_fields
+from gateway.http.twiml import TWIML_MEDIA_TYPE
 from gateway.providers.request import first, parse_urlencoded
 from schemas.events import CALL_FLOW
 
@@ -78,7 +73,7 @@ def flow_endpoint(
                               error=str(exc.args[0]))
                 logger.warning("flow_step_unavailable", tenant=tenant.id, flow=position.flow,
                                step=position.step, error=str(exc.args[0]))
-                return voice_answer(tenant)
+                return Response(tenant.fallback_voice_twiml, media_type=TWIML_MEDIA_TYPE)
             event = flow_event(tenant.id, position, rendered, verified.params, now)
             fields.update(sid=event.subject, event_id=event.id, flow=position.flow,
                           step=position.step)

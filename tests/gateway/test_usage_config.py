@@ -7,10 +7,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import ConfigFile, parse_config
 from gateway.errors import ConfigError
-from gateway.usage_config import Budget, TenantUsage, digits_of, tenant_budget, tenant_usage
+from gateway.usage_config import (
+    Budget,
+    TenantUsage,
+    decimal_text,
+    digits_of,
+    tenant_budget,
+    tenant_usage,
+)
 
 TENANT = '[[tenants]]\nid = "acme"\n'
 
@@ -174,3 +183,58 @@ def test_digits_of_addresses() -> None:
     assert digits_of("whatsapp:+44 7700 900123") == "447700900123"
     assert digits_of("+14155550100") == "14155550100"
     assert digits_of(None) == "" and digits_of("ACME") == ""
+
+
+def test_example_config_has_a_rate_card_and_a_budget() -> None:
+    """examples/hookline.toml documents every usage section, and it parses."""
+    from gateway.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "hookline.toml", {})
+    assert config.usage.rate_for("twilio", "sms", "outbound", "+447700900123") is not None
+    demo = config.tenants.by_id("demo")
+    assert demo is not None and tenant_budget(demo.extra) is not None
+    assert tenant_usage(demo.extra).plan_monthly == Decimal("499.00")
+
+
+def test_hookline_check_names_a_float_price(tmp_path: Path) -> None:
+    """hookline check exits 1 and names the key of a float price."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "hookline.toml"
+    path.write_text('[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
+                    "per_segment = 0.0079\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check"], capture_output=True,
+                          text=True, env={"HOOKLINE_CONFIG": str(path), "PATH": "/usr/bin"},
+                          timeout=60, check=False)
+    assert done.returncode == 1
+    assert "usage.rates[0].per_segment" in done.stderr and "float" in done.stderr
+
+
+@given(st.integers(0, 12).flatmap(lambda places: st.decimals(
+    min_value=0, max_value=10**9, places=places, allow_nan=False, allow_infinity=False)))
+def test_decimal_strings_parse_exactly(value: Decimal) -> None:
+    """Any price written as a plain decimal string comes back as exactly that Decimal."""
+    text = format(value, "f")
+    card = parse('[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
+                 f'per_segment = "{text}"\n').usage
+    assert card.rates[0].per_segment == value
+    assert decimal_text(card.rates[0].per_segment) == text  # type: ignore[arg-type]
+
+
+@given(prefixes=st.lists(st.text("0123456789", min_size=0, max_size=4), min_size=1,
+                         max_size=6, unique=True),
+       number=st.text("0123456789", min_size=1, max_size=12))
+def test_longest_prefix_wins_against_brute_force(prefixes: list[str], number: str) -> None:
+    """rate_for picks the longest matching prefix, as a brute-force search does."""
+    lines = "".join(
+        '[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
+        + (f'prefix = "+{p}"\n' if p else "") + f'per_segment = "{i}"\n'
+        for i, p in enumerate(prefixes))
+    card = parse("[usage]\n" + lines).usage
+    matches = [p for p in prefixes if number.startswith(p)]
+    rate = card.rate_for("twilio", "sms", "outbound", "+" + number)
+    if not matches:
+        assert rate is None
+    else:
+        assert rate is not None and rate.prefix == max(matches, key=len)

@@ -86,13 +86,16 @@ class TwilioRestApi:
     """TwilioApi on the official client; build it inside the running event loop."""
 
     def __init__(self, *, api_base: str | None = None, timeout_s: float = 10.0) -> None:
-        self._http = _BaseUrlClient(api_base, timeout_s)
+        self._api_base, self._timeout_s = api_base, timeout_s
+        self._http: _BaseUrlClient | None = None  # its aiohttp session needs a running loop
         self._clients: dict[str, Client] = {}
 
     def _client(self, tenant: Tenant) -> Client:
         account = tenant.twilio
         if account is None:
             raise CallRefused(0, None, f"tenant {tenant.id!r} has no Twilio subaccount")
+        if self._http is None:
+            self._http = _BaseUrlClient(self._api_base, self._timeout_s)
         client = self._clients.get(tenant.id)
         if client is None:
             client = Client(account.account_sid, account.auth_token.reveal(),
@@ -115,7 +118,11 @@ class TwilioRestApi:
         return str(message.sid)
 
     async def close(self) -> None:
-        await self._http.close()
+        """Idempotent: both flows handlers share one API client and close it."""
+        http, self._http = self._http, None
+        self._clients.clear()
+        if http is not None:
+            await http.close()
 
 
 async def _guard(call: Any) -> Any:

@@ -10,8 +10,8 @@ status. They are separate queues so a backlog of paced commands never delays res
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from collections.abc import Awaitable, Sequence
+from typing import Final, Protocol
 
 import structlog
 
@@ -34,8 +34,16 @@ log = structlog.get_logger("hookline.flows")
 
 FLOW_PATH: Final = "/twilio/voice/flow"
 STATUS_PATH: Final = "/twilio/voice/status"
-#: Is the tenant's budget for the month used up? (tenant id, "YYYY-MM") -> bool
-BudgetCheck = Callable[[str, str], Awaitable[bool]]
+
+
+class BudgetGate(Protocol):
+    """Is a tenant's budget for a month (YYYY-MM) used up? (the usage ledger answers)"""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def exhausted(self, tenant: str, month: str) -> bool: ...
 
 
 class BotCommands:
@@ -50,20 +58,20 @@ class BotCommands:
 
     def __init__(
         self, *, tenants: TenantRegistry, api: TwilioApi, store: BotCallStore,
-        publisher: Publisher, seal: PositionSeal, public_url: str, clock: Clock,
-        budget_exhausted: BudgetCheck | None = None, pacer: Pacer | None = None,
+        publisher: Publisher, seal: PositionSeal | None, public_url: str, clock: Clock,
+        budget: BudgetGate | None = None, pacer: Pacer | None = None,
     ) -> None:
         self._tenants, self._api, self._store = tenants, api, store
         self._publisher, self._seal, self._clock = publisher, seal, clock
         self._base = public_url.rstrip("/")
-        self._budget_exhausted = budget_exhausted
+        self._budget = budget
         self._pacer = pacer or Pacer()
 
     async def start(self) -> None:
-        await self._store.open()
+        await _open(self._store, self._publisher, self._budget)
 
     async def close(self) -> None:
-        await self._store.close()
+        await _close(self._budget, self._publisher, self._store, self._api)
 
     async def handle(self, batch: Sequence[Delivery]) -> Sequence[Result]:
         return [await _settled(self._one(delivery)) for delivery in batch]
@@ -78,7 +86,7 @@ class BotCommands:
             return None
         tenant = command.tenant.id
         month = self._clock.now().strftime("%Y-%m")  # budgets are per calendar month (UTC)
-        if self._budget_exhausted is not None and await self._budget_exhausted(tenant, month):
+        if self._budget is not None and await self._budget.exhausted(tenant, month):
             await self._reject(tenant, command.request_id, command.flow.name, "budget_exhausted",
                                f"tenant {tenant!r} has used its {month} budget")
             return None
@@ -100,8 +108,9 @@ class BotCommands:
     async def _place(self, command: BotCommand) -> Result:
         tenant, account = command.tenant, command.tenant.twilio
         settings = tenant.extra.get("flows")
-        if account is None or not isinstance(settings, FlowSettings):  # parse_command checked
-            raise PoisonMessage(f"tenant {tenant.id!r} lost its flows or Twilio account")
+        if account is None or not isinstance(settings, FlowSettings) or self._seal is None:
+            # parse_command checked the account and flows; the config demands a flow_secret
+            raise PoisonMessage(f"tenant {tenant.id!r}: no Twilio account, flows or flow_secret")
         await self._pacer.wait(account.account_sid, settings.calls_per_second)
         position = Position(tenant.id, command.flow.name, command.flow.start,
                             command.request_id, int(self._clock.now().timestamp()),
@@ -149,10 +158,10 @@ class BotCalls:
         self._publisher, self._clock = publisher, clock
 
     async def start(self) -> None:
-        await self._store.open()
+        await _open(self._store, self._publisher)
 
     async def close(self) -> None:
-        await self._store.close()
+        await _close(self._publisher, self._store, self._api)
 
     async def handle(self, batch: Sequence[Delivery]) -> Sequence[Result]:
         return [await _settled(self._one(delivery)) for delivery in batch]
@@ -218,6 +227,37 @@ class BotCalls:
         # consumers deduplicate; the other order could lose it.
         await self._store.mark_finished(call.call_sid)
         log.info("bot_call_finished", tenant=call.tenant, sid=call.call_sid, status=status)
+
+
+class _Resource(Protocol):
+    async def close(self) -> None: ...
+
+
+async def _open(store: BotCallStore, publisher: Publisher, budget: BudgetGate | None = None
+                ) -> None:
+    await store.open()
+    try:
+        await publisher.start()
+        if budget is not None:
+            await budget.open()
+    except BaseException:
+        await _close(publisher, store)
+        raise
+
+
+async def _close(*resources: _Resource | None) -> None:
+    """Close each one even when an earlier one fails (the runtime calls close after a failed
+    start too)."""
+    errors: list[BaseException] = []
+    for resource in resources:
+        if resource is None:
+            continue
+        try:
+            await resource.close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 async def _settled(outcome: Awaitable[Result]) -> Result:

@@ -9,9 +9,12 @@ same ``merge`` inside its transaction, so the counting rules live in one place:
   ``delivered`` changes nothing; of two final states the first one stays;
 - segments are the largest count reported for the message (a message reported without one is
   one segment); billable minutes are CallDuration rounded up to the minute, for completed calls
-  (https://www.twilio.com/docs/voice/pricing: per-minute, rounded up);
-- cost = units x the rate card's unit price, as Decimal; a failed or canceled message costs
-  nothing (never sent: https://help.twilio.com/articles/223133867), undelivered ones do.
+  (https://support.twilio.com/hc/en-us/articles/223132307: partial minutes round up);
+- cost = units x the rate card's unit price, as Decimal; a failed or canceled message never
+  left the provider and costs nothing, an undelivered one is billed (except on WhatsApp)
+  (https://support.twilio.com/hc/en-us/articles/223181728). Twilio's flat processing fee for
+  failed messages (https://support.twilio.com/hc/en-us/articles/27502337507483) is not
+  modelled: reconciliation shows it as a small difference in the total price.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ CALL_RANK: Final[dict[str, int]] = {
 DELIVERED: Final = frozenset({"delivered", "read"})
 NOT_DELIVERED: Final = frozenset({"failed", "undelivered"})
 UNBILLED_MESSAGE: Final = frozenset({"failed", "canceled"})
+# Undelivered WhatsApp messages are not charged either (same support article).
+UNBILLED_BY_CHANNEL: Final = {"whatsapp": frozenset({"failed", "canceled", "undelivered"})}
 _MAX_COUNT: Final = 10**9
 
 
@@ -94,6 +99,7 @@ class Item:
     duration_s: int | None
     minutes: int
     rated: bool
+    billed: bool
     unit_price: Decimal
     cost: Decimal
     events: int
@@ -175,23 +181,30 @@ def billable_minutes(duration_s: int | None, status: str) -> int:
 
 def merge(item: Item | None, fact: UsageFact, card: RateCard) -> Item:
     """The item after ``fact``: forward-only state, largest segment count, recomputed cost."""
+    return price(fold(item, fact), card)
+
+
+def fold(item: Item | None, fact: UsageFact) -> Item:
+    """The item's state after ``fact``, not yet priced."""
     if item is None:
-        item = Item(
+        return Item(
             tenant=fact.tenant, provider=fact.provider, kind=fact.kind, sid=fact.sid,
             channel=fact.channel, direction=fact.direction, day=fact.day, status=fact.status,
-            rank=fact.rank, destination=fact.destination, segments=0, duration_s=None,
-            minutes=0, rated=False, unit_price=Decimal(0), cost=Decimal(0), events=0,
+            rank=fact.rank, destination=fact.destination, segments=fact.segments or 0,
+            duration_s=fact.duration_s, minutes=0, rated=False, billed=False,
+            unit_price=Decimal(0),
+            cost=Decimal(0), events=1,
         )
-    elif fact.rank > item.rank:
-        item = replace(item, status=fact.status, rank=fact.rank)
-    item = replace(
+    forward = fact.rank > item.rank
+    return replace(
         item,
+        status=fact.status if forward else item.status,
+        rank=fact.rank if forward else item.rank,
         destination=item.destination or fact.destination,
         segments=max(item.segments, fact.segments or 0),
         duration_s=_max_opt(item.duration_s, fact.duration_s),
         events=item.events + 1,
     )
-    return price(item, card)
 
 
 def price(item: Item, card: RateCard) -> Item:
@@ -202,12 +215,13 @@ def price(item: Item, card: RateCard) -> Item:
     unit_price = rate.unit_price if rate is not None else Decimal(0)
     if item.kind == MESSAGE:
         segments = max(item.segments, 1)
-        units = 0 if item.status in UNBILLED_MESSAGE else segments
-        return replace(item, segments=segments, rated=rate is not None, unit_price=unit_price,
-                       cost=unit_price * units)
+        billed = item.status not in UNBILLED_BY_CHANNEL.get(item.channel, UNBILLED_MESSAGE)
+        return replace(item, segments=segments, rated=rate is not None, billed=billed,
+                       unit_price=unit_price, cost=unit_price * segments if billed else
+                       Decimal(0))
     minutes = billable_minutes(item.duration_s, item.status)
-    return replace(item, minutes=minutes, rated=rate is not None, unit_price=unit_price,
-                   cost=unit_price * minutes)
+    return replace(item, minutes=minutes, rated=rate is not None, billed=minutes > 0,
+                   unit_price=unit_price, cost=unit_price * minutes)
 
 
 def _max_opt(a: int | None, b: int | None) -> int | None:
@@ -228,10 +242,11 @@ def merge_batch(
     existing: dict[tuple[str, str, str, str], Item], facts: Iterable[UsageFact], card: RateCard
 ) -> tuple[dict[tuple[str, str, str, str], Item], dict[tuple[str, str], Decimal]]:
     """Fold new facts into their items: (changed items by key, cost delta by (tenant, month))."""
-    changed: dict[tuple[str, str, str, str], Item] = {}
+    folded: dict[tuple[str, str, str, str], Item] = {}
     for fact in facts:
-        current = changed.get(fact.key) or existing.get(fact.key)
-        changed[fact.key] = merge(current, fact, card)
+        current = folded.get(fact.key) or existing.get(fact.key)
+        folded[fact.key] = fold(current, fact)
+    changed = {key: price(item, card) for key, item in folded.items()}  # once per item
     deltas: dict[tuple[str, str], Decimal] = {}
     for key, item in changed.items():
         before = existing.get(key)

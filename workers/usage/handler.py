@@ -23,7 +23,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import PoisonMessage, PublishError
 from gateway.settings import Settings
 from gateway.tenants import TENANT_ID_PATTERN
-from gateway.usage_config import Budget, tenant_budget
+from gateway.usage_config import Budget, decimal_text, tenant_budget
 from schemas.events import Event
 from schemas.topology import USAGE_QUEUE
 from workers.handler import Delivery, Result
@@ -122,7 +122,7 @@ class UsageHandler:
             for alert in outcome.alerts:
                 log.info("budget_threshold_crossed", tenant=alert.tenant, month=alert.month,
                          threshold_percent=alert.threshold, mode=alert.mode,
-                         budget=str(alert.amount), spent=str(alert.spent),
+                         budget=decimal_text(alert.amount), spent=decimal_text(alert.spent),
                          exhausted=alert.spent >= alert.amount)
         await self.publish_pending()
         return results
@@ -158,11 +158,15 @@ class UsageHandler:
 
 def create_usage_handler(settings: Settings, publisher: Publisher | None = None
                          ) -> UsageHandler:
-    """The usage handler for these settings; ``publisher`` defaults to HOOKLINE_AMQP_URL's.
-    Nothing connects before ``start()``."""
-    if publisher is None:
-        from gateway.broker.factory import create_publisher
+    """The usage handler for these settings; nothing connects before ``start()``.
 
+    ``publisher`` defaults to one on HOOKLINE_AMQP_URL. With ``memory://`` there is no broker
+    a tenant could read budget events from, so none is made: crossed thresholds are logged and
+    stay pending in the ledger, to be published once the worker runs against RabbitMQ.
+    """
+    from gateway.broker.factory import create_publisher, url_scheme
+
+    if publisher is None and url_scheme(settings.amqp_url) != "memory":
         publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants])
     return UsageHandler(create_ledger(settings.db_url), usage_policy(settings), publisher)
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Final, Protocol
 
 from gateway.errors import TransientError
-from gateway.usage_config import Budget, RateCard
+from gateway.usage_config import Budget, RateCard, decimal_text
 from schemas.events import USAGE_BUDGET, Event, event_id, format_time
 from workers.usage.facts import (
     BOT,
@@ -73,8 +73,8 @@ class BudgetAlert:
             source="hookline/usage", subject=f"{self.tenant}/{self.month}/{self.threshold}",
             time=self.crossed_at,
             data={"month": self.month, "threshold_percent": self.threshold, "mode": self.mode,
-                  "budget": str(self.amount), "spent": str(self.spent),
-                  "used_percent": str(used), "currency": self.currency,
+                  "budget": decimal_text(self.amount), "spent": decimal_text(self.spent),
+                  "used_percent": decimal_text(used), "currency": self.currency,
                   "exhausted": self.spent >= self.amount,
                   "crossed_at": format_time(self.crossed_at)},
         )
@@ -100,6 +100,8 @@ class UsageRow:
     day: str
     messages: int = 0
     segments: int = 0
+    #: Segments of messages that were sent (failed and canceled ones are not billed).
+    billed_segments: int = 0
     delivered: int = 0
     failed: int = 0
     calls: int = 0
@@ -182,12 +184,13 @@ def rows_from_items(items: Iterable[Item]) -> list[UsageRow]:
         if item.kind not in (MESSAGE, CALL):
             continue
         key = (item.tenant, item.provider, item.channel, item.direction, item.day)
-        counts = acc.setdefault(key, [0] * 7)
+        counts = acc.setdefault(key, [0] * 8)
         if item.kind == MESSAGE:
             counts[0] += 1
             counts[1] += item.segments
             counts[2] += item.status in DELIVERED
             counts[3] += item.status in NOT_DELIVERED
+            counts[7] += item.segments if item.billed else 0
         else:
             counts[4] += 1
             counts[5] += item.minutes
@@ -195,9 +198,10 @@ def rows_from_items(items: Iterable[Item]) -> list[UsageRow]:
         costs[key] = costs.get(key, Decimal(0)) + item.cost
     rows = []
     for key in sorted(acc):
-        m, seg, ok, ko, calls, minutes, unrated = acc[key]
-        rows.append(UsageRow(*key, messages=m, segments=seg, delivered=ok, failed=ko,
-                             calls=calls, minutes=minutes, cost=costs[key], unrated=unrated))
+        m, seg, ok, ko, calls, minutes, unrated, billed = acc[key]
+        rows.append(UsageRow(*key, messages=m, segments=seg, billed_segments=billed,
+                             delivered=ok, failed=ko, calls=calls, minutes=minutes,
+                             cost=costs[key], unrated=unrated))
     return rows
 
 

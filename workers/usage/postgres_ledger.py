@@ -41,7 +41,7 @@ from workers.usage.ledger import (
 
 ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
                        "status", "rank", "destination", "segments", "duration_s", "minutes",
-                       "rated", "unit_price", "cost", "events")
+                       "rated", "billed", "unit_price", "cost", "events")
 _RETRIES: Final = 5
 _MIGRATION_LOCK: Final = 0x686F6F6B  # pg_advisory_xact_lock key of schema migrations
 
@@ -55,7 +55,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             channel text NOT NULL, direction text NOT NULL, day text NOT NULL,
             status text NOT NULL, rank integer NOT NULL, destination text,
             segments integer NOT NULL, duration_s bigint, minutes integer NOT NULL,
-            rated boolean NOT NULL, unit_price numeric NOT NULL, cost numeric NOT NULL,
+            rated boolean NOT NULL, billed boolean NOT NULL, unit_price numeric NOT NULL,
+            cost numeric NOT NULL,
             events integer NOT NULL, PRIMARY KEY (tenant, provider, kind, sid))""",
         "CREATE INDEX usage_items_day ON usage_items (day, tenant)",
         """CREATE TABLE usage_months (
@@ -172,14 +173,15 @@ class PostgresLedger:
                 "count(*) FILTER (WHERE kind = 'message' AND status IN ('delivered', 'read')), "
                 "count(*) FILTER (WHERE kind = 'message' AND status IN ('failed', "
                 "'undelivered')), count(*) FILTER (WHERE kind = 'call'), sum(minutes), "
-                "sum(cost), count(*) FILTER (WHERE NOT rated) "
+                "sum(cost), count(*) FILTER (WHERE NOT rated), coalesce(sum(segments) FILTER "
+                "(WHERE kind = 'message' AND billed), 0) "
                 "FROM usage_items WHERE day BETWEEN %s AND %s AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
                 "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
-            return [UsageRow(t, p, c, d, day, messages=m, segments=int(s), delivered=ok,
-                             failed=ko, calls=calls, minutes=int(mins), cost=cost,
-                             unrated=unrated)
-                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated
+            return [UsageRow(t, p, c, d, day, messages=m, segments=int(s),
+                             billed_segments=int(billed), delivered=ok, failed=ko, calls=calls,
+                             minutes=int(mins), cost=cost, unrated=unrated)
+                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed
                     in await cur.fetchall()]
 
         result: list[UsageRow] = await self._call(query)
@@ -234,8 +236,8 @@ async def _ingest(conn: psycopg.AsyncConnection[Any], facts: Sequence[UsageFact]
         # below covers new messages too: a concurrent creator waits on the unique key.
         await conn.execute(
             "INSERT INTO usage_items (tenant, provider, kind, sid, channel, direction, day, "
-            "status, rank, segments, minutes, rated, unit_price, cost, events) "
-            "SELECT t, p, k, s, '', '', '', '', -1, 0, 0, false, 0, 0, 0 "
+            "status, rank, segments, minutes, rated, billed, unit_price, cost, events) "
+            "SELECT t, p, k, s, '', '', '', '', -1, 0, 0, false, false, 0, 0, 0 "
             "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(t, p, k, s) "
             "ON CONFLICT DO NOTHING", columns)
         cur = await conn.execute(

@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from gateway.tenants import Tenant
-from gateway.usage_config import RateCard
+from gateway.usage_config import RateCard, decimal_text
 from workers.usage.ledger import UsageRow
 from workers.usage.report import rental_cost
 
@@ -123,14 +123,17 @@ def compare(tenant: Tenant, rows: Sequence[UsageRow], twilio: dict[str, dict[str
     mine = [r for r in rows if r.tenant == tenant.id and r.provider == "twilio"]
     sms = [r for r in mine if r.channel == "sms"]
     calls = [r for r in mine if r.channel == "voice"]
-    # totalprice covers everything Twilio billed, number rental included.
-    cost = sum((r.cost for r in mine), Decimal(0)) + rental_cost(card, tenant)
+    # Only what Twilio bills is compared: its counts (messages or segments? unanswered calls?)
+    # are not defined precisely enough to match the ledger's. totalprice covers everything
+    # Twilio billed, number rental included.
+    total = sum((r.cost for r in mine), Decimal(0)) + rental_cost(card, tenant)
     measures = (
-        ("sms messages", Decimal(sum(r.messages for r in sms)), twilio["sms"]["count"], False),
-        ("sms segments", Decimal(sum(r.segments for r in sms)), twilio["sms"]["usage"], False),
-        ("calls", Decimal(sum(r.calls for r in calls)), twilio["calls"]["count"], False),
+        ("sms segments", Decimal(sum(r.billed_segments for r in sms)), twilio["sms"]["usage"],
+         False),
+        ("sms price", sum((r.cost for r in sms), Decimal(0)), twilio["sms"]["price"], True),
         ("call minutes", Decimal(sum(r.minutes for r in calls)), twilio["calls"]["usage"], False),
-        ("total price", cost, twilio["totalprice"]["price"], True),
+        ("calls price", sum((r.cost for r in calls), Decimal(0)), twilio["calls"]["price"], True),
+        ("total price", total, twilio["totalprice"]["price"], True),
     )
     return [Comparison(tenant.id, sid, name, ours, theirs, _differs(ours, theirs, card, money))
             for name, ours, theirs, money in measures]
@@ -164,9 +167,9 @@ def format_comparisons(month: str, comparisons: Sequence[Comparison],
                        failures: Sequence[TenantFailure], card: RateCard) -> str:
     """An aligned table of every measure, then one line per failure and a summary."""
     head = ("tenant", "subaccount", "measure", "ledger", "twilio", "difference", "")
-    lines = [head] + [(c.tenant, c.account_sid, c.measure, str(c.ledger), str(c.twilio),
-                       f"{c.difference:+}", "DIFFERS" if c.differs else "ok")
-                      for c in comparisons]
+    lines = [head] + [(c.tenant, c.account_sid, c.measure, decimal_text(c.ledger),
+                       decimal_text(c.twilio), f"{c.difference:+f}",
+                       "DIFFERS" if c.differs else "ok") for c in comparisons]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = [f"reconcile {month}: ledger vs Twilio Usage Records (tolerance "
            f"{card.tolerance_amount} {card.currency} or {card.tolerance_percent}%)"]

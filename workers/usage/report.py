@@ -24,7 +24,7 @@ from typing import Final
 import orjson
 
 from gateway.tenants import Tenant
-from gateway.usage_config import Budget, RateCard, tenant_budget, tenant_usage
+from gateway.usage_config import Budget, RateCard, decimal_text, tenant_budget, tenant_usage
 from workers.usage.ledger import OutcomeRow, UsageRow
 
 FORMATS: Final = ("table", "json", "csv")
@@ -45,6 +45,7 @@ class TenantReport:
     calls: int
     minutes: int
     bot_calls: int
+    bot_outcomes: dict[str, int]
     unrated: int
     usage_cost: Decimal
     rental_cost: Decimal
@@ -103,6 +104,7 @@ def build_report(month: str, tenants: Iterable[Tenant], card: RateCard,
             delivered=sum(r.delivered for r in mine), failed=sum(r.failed for r in mine),
             calls=sum(r.calls for r in mine), minutes=sum(r.minutes for r in mine),
             bot_calls=sum(o.count for o in outcomes if o.tenant == tenant_id),
+            bot_outcomes=_outcomes(outcomes, tenant_id),
             unrated=sum(r.unrated for r in mine), usage_cost=usage_cost, rental_cost=rent,
             cogs=cogs, revenue=revenue, gross_margin=margin,
             margin_percent=_ratio(margin, revenue) if margin is not None else None,
@@ -114,8 +116,24 @@ def build_report(month: str, tenants: Iterable[Tenant], card: RateCard,
     return reports
 
 
+def _outcomes(outcomes: Sequence[OutcomeRow], tenant_id: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in outcomes:
+        if row.tenant == tenant_id:
+            counts[row.outcome] = counts.get(row.outcome, 0) + row.count
+    return dict(sorted(counts.items()))
+
+
 def _plain(value: object) -> object:
-    return str(value) if isinstance(value, Decimal) else value
+    return decimal_text(value) if isinstance(value, Decimal) else value
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # bot outcomes: "answered=3 voicemail=1"
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return _plain(value)
 
 
 def to_json(reports: Sequence[TenantReport]) -> str:
@@ -131,8 +149,7 @@ def to_csv(reports: Sequence[TenantReport]) -> str:
     names = [f.name for f in fields(TenantReport)]
     writer.writerow(names)
     for report in reports:
-        writer.writerow(["" if getattr(report, n) is None else _plain(getattr(report, n))
-                         for n in names])
+        writer.writerow([_cell(getattr(report, n)) for n in names])
     return buffer.getvalue()
 
 

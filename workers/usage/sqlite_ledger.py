@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
+from gateway.usage_config import decimal_text
 from workers.usage.facts import Item, UsageFact, merge_batch, new_facts
 from workers.usage.ledger import (
     SCHEMA_VERSION,
@@ -40,7 +41,7 @@ _T = TypeVar("_T")
 BUSY_TIMEOUT_MS: Final = 30_000
 ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
                        "status", "rank", "destination", "segments", "duration_s", "minutes",
-                       "rated", "unit_price", "cost", "events")
+                       "rated", "billed", "unit_price", "cost", "events")
 _CHUNK: Final = 400  # bound parameters per statement stay far below SQLite's limit (32766)
 
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -53,7 +54,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             channel TEXT NOT NULL, direction TEXT NOT NULL, day TEXT NOT NULL,
             status TEXT NOT NULL, rank INTEGER NOT NULL, destination TEXT,
             segments INTEGER NOT NULL, duration_s INTEGER, minutes INTEGER NOT NULL,
-            rated INTEGER NOT NULL, unit_price TEXT NOT NULL, cost TEXT NOT NULL,
+            rated INTEGER NOT NULL, billed INTEGER NOT NULL, unit_price TEXT NOT NULL,
+            cost TEXT NOT NULL,
             events INTEGER NOT NULL, PRIMARY KEY (tenant, provider, kind, sid)) WITHOUT ROWID""",
         "CREATE INDEX usage_items_day ON usage_items (day, tenant)",
         """CREATE TABLE usage_months (
@@ -79,7 +81,7 @@ class _DecimalSum:
             self.total += Decimal(value)
 
     def finalize(self) -> str:
-        return str(self.total)
+        return decimal_text(self.total)
 
 
 class SqliteLedger:
@@ -173,14 +175,17 @@ class SqliteLedger:
                 "sum(kind = 'message'), sum(CASE WHEN kind = 'message' THEN segments END), "
                 "sum(kind = 'message' AND status IN ('delivered', 'read')), "
                 "sum(kind = 'message' AND status IN ('failed', 'undelivered')), "
-                "sum(kind = 'call'), sum(minutes), dsum(cost), sum(rated = 0) "
+                "sum(kind = 'call'), sum(minutes), dsum(cost), sum(rated = 0), "
+                "sum(CASE WHEN kind = 'message' AND billed THEN segments END) "
                 "FROM usage_items WHERE day BETWEEN ? AND ? AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
                 "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
             return [UsageRow(t, p, c, d, day, messages=m or 0, segments=s or 0,
-                             delivered=ok or 0, failed=ko or 0, calls=calls or 0,
-                             minutes=mins or 0, cost=Decimal(cost), unrated=unrated or 0)
-                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated in rows]
+                             billed_segments=billed or 0, delivered=ok or 0, failed=ko or 0,
+                             calls=calls or 0, minutes=mins or 0, cost=Decimal(cost),
+                             unrated=unrated or 0)
+                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed
+                    in rows]
 
         return await self._run(query)
 
@@ -264,7 +269,7 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
             totals[(tenant, month)] = total = (Decimal(row[0]) if row else Decimal(0)) + delta
             db.execute("INSERT INTO usage_months (tenant, month, cost) VALUES (?, ?, ?) "
                        "ON CONFLICT DO UPDATE SET cost = excluded.cost",
-                       (tenant, month, str(total)))
+                       (tenant, month, decimal_text(total)))
         alerts = []
         for alert in new_alerts(policy, totals, now):
             # The primary key keeps each threshold once per tenant and month, whoever crosses it.
@@ -272,8 +277,9 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
                 "INSERT INTO budget_alerts (tenant, month, threshold, mode, amount, spent, "
                 "currency, crossed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
                 "RETURNING threshold",
-                (alert.tenant, alert.month, alert.threshold, alert.mode, str(alert.amount),
-                 str(alert.spent), alert.currency, stamp)).fetchone():
+                (alert.tenant, alert.month, alert.threshold, alert.mode,
+                 decimal_text(alert.amount), decimal_text(alert.spent), alert.currency,
+                 stamp)).fetchone():
                 alerts.append(alert)
     return IngestOutcome(len(fresh), len(facts) - len(fresh), tuple(alerts))
 
@@ -281,6 +287,7 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
 def _item(row: Sequence[object]) -> Item:
     values = dict(zip(ITEM_COLUMNS, row, strict=True))
     values["rated"] = bool(values["rated"])
+    values["billed"] = bool(values["billed"])
     values["unit_price"] = Decimal(str(values["unit_price"]))
     values["cost"] = Decimal(str(values["cost"]))
     return Item(**values)  # type: ignore[arg-type]
@@ -288,5 +295,5 @@ def _item(row: Sequence[object]) -> Item:
 
 def _row(item: Item) -> tuple[object, ...]:
     values = [getattr(item, c) for c in ITEM_COLUMNS]
-    return tuple(str(v) if isinstance(v, Decimal) else int(v) if isinstance(v, bool) else v
+    return tuple(decimal_text(v) if isinstance(v, Decimal) else int(v) if isinstance(v, bool) else v
                  for v in values)

@@ -260,3 +260,32 @@ def test_memory_mode_never_imports_aio_pika() -> None:
 def test_mask_url(url: str, masked: str) -> None:
     """mask_url hides the password, even one a URL parser would misread, and keeps the rest."""
     assert mask_url(url) == masked
+
+
+def test_default_exchange_routes_by_queue_name() -> None:
+    """Exchange "" reaches the queue named by the routing key, and only when it exists."""
+    broker = MemoryBroker()
+    broker.declare_private("replies")
+    message = MemoryMessage(exchange="", routing_key="replies", body=b"x", message_id="m",
+                            type="reply", correlation_id="c1", reply_to=None)
+    broker.publish(message)
+    assert broker.get_message("replies") == message
+    broker.delete_queue("replies")
+    with pytest.raises(PublishError, match="unroutable"):
+        broker.publish(message)
+
+
+async def test_consumer_count_follows_consumers() -> None:
+    """consumer_count counts live consume_messages iterations (the RPC no-worker check)."""
+    broker = MemoryBroker()
+    broker.declare_private("q")
+    assert broker.consumer_count("q") == 0 and broker.consumer_count("nowhere") == 0
+    stream = broker.consume_messages("q")
+    task = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0)
+    assert broker.consumer_count("q") == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await stream.aclose()
+    assert broker.consumer_count("q") == 0

@@ -150,3 +150,18 @@ def test_a_non_table_entry_in_flows_is_an_unknown_key(tmp_path: Path) -> None:
     """Only tables name flows: a stray scalar is refused like any unknown key."""
     message = problems(tmp_path, HEAD + '\n[tenants.flows]\nrefil = 3\n')
     assert "tenants[0].flows.refil: unknown key" in message
+
+
+@pytest.mark.parametrize(("flows", "expected"), [
+    ("", "names flow 'refill', which [tenants.flows] lacks (flows: none)"),
+    (REFILL_FLOW_TOML, "flow 'refill' needs variables ['patient_name', 'pickup_time'], which "
+                       "an incoming call cannot give"),
+])
+def test_a_routing_rule_can_only_hand_calls_to_a_flow_without_variables(
+    tmp_path: Path, flows: str, expected: str
+) -> None:
+    """A routing `flow` action must name a flow of the tenant that needs no variables."""
+    routing = ('\n[tenants.routing]\n[tenants.routing.actions.bot]\ntype = "flow"\n'
+               'flow = "refill"\n[[tenants.routing.voice]]\nname = "all"\naction = "bot"\n')
+    message = problems(tmp_path, HEAD + routing + flows)
+    assert f"tenants[0].routing.actions.bot.flow: {expected}" in message

@@ -88,6 +88,22 @@ class Rig:
         assert await self.calls.handle([Delivery(event.to_json(), event.routing_key)]) == [None]
 
 
+class SetBudget:
+    """A budget gate answering from a set of "tenant/YYYY-MM" strings."""
+
+    def __init__(self, used_up: set[str]) -> None:
+        self.used_up = used_up
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def exhausted(self, tenant: str, month: str) -> bool:
+        return f"{tenant}/{month}" in self.used_up
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     path = tmp_path / "hookline.toml"
@@ -102,15 +118,12 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = MemoryBotCallStore()
     exhausted: set[str] = set()
 
-    async def budget(tenant: str, month: str) -> bool:
-        return f"{tenant}/{month}" in exhausted
-
     async with serving(fake.app()) as base:
         api = TwilioRestApi(api_base=base)
         clock = FakeClock(NOW)
         commands = BotCommands(tenants=tenants, api=api, store=store, publisher=publisher,
                                seal=SEAL, public_url=PUBLIC, clock=clock,
-                               budget_exhausted=budget)
+                               budget=SetBudget(exhausted))
         calls = BotCalls(tenants=tenants, api=api, store=store, publisher=publisher,
                          clock=clock)
         try:

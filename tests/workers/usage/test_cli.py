@@ -19,7 +19,7 @@ from gateway.settings import Settings
 from gateway.tenants import StaticTenantRegistry, Tenant, TwilioAccount
 from gateway.usage_config import Budget, RateCard, Rental, TenantUsage
 from tests.support.fake_twilio import FakeTwilio, serving_in_thread
-from tests.support.usage import ACCOUNT, CARD, facts, policy, scenario
+from tests.support.usage import ACCOUNT, CARD, bot_result, facts, policy, scenario
 from workers.usage.cli import add_usage_commands, run_usage_command
 from workers.usage.store import create_ledger
 
@@ -44,7 +44,8 @@ def ingest_scenario(config: Settings) -> None:
     async def run() -> None:
         ledger = create_ledger(config.db_url)
         await ledger.open()
-        events = scenario(1000)
+        events = [*scenario(1000), bot_result(1, "answered_human"),
+                  bot_result(2, "answered_human"), bot_result(3, "voicemail")]
         for i in range(0, len(events), 300):
             await ledger.ingest(facts(events[i : i + 300]), policy(), datetime.now(UTC))
         await ledger.close()
@@ -77,19 +78,22 @@ def test_report_numbers_for_a_known_scenario(tmp_path: Path) -> None:
     assert acme["margin_percent"] == "79.10" and acme["budget_used_percent"] == "37.20"
     assert acme["ltv"] == "1582.00"              # 79.10 / 0.05
     assert acme["cac_payback_months"] == "3.8"   # 300 / 79.10
+    assert acme["bot_calls"] == 3 and acme["bot_outcomes"] == {"answered_human": 2,
+                                                               "voicemail": 1}
     assert beta["messages"] == 0 and beta["revenue"] is None and beta["margin_percent"] is None
     assert gamma["cogs"] == "0"
 
     code, table = run(config, "usage", "report", "--month", "2026-11")
     assert code == 0
     line = next(row for row in table.splitlines() if row.startswith("acme"))
-    assert line.split() == ["acme", "1,000", "2,000", "900", "100", "100", "200", "0", "20.90",
+    assert line.split() == ["acme", "1,000", "2,000", "900", "100", "100", "200", "3", "20.90",
                             "100.00", "79.10", "79.1%", "37.2%", "1,582.00", "3.8", "mo"]
 
     code, text = run(config, "usage", "report", "--month", "2026-11", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["tenant"] for r in rows] == ["acme", "beta", "gamma"]
     assert rows[0]["cogs"] == acme["cogs"] and rows[1]["revenue"] == ""
+    assert rows[0]["bot_outcomes"] == "answered_human=2 voicemail=1"
 
 
 def test_report_of_an_empty_month(tmp_path: Path) -> None:
@@ -129,17 +133,17 @@ def test_reconcile_against_the_fake_twilio_api(tmp_path: Path) -> None:
         code, text = run(config, "usage", "reconcile", "--month", "2026-11",
                          "--twilio-api-base", fake.base_url)
     assert code == 1
-    lines = {tuple(line.split()[:3]): line for line in text.splitlines()}
-    for measure in ("messages", "segments"):
-        assert lines[("acme", ACCOUNT, "sms")].endswith("ok")
-        assert any(line.startswith("beta") and f"sms {measure}" in line and "DIFFERS" in line
-                   for line in text.splitlines())
-    assert "total price" in text
     acme_lines = [line for line in text.splitlines() if line.startswith("acme")]
-    assert len(acme_lines) == 5 and all(line.endswith("ok") for line in acme_lines)
+    assert [" ".join(line.split()[2:4]) for line in acme_lines] == [
+        "sms segments", "sms price", "call minutes", "calls price", "total price"]
+    assert all(line.endswith(" ok") for line in acme_lines)
+    beta = {" ".join(line.split()[2:4]): line for line in text.splitlines()
+            if line.startswith("beta")}
+    assert {m for m, line in beta.items() if line.endswith("DIFFERS")} == {
+        "sms segments", "sms price", "total price"}
     assert any(line.startswith(f"FAILED gamma ({SID_C})") and "401" in line
                for line in text.splitlines())
-    assert "difference(s) beyond tolerance, 1 tenant(s) failed" in text
+    assert "3 difference(s) beyond tolerance, 1 tenant(s) failed" in text
     acme_requests = [r for r in fake.requests if r["sid"] == ACCOUNT]
     assert {r["Category"] for r in acme_requests} == {"sms", "calls", "totalprice"}
     assert all(r["IncludeSubaccounts"] == "false" and r["StartDate"] == "2026-11-01"
@@ -156,10 +160,33 @@ def test_reconcile_all_matching_exits_zero(tmp_path: Path) -> None:
                       db_url=base.db_url)
     ingest_scenario(config)
     fake = FakeTwilio(tokens={ACCOUNT: "token-a"}, records={ACCOUNT: {
-        "sms": [{"count": "1000", "usage": "2000"}], "calls": [{"count": "100", "usage": "200"}],
+        "sms": [{"count": "2000", "usage": "2000", "price": "15.80"}],
+        "calls": [{"count": "100", "usage": "200", "price": "2.80"}],
         "totalprice": [{"price": "20.90"}]}})
     with serving_in_thread(fake):
         code, text = run(config, "usage", "reconcile", "--month", "2026-11",
                          "--twilio-api-base", fake.base_url)
     assert code == 0, text
     assert "0 difference(s) beyond tolerance, 0 tenant(s) failed" in text
+
+
+@pytest.mark.usefixtures("reset_logging_after")
+def test_hookline_usage_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    """`hookline usage report` (the console script) prints the example tenants' JSON report."""
+    import os
+
+    from workers.cli import main
+
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ingest_scenario(Settings(db_url=db_url))
+    environ = {"PATH": os.environ.get("PATH", ""), "HOOKLINE_DB_URL": db_url,
+               "HOOKLINE_CONFIG": str(Path(__file__).resolve().parents[3] / "examples" /
+                                      "hookline.toml"), "HOOKLINE_LOG_FORMAT": "json"}
+    code = main(["usage", "report", "--month", "2026-11", "--format", "json"], environ)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    reports = {r["tenant"]: r for r in json.loads(out)}
+    # The scenario's events are tenant acme's; the example prices them with its own card.
+    assert reports["acme"]["messages"] == 1000 and reports["demo"]["messages"] == 0
+    assert reports["demo"]["revenue"] == "499.00" and reports["demo"]["budget_mode"] == "prepaid"

@@ -129,4 +129,22 @@ def test_usage_policy_from_settings() -> None:
     policy = usage_policy(Settings(tenants=tenants, rate_card=CARD))
     assert policy.budgets == BUDGETS and policy.card is CARD
     built = create_usage_handler(Settings(tenants=tenants, db_url="sqlite:///x.db"))
-    assert isinstance(built.ledger, SqliteLedger) and built.publisher is not None
+    # memory://: no broker a tenant could read from, so alerts stay pending in the ledger.
+    assert isinstance(built.ledger, SqliteLedger) and built.publisher is None
+    on_rabbit = create_usage_handler(Settings(tenants=tenants, db_url="postgresql://h/db",
+                                              amqp_url="amqp://guest:guest@127.0.0.1:1/"))
+    assert on_rabbit.publisher is not None and on_rabbit.publisher.ready is False
+    assert type(on_rabbit.ledger).__name__ == "PostgresLedger"
+
+
+def test_budget_event_money_never_uses_exponents() -> None:
+    """Tiny amounts are written 0.0000001, not 1E-7, so the event stays valid."""
+    from datetime import UTC, datetime
+
+    from workers.usage.ledger import BudgetAlert
+
+    alert = BudgetAlert("acme", "2026-11", 100, "prepaid", Decimal("0.0000001"),
+                        Decimal("1E-7"), datetime(2026, 11, 23, tzinfo=UTC))
+    event = alert.to_event()
+    assert_valid_event(event.to_dict())
+    assert event.data["spent"] == "0.0000001" and event.data["used_percent"] == "100.00"

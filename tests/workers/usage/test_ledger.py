@@ -28,6 +28,7 @@ MONTH = "2026-11"
 
 @pytest.fixture
 async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+    """An open ledger on each backend, closed after the test."""
     store = create_ledger(ledger_url)
     await store.open()
     try:
@@ -99,6 +100,19 @@ async def test_counters_and_costs(ledger: Ledger) -> None:
     assert await ledger.month_spend("acme", MONTH) == Decimal("0.1036")
     outcomes = {(o.outcome, o.count) for o in await ledger.outcomes(MONTH)}
     assert outcomes == {("answered_human", 1), ("voicemail", 1)}
+
+
+async def test_what_is_billed(ledger: Ledger) -> None:
+    """Undelivered SMS are billed, undelivered WhatsApp and failed messages are not."""
+    await ledger.ingest(facts([
+        message(1, "undelivered", segments=2),
+        message(2, "failed", segments=2),
+        message(3, "undelivered", segments=1, to="whatsapp:+14155550100"),
+    ]), policy(), NOW)
+    rows = {r.channel: r for r in await ledger.usage(MONTH)}
+    assert (rows["sms"].segments, rows["sms"].billed_segments) == (4, 2)
+    assert rows["sms"].cost == Decimal("0.0158")
+    assert (rows["whatsapp"].billed_segments, rows["whatsapp"].cost) == (0, Decimal(0))
 
 
 async def test_unrated_destinations_are_counted_and_flagged(ledger: Ledger) -> None:

@@ -1,0 +1,189 @@
+"""The worker side of `hookline`: run (gateway + workers), worker, dead list|replay."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from gateway.errors import PoisonMessage
+from schemas.topology import DEAD_QUEUE, TWIML_QUEUE
+from tests.gateway.test_cli import DEMO_SID, DEMO_TOKEN, ROOT, env, wait_healthy
+from tests.support.logs import CapturedLogs
+from tests.support.net import free_port
+from tests.support.samples import call_incoming, message_incoming
+from tests.support.twilio_signing import signed_form_request
+from tests.support.twiml_check import check_twiml
+from tests.support.workers import RabbitHarness, RecordingHandler, eventually, running
+from workers.cli import main
+from workers.runner import Runner
+
+pytestmark = pytest.mark.usefixtures("reset_logging_after")
+
+
+@pytest.fixture
+def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`hookline run` (the console script's module) on memory://, as the README starts it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "run", "--port", str(port)],
+        env=env(HOOKLINE_DATA_DIR=str(tmp_path)), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, proc)
+        yield base_url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def post(url: str, params: dict[str, str]) -> httpx.Response:
+    body, headers = signed_form_request(url, params, DEMO_TOKEN)
+    return httpx.post(url, content=body, headers=headers, timeout=10)
+
+
+def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
+    run_process: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """`hookline run` on memory:// answers a call and an SMS from the example's routing rules
+    in the same process, then SIGTERM stops the server first and the workers after it."""
+    base_url, proc = run_process
+    voice = post(f"{base_url}/twilio/voice", {**call_incoming(DEMO_SID), "To": "+18005550000"})
+    sms = post(f"{base_url}/twilio/messaging", message_incoming(DEMO_SID, body="hours?"))
+    assert voice.status_code == sms.status_code == 200
+    # Another number than the office's: the example's catch-all rule (say, then voicemail).
+    assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record",
+                                                                  "Hangup"]
+    assert "Monday to Friday" in (check_twiml(sms.text, "messaging")[0].text or "")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert proc.stdout is not None
+    lines = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
+    events = [line["event"] for line in lines]
+    assert events.index("gateway_stopped") < events.index("worker_stopped")
+    handled = [line for line in lines if line["event"] == "message_handled"]
+    assert [line["outcome"] for line in handled] == ["replied", "replied"]
+    assert all(line["twiml"] == "worker" for line in lines
+               if line["event"] == "callback_accepted")
+
+
+def test_flows_worker_needs_the_public_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hookline worker flows` with flows configured but no HOOKLINE_PUBLIC_URL: exit 1, named."""
+    assert main(["worker", "flows"], env(HOOKLINE_AMQP_URL="amqp://guest:guest@127.0.0.1:1/")) == 1
+    err = capsys.readouterr().err
+    assert "HOOKLINE_PUBLIC_URL must be set" in err and "acme" in err
+
+
+def test_worker_needs_a_shared_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    """A lone worker on memory:// would never see a message: refused with the reason."""
+    assert main(["worker", "twiml"], env()) == 1
+    assert "hookline run" in capsys.readouterr().err
+
+
+def test_dead_needs_rabbitmq(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hookline dead list` on memory:// explains why it cannot work."""
+    assert main(["dead", "list"], env()) == 1
+    assert "memory://" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+async def test_poison_message_is_listed_and_replayed(
+    amqp_url: str, capsys: pytest.CaptureFixture[str], captured_logs: CapturedLogs
+) -> None:
+    """A poison message ends in hookline.dead; `dead list` shows why; `dead replay --id` puts
+    it back into its queue and out of hookline.dead."""
+    harness = await RabbitHarness(amqp_url).start()
+    await harness.purge(TWIML_QUEUE, DEAD_QUEUE)
+    try:
+        poison = RecordingHandler(TWIML_QUEUE, name="twiml",
+                                  behave=lambda _d: PoisonMessage("not an event",
+                                                                  reason="unparsable"))
+        runner = Runner(poison, harness.transport("twiml"))
+        async with running(runner):
+            await harness.publish(TWIML_QUEUE, {"junk": 1}, message_id="poison-42")
+            await eventually(lambda: runner.counts.get("dead_lettered") == 1)
+        amqp_env = env(HOOKLINE_AMQP_URL=amqp_url)
+        assert await asyncio.to_thread(main, ["dead", "list"], amqp_env) == 0
+        (listed,) = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert listed["message_id"] == "poison-42" and listed["reason"] == "unparsable"
+        assert listed["queue"] == TWIML_QUEUE and listed["attempts"] == 1
+        assert await harness.queue_length(DEAD_QUEUE) == 1  # listing removed nothing
+
+        assert await asyncio.to_thread(main, ["dead", "replay", "--id", "nope"], amqp_env) == 1
+        assert await asyncio.to_thread(main, ["dead", "replay", "--id", "poison-42"],
+                                       amqp_env) == 0
+        assert '"replayed":"poison-42"' in capsys.readouterr().out
+        assert await harness.queue_length(DEAD_QUEUE) == 0
+        (back,) = await harness.read_all(TWIML_QUEUE)
+        assert back.body == {"junk": 1} and back.message_id == "poison-42"
+        assert back.headers["x-hookline-attempt"] == 1
+        assert "x-hookline-reason" not in back.headers
+    finally:
+        await harness.purge(TWIML_QUEUE, DEAD_QUEUE)
+        await harness.close()
+
+
+@pytest.mark.broker
+def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
+    """`hookline worker all` on RabbitMQ starts every worker and exits 0 on SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", "all"],
+        env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_PUBLIC_URL="https://hooks.example.com"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line or b"worker_started" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        rest = proc.stdout.read()
+        assert b"worker_draining" in rest and b"worker_stopped" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.broker
+def test_run_on_rabbitmq_answers_from_its_own_workers(amqp_url: str, tmp_path: Path) -> None:
+    """`hookline run` against RabbitMQ: its twiml worker answers its gateway's calls."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "run", "--port", str(port)],
+        env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        deadline = time.monotonic() + 10
+        n = 0
+        while True:  # the gateway sees the worker's consumer within a second of it starting
+            n += 1
+            params = {**call_incoming(DEMO_SID, n), "To": "+18005550000"}
+            voice = post(f"{base_url}/twilio/voice", params)
+            if "Record" in voice.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record",
+                                                                      "Hangup"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code == 0
