@@ -18,6 +18,7 @@ from typing import TextIO
 import orjson
 
 from gateway import cli as gateway_cli
+from gateway.broker.memory import MemoryBroker
 from gateway.errors import ConfigError, HooklineError
 from gateway.settings import Settings
 from workers.registry import HANDLERS, KINDS, installed
@@ -76,12 +77,11 @@ def _kinds(kind: str) -> list[str]:
     return [kind]
 
 
-def _runners(settings: Settings, kinds: list[str], memory_broker: object = None) -> list[Runner]:
-    from gateway.broker.memory import MemoryBroker
-
-    broker = memory_broker if isinstance(memory_broker, MemoryBroker) else None
-    return [Runner(handler, create_transport(settings.amqp_url, kind, memory_broker=broker))
-            for kind in kinds for handler in (HANDLERS[kind](settings),)]
+def _runners(settings: Settings, kinds: list[str],
+             memory_broker: MemoryBroker | None = None) -> list[Runner]:
+    return [Runner(HANDLERS[kind](settings),
+                   create_transport(settings.amqp_url, kind, memory_broker=memory_broker))
+            for kind in kinds]
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -111,7 +111,7 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from gateway.broker.factory import url_scheme
-    from gateway.broker.memory import MemoryBroker, MemoryPublisher
+    from gateway.broker.memory import MemoryPublisher
     from gateway.broker.rpc import MemoryRpcClient
     from gateway.http.app import create_app
 
