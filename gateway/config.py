@@ -194,6 +194,13 @@ class Table:
         """A sub-table at ``name`` built from ``data`` (e.g. one entry of a table of tables)."""
         return Table(data, self.key(name), allowed, self._reader)
 
+    def labelled(self, name: str, label: str, allowed: frozenset[str]) -> Table | None:
+        """Like table(), with ``label`` after this table's path in every key of the sub-table."""
+        value = self._get(name, dict, "a table", False)
+        if value is None:
+            return None
+        return Table(value, f"{self.path}{label}.{name}", allowed, self._reader)
+
     def table(self, name: str, allowed: frozenset[str]) -> Table | None:
         value = self._get(name, dict, "a table", False)
         return Table(value, self.key(name), allowed, self._reader) if value is not None else None
@@ -348,7 +355,7 @@ def parse_config(
     publish_ms = given.get("publish_timeout_ms") or GatewayConfig().publish_timeout_ms
     for where, tenant in tenants:
         if (problem := check_answer_budget(publish_ms, tenant.extra)) is not None:
-            reader.fail(f"{where}.routing.answer_timeout_ms", problem)
+            reader.fail(f"{where}({tenant.id}).routing.answer_timeout_ms", problem)
     if reader.problems:
         raise ConfigProblems(reader.problems)
     return ConfigFile(
@@ -378,7 +385,13 @@ def _parse_tenant(table: Table) -> Tenant | None:
         table.fail("fallback_voice_twiml", f"expected a well-formed <Response> document, got {tag}")
     sections: dict[str, object] = {}
     for section, parse in TENANT_SECTIONS.items():
-        sub = table.table(section, ALLOWED_KEYS[f"tenant.{section}"])
+        # Routing sections are long: their keys name the tenant too,
+        # "tenants[0](acme).routing.voice[1](night).action".
+        allowed = ALLOWED_KEYS[f"tenant.{section}"]
+        if section == "routing" and tenant_id is not None:
+            sub = table.labelled(section, f"({tenant_id})", allowed)
+        else:
+            sub = table.table(section, allowed)
         if sub is not None:
             sections[section] = parse(sub)
     for key, message in routed_flow_problems(sections.get("routing"), sections.get("flows")):

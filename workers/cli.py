@@ -19,6 +19,7 @@ from typing import TextIO
 import orjson
 
 from gateway import cli as gateway_cli
+from gateway.broker.memory import MemoryBroker
 from gateway.errors import ConfigError, HooklineError
 from gateway.settings import Settings
 from workers.registry import HANDLERS, KINDS, WorkerContext
@@ -110,7 +111,7 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from gateway.broker.factory import url_scheme
-    from gateway.broker.memory import MemoryBroker, MemoryPublisher
+    from gateway.broker.memory import MemoryPublisher
     from gateway.broker.rpc import MemoryRpcClient
     from gateway.http.app import create_app
 

@@ -47,7 +47,13 @@ Result = Reply | ConsumerError | None
 
 
 class Handler(Protocol):
-    """One kind of worker (twiml, usage, flows)."""
+    """One kind of worker (twiml, usage, flows).
+
+    Two optional attributes are read by the runtime when present (not part of the protocol, so
+    a handler without them still conforms): ``concurrency`` (batches handled at once, default
+    1) and ``retry_delays_s`` (the back-off schedule of TransientError, default
+    ``schemas.topology.RETRY_DELAYS_S``; empty: dead-letter at the first failure).
+    """
 
     #: Worker kind as named on the command line: ``hookline worker <name>``.
     name: str

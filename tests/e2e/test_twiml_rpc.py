@@ -156,13 +156,16 @@ async def test_menu_step_round_trip(broker_url: str | None, cleanup: None) -> No
 
 
 @pytest.mark.broker
-async def test_one_reply_queue_per_process(amqp_url: str, cleanup: None) -> None:
+async def test_one_reply_queue_per_process(amqp_url: str) -> None:
     """Requests of one process share one reply queue, not one per request."""
     async with twiml_stack([tenant()], amqp_url) as stack, worker(stack, EchoHandler()):
         await asyncio.gather(*(stack.post_signed("/twilio/voice", call(n), ACME_TOKEN)
                                for n in range(20)))
         queues = await _reply_queues(amqp_url)
     assert len(queues) == 1
+    client = await RabbitClient(amqp_url).connect()
+    await client.purge(tenant_queue("acme"))
+    await client.close()
 
 
 async def _reply_queues(amqp_url: str) -> list[str]:

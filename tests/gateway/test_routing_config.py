@@ -50,7 +50,7 @@ def test_example_config_is_valid() -> None:
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ('type = "say"\ntext = "Support', 'type = "shout"\ntext = "Support',
-     r"tenants\[0\]\.routing\.actions\.support\.type: unknown action 'shout'"),
+     r"tenants\[0\]\(acme\)\.routing\.actions\.support\.type: unknown action 'shout'"),
     ('"+14155550101", "+14155550102"', '"+14155550101", "0800-CALL"',
      r"actions\.sales\.numbers: expected E\.164 numbers .*got '\*\*\*CALL'"),
     ('to = ["+18005559999"]', 'to = ["18005559999"]',
@@ -147,7 +147,8 @@ def test_hookline_check_names_a_broken_rule(
     config.write_text(ROUTING_TOML.replace('action = "block"', 'action = "nowhere"'))
     code = main(["check"], {"HOOKLINE_CONFIG": str(config), "HOOKLINE_DATA_DIR": str(tmp_path)})
     assert code == 1
-    assert "routing.voice[1](spam).action: no action named 'nowhere'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "tenants[0](acme).routing.voice[1](spam).action: no action named 'nowhere'" in err
 
 
 def test_publish_and_answer_deadlines_must_fit_twilios_limit() -> None:
@@ -155,5 +156,5 @@ def test_publish_and_answer_deadlines_must_fit_twilios_limit() -> None:
     text = ROUTING_TOML.replace("[gateway]\n", "[gateway]\npublish_timeout_ms = 5000\n").replace(
         "answer_timeout_ms = 1000", "answer_timeout_ms = 8000")
     found = problems(text)
-    assert any(p.startswith("tenants[0].routing.answer_timeout_ms: with [gateway] "
+    assert any(p.startswith("tenants[0](acme).routing.answer_timeout_ms: with [gateway] "
                             "publish_timeout_ms = 5000 a call could wait 13000 ms") for p in found)

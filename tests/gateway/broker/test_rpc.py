@@ -155,3 +155,20 @@ async def test_unreachable_broker_at_start_is_unavailable_not_fatal() -> None:
         assert result.outcome == "unavailable" and time.monotonic() - started < 0.1
     finally:
         await client.close()
+
+
+@pytest.mark.broker
+async def test_stalled_broker_still_answers_by_the_deadline(broker_proxy: TcpProxy) -> None:
+    """A broker that stops answering (no confirm, no reply) costs the deadline, no more."""
+    client = AmqpRpcClient(broker_proxy.url, consumer_poll_s=60)
+    await client.start()
+    try:
+        client.consumers = 1  # as if a worker were there: the request must be sent and wait
+        broker_proxy.pause()
+        started = time.monotonic()
+        result = await client.request(event(), query="", timeout_s=0.5)
+        elapsed = time.monotonic() - started
+    finally:
+        broker_proxy.resume()
+        await client.close()
+    assert result.outcome == "timeout" and 0.5 <= elapsed < 0.6
