@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from workers.flows.postgres_store import PostgresBotCallStore
 from workers.flows.sqlite_store import SqliteBotCallStore
 from workers.flows.store import BotCall, BotCallStore, MemoryBotCallStore, create_store
 
@@ -81,9 +80,16 @@ async def test_sms_and_finish_marks_are_idempotent(store: BotCallStore) -> None:
     assert await store.get("CA-unknown") is None
 
 
-async def test_two_sqlite_stores_on_one_file_claim_exactly_once(tmp_path: Path) -> None:
-    """Two workers (two connections) racing for 50 request ids: each id is new exactly once."""
-    stores = [SqliteBotCallStore(tmp_path / "hookline.db") for _ in range(2)]
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+async def test_two_workers_claim_each_request_exactly_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two workers (two connections to one database) racing for 50 request ids: each is new
+    exactly once."""
+    url = f"sqlite:///{tmp_path / 'hookline.db'}" if backend == "sqlite" \
+        else request.getfixturevalue("postgres_url")
+    stores = [create_store(url) for _ in range(2)]
     for each in stores:
         await each.open()
     try:
@@ -108,17 +114,3 @@ async def test_the_schema_is_created_once_and_reopened(tmp_path: Path) -> None:
     finally:
         await again.close()
 
-
-@pytest.mark.postgres
-async def test_two_postgres_stores_claim_exactly_once(postgres_url: str) -> None:
-    """Two workers (two connections) racing for 50 request ids on PostgreSQL: each new once."""
-    stores = [PostgresBotCallStore(postgres_url) for _ in range(2)]
-    for each in stores:
-        await each.open()
-    try:
-        claims = await asyncio.gather(*(
-            each.claim("acme", f"rx-{n}") for n in range(50) for each in stores))
-    finally:
-        for each in stores:
-            await each.close()
-    assert claims.count("new") == 50 and claims.count("pending") == 50
