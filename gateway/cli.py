@@ -114,10 +114,10 @@ async def _declare(settings: Settings, out: TextIO) -> int:
     if settings.amqp_url.startswith("memory:"):
         print("memory:// broker: the topology lives in-process, nothing to declare", file=out)
         return 0
-    from gateway.broker.amqp import AmqpPublisher
+    from gateway.broker.fastamqp import FastAmqpPublisher
 
     tenant_ids = [tenant.id for tenant in settings.tenants]
-    publisher = AmqpPublisher(settings.amqp_url, tenant_ids)
+    publisher = FastAmqpPublisher(settings.amqp_url, tenant_ids)
     await publisher.start()  # connects and declares, idempotently
     await publisher.close()
     print(f"topology declared: hookline.events, hookline.usage, hookline.dlx/hookline.dead "

@@ -1,4 +1,8 @@
-"""One publisher contract, checked on the embedded broker AND on the real RabbitMQ."""
+"""One publisher contract, checked on the embedded broker AND on the real RabbitMQ.
+
+On RabbitMQ it runs against both AMQP publishers: hookline's own (FastAmqpPublisher, the
+default) and the aio-pika one it replaces, so their semantics stay identical.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from structlog.testing import capture_logs
 
 from gateway.broker.amqp import AmqpPublisher
 from gateway.broker.base import Publisher
+from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.errors import PublishError
 from schemas.events import CONTENT_TYPE, Event
@@ -51,12 +56,16 @@ class MemoryHarness:
         self.broker.declare_queue(Queue(name, ((EVENTS_EXCHANGE, pattern),), arguments))
 
 
+AmqpClass = type[AmqpPublisher] | type[FastAmqpPublisher]
+AMQP_PUBLISHERS: dict[str, AmqpClass] = {"fast": FastAmqpPublisher, "aiopika": AmqpPublisher}
+
+
 class AmqpHarness:
-    def __init__(self, url: str, rabbit: RabbitClient) -> None:
-        self.url, self.rabbit = url, rabbit
+    def __init__(self, url: str, rabbit: RabbitClient, cls: AmqpClass) -> None:
+        self.url, self.rabbit, self.cls = url, rabbit, cls
 
     def publisher(self, tenants: Sequence[str]) -> Publisher:
-        return AmqpPublisher(self.url, tenants, confirm_timeout=5.0)
+        return self.cls(self.url, tenants, confirm_timeout=5.0)
 
     async def read(self, queue: str) -> list[Delivered]:
         return await self.rabbit.read_all(queue)
@@ -68,7 +77,8 @@ class AmqpHarness:
 Harness = MemoryHarness | AmqpHarness
 
 
-@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.broker)])
+@pytest.fixture(params=["memory", *(pytest.param(f"amqp-{name}", marks=pytest.mark.broker)
+                                     for name in AMQP_PUBLISHERS)])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if request.param == "memory":
         yield MemoryHarness()
@@ -77,7 +87,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     url = request.getfixturevalue("amqp_url")
     client = await RabbitClient(url).connect()
     try:
-        yield AmqpHarness(url, client)
+        yield AmqpHarness(url, client, AMQP_PUBLISHERS[request.param.removeprefix("amqp-")])
     finally:
         await client.close()
 
@@ -234,11 +244,16 @@ async def test_ready_and_publish_through_the_lifecycle(harness: Harness) -> None
 # -- AMQP only: outages, through a TCP proxy the test can pause or cut ------------------------
 
 
+@pytest.fixture(params=list(AMQP_PUBLISHERS))
+def amqp_class(request: pytest.FixtureRequest) -> AmqpClass:
+    return AMQP_PUBLISHERS[request.param]
+
+
 @pytest.mark.broker
-async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy) -> None:
+async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy, amqp_class: AmqpClass) -> None:
     """A broker that stops answering makes publish raise PublishError after confirm_timeout."""
     acme = tenant()
-    publisher = AmqpPublisher(broker_proxy.url, [acme], confirm_timeout=0.3)
+    publisher = amqp_class(broker_proxy.url, [acme], confirm_timeout=0.3)
     await publisher.start()
     loop = asyncio.get_running_loop()
     try:
@@ -256,11 +271,11 @@ async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy) -> None:
 
 @pytest.mark.broker
 async def test_amqp_connection_loss_fails_fast_then_recovers(
-    broker_proxy: TcpProxy, rabbit: RabbitClient, amqp_url: str
+    broker_proxy: TcpProxy, rabbit: RabbitClient, amqp_url: str, amqp_class: AmqpClass
 ) -> None:
     """On connection loss ready drops and publish fails at once; after reconnection both recover."""
     acme = tenant()
-    publisher = AmqpPublisher(broker_proxy.url, [acme], reconnect_interval=0.1)
+    publisher = amqp_class(broker_proxy.url, [acme], reconnect_interval=0.1)
     with capture_logs() as logs:
         await publisher.start()
         broker_proxy.accepting = False
@@ -282,9 +297,9 @@ async def test_amqp_connection_loss_fails_fast_then_recovers(
     assert password is None or f":{password}@" not in repr(logs)
 
 
-async def test_amqp_start_unreachable_raises_without_password() -> None:
+async def test_amqp_start_unreachable_raises_without_password(amqp_class: AmqpClass) -> None:
     """start() against no broker raises PublishError with the masked URL, never the password."""
-    publisher = AmqpPublisher("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"], connect_timeout=1.0)
+    publisher = amqp_class("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"], connect_timeout=1.0)
     with pytest.raises(PublishError) as caught:
         await publisher.start()
     assert "amqp://hook:****@127.0.0.1:9/" in str(caught.value)
