@@ -20,6 +20,7 @@ from gateway.broker.base import Publisher
 from gateway.broker.factory import create_publisher
 from gateway.clock import Clock, SystemClock
 from gateway.durability import Durability
+from gateway.http.dispatch import CallbackDispatch, RouteSpec
 from gateway.http.endpoints import (
     KALEYRA_ROUTES,
     TWILIO_ROUTES,
@@ -98,16 +99,20 @@ def create_app(
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
 
-    routes = [
-        Route(path, callback_endpoint("twilio", kind, ingress, twilio_reader(kind), answer),
-              methods=["POST"])
+    callbacks: list[RouteSpec] = [
+        (path, ["POST"], callback_endpoint("twilio", kind, ingress, twilio_reader(kind), answer,
+                                           metrics))
         for path, kind, answer in TWILIO_ROUTES
     ]
-    routes += [
-        Route(path, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
-                                      status_answer), methods=methods)
+    callbacks += [
+        (path, methods, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
+                                          status_answer, metrics))
         for path, methods, kind in KALEYRA_ROUTES
     ]
+    # The callback paths stay declared here so that other methods get Starlette's 405 (with
+    # Allow); the methods they serve never reach Starlette (CallbackDispatch answers them).
+    routes = [Route(path, _served_by_dispatch, methods=list(methods))
+              for path, methods, _route in callbacks]
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -118,8 +123,13 @@ def create_app(
     # provider must get an answer at the URL it signed, not a 307 elsewhere.
     app.router.redirect_slashes = False
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(CallbackDispatch, routes=callbacks)  # outermost: before Starlette's
     app.state.ingress = ingress
     return app
+
+
+async def _served_by_dispatch(_request: Request) -> Response:
+    raise RuntimeError("callback routes are served by gateway.http.dispatch.CallbackDispatch")
 
 
 def app_from_environ() -> Starlette:

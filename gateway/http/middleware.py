@@ -47,7 +47,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = incoming_request_id(scope) or uuid.uuid4().hex
         fields = log_fields(scope)
         status = 0
         header_sent = False
@@ -67,19 +67,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
-            logger.exception("request_failed", path=scope.get("path"), **_safe(fields))
+            logger.exception("request_failed", path=scope.get("path"), **safe_fields(fields))
             if not header_sent:
                 status = 500
                 await send_wrapper({"type": "http.response.start", "status": 500,
                                     "headers": [(b"content-type", b"text/plain")]})
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
         else:
-            _log_request(scope, status, started, fields, self.metrics)
+            log_request(scope, status, started, fields, self.metrics)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text = value.decode("latin-1")
@@ -87,11 +87,11 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
-def _safe(fields: dict[str, Any]) -> dict[str, Any]:
+def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if key != "event"}
 
 
-def _log_request(
+def log_request(
     scope: Scope, status: int, started: float, fields: dict[str, Any], metrics: Metrics | None
 ) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -108,7 +108,7 @@ def _log_request(
         event, outcome = "callback_failed", fields.pop("outcome", "failed")
     log = logger.warning if outcome in ("rejected", "failed") else logger.info
     log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
-        latency_ms=latency_ms, **_safe(fields))
+        latency_ms=latency_ms, **safe_fields(fields))
     if metrics is not None:
         metrics.count(CALLBACKS[0], provider=str(fields.get("provider", "none")),
                       kind=str(fields.get("kind", "none")), outcome=str(outcome))
