@@ -1,8 +1,4 @@
-"""One publisher contract, checked on the embedded broker AND on the real RabbitMQ.
-
-On RabbitMQ it runs against both AMQP publishers: hookline's own (FastAmqpPublisher, the
-default) and the aio-pika one it replaces, so their semantics stay identical.
-"""
+"""One publisher contract, checked on the embedded broker AND on the real RabbitMQ."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ from urllib.parse import urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.broker.amqp import AmqpPublisher
 from gateway.broker.base import Publisher
 from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
@@ -56,16 +51,12 @@ class MemoryHarness:
         self.broker.declare_queue(Queue(name, ((EVENTS_EXCHANGE, pattern),), arguments))
 
 
-AmqpClass = type[AmqpPublisher] | type[FastAmqpPublisher]
-AMQP_PUBLISHERS: dict[str, AmqpClass] = {"fast": FastAmqpPublisher, "aiopika": AmqpPublisher}
-
-
 class AmqpHarness:
-    def __init__(self, url: str, rabbit: RabbitClient, cls: AmqpClass) -> None:
-        self.url, self.rabbit, self.cls = url, rabbit, cls
+    def __init__(self, url: str, rabbit: RabbitClient) -> None:
+        self.url, self.rabbit = url, rabbit
 
     def publisher(self, tenants: Sequence[str]) -> Publisher:
-        return self.cls(self.url, tenants, confirm_timeout=5.0)
+        return FastAmqpPublisher(self.url, tenants, confirm_timeout=5.0)
 
     async def read(self, queue: str) -> list[Delivered]:
         return await self.rabbit.read_all(queue)
@@ -77,8 +68,7 @@ class AmqpHarness:
 Harness = MemoryHarness | AmqpHarness
 
 
-@pytest.fixture(params=["memory", *(pytest.param(f"amqp-{name}", marks=pytest.mark.broker)
-                                     for name in AMQP_PUBLISHERS)])
+@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.broker)])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if request.param == "memory":
         yield MemoryHarness()
@@ -87,7 +77,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     url = request.getfixturevalue("amqp_url")
     client = await RabbitClient(url).connect()
     try:
-        yield AmqpHarness(url, client, AMQP_PUBLISHERS[request.param.removeprefix("amqp-")])
+        yield AmqpHarness(url, client)
     finally:
         await client.close()
 
@@ -244,16 +234,11 @@ async def test_ready_and_publish_through_the_lifecycle(harness: Harness) -> None
 # -- AMQP only: outages, through a TCP proxy the test can pause or cut ------------------------
 
 
-@pytest.fixture(params=list(AMQP_PUBLISHERS))
-def amqp_class(request: pytest.FixtureRequest) -> AmqpClass:
-    return AMQP_PUBLISHERS[request.param]
-
-
 @pytest.mark.broker
-async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy, amqp_class: AmqpClass) -> None:
+async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy) -> None:
     """A broker that stops answering makes publish raise PublishError after confirm_timeout."""
     acme = tenant()
-    publisher = amqp_class(broker_proxy.url, [acme], confirm_timeout=0.3)
+    publisher = FastAmqpPublisher(broker_proxy.url, [acme], confirm_timeout=0.3)
     await publisher.start()
     loop = asyncio.get_running_loop()
     try:
@@ -271,11 +256,11 @@ async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy, amqp_class: Am
 
 @pytest.mark.broker
 async def test_amqp_connection_loss_fails_fast_then_recovers(
-    broker_proxy: TcpProxy, rabbit: RabbitClient, amqp_url: str, amqp_class: AmqpClass
+    broker_proxy: TcpProxy, rabbit: RabbitClient, amqp_url: str
 ) -> None:
     """On connection loss ready drops and publish fails at once; after reconnection both recover."""
     acme = tenant()
-    publisher = amqp_class(broker_proxy.url, [acme], reconnect_interval=0.1)
+    publisher = FastAmqpPublisher(broker_proxy.url, [acme], reconnect_interval=0.1)
     with capture_logs() as logs:
         await publisher.start()
         broker_proxy.accepting = False
@@ -297,9 +282,10 @@ async def test_amqp_connection_loss_fails_fast_then_recovers(
     assert password is None or f":{password}@" not in repr(logs)
 
 
-async def test_amqp_start_unreachable_raises_without_password(amqp_class: AmqpClass) -> None:
+async def test_amqp_start_unreachable_raises_without_password() -> None:
     """start() against no broker raises PublishError with the masked URL, never the password."""
-    publisher = amqp_class("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"], connect_timeout=1.0)
+    publisher = FastAmqpPublisher("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"],
+                                  connect_timeout=1.0)
     with pytest.raises(PublishError) as caught:
         await publisher.start()
     assert "amqp://hook:****@127.0.0.1:9/" in str(caught.value)
