@@ -98,7 +98,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # On SIGTERM uvicorn stops accepting and lets requests in flight finish (each is bounded by
     # the publish deadline plus a spool write) before the lifespan drains and closes.
     common = {"host": args.host, "port": args.port, "log_config": None, "access_log": False,
-              "proxy_headers": False, "server_header": False, "timeout_graceful_shutdown": 15}
+              "proxy_headers": False, "server_header": False, "timeout_graceful_shutdown": 15,
+              **_fast_server()}
     if workers == 1:
         from gateway.http.app import create_app
 
@@ -108,6 +109,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         uvicorn.run("gateway.http.app:app_from_environ", factory=True, workers=workers,
                     **common)
     return 0
+
+
+def _fast_server() -> dict[str, str]:
+    """uvloop's event loop and the httptools parser (both come with uvicorn[standard], a
+    dependency) when importable, else uvicorn's pure-Python defaults (asyncio, h11).
+    https://www.uvicorn.org/settings/#implementation
+    """
+    import importlib.util
+
+    options = {}
+    if importlib.util.find_spec("uvloop") is not None:
+        options["loop"] = "uvloop"
+    if importlib.util.find_spec("httptools") is not None:
+        options["http"] = "httptools"
+    return options
 
 
 async def _declare(settings: Settings, out: TextIO) -> int:
