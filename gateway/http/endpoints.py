@@ -14,7 +14,6 @@ that was made safe, it returns the HTTP reply. Voice and messaging answers can a
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,7 +31,12 @@ from gateway.errors import (
     PublishError,
     RejectedCallback,
 )
-from gateway.http.middleware import incoming_request_id, log_request, safe_fields
+from gateway.http.middleware import (
+    incoming_request_id,
+    log_request,
+    new_request_id,
+    safe_fields,
+)
 from gateway.http.urls import public_base, public_url, request_target
 from gateway.metrics import Metrics
 from gateway.providers.kaleyra import KaleyraVerifier
@@ -185,7 +189,7 @@ class CallbackRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send,
                        path_params: Mapping[str, str]) -> None:
         started = time.perf_counter()
-        request_id = (incoming_request_id(scope) or uuid.uuid4().hex).encode("ascii")
+        request_id = (incoming_request_id(scope) or new_request_id()).encode("ascii")
         fields: dict[str, Any] = {"provider": self.provider, "kind": self.kind}
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id.decode("ascii"))
         status = 0

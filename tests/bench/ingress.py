@@ -63,6 +63,7 @@ import orjson
 from twilio.request_validator import RequestValidator
 
 from schemas.topology import DEAD_QUEUE, USAGE_QUEUE, tenant_queue
+from tests.bench import profile
 from tests.support.samples import message_status, sid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -451,6 +452,7 @@ class Setup:
     rabbit_pid: int | None
     naive_pythonpath: str | None
     processes: list[Process] = field(default_factory=list)
+    py_spy: str | None = None  # --profile
 
     @property
     def tenant_queues(self) -> list[str]:
@@ -581,6 +583,7 @@ class RunResult:
     log_lines: int = 0  # what the target logged (start-up to shutdown), at its log level
     log_sample: list[str] = field(default_factory=list)
     wrk: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""  # --profile: py-spy summary of the measured run
 
 
 def run_once(setup: Setup, target: str, repeat: int) -> RunResult:
@@ -606,8 +609,17 @@ def run_once(setup: Setup, target: str, repeat: int) -> RunResult:
         rabbit_before = cpu_seconds(rabbit)
         busy_before = machine_busy()
         ids_path = work / "answered.txt" if checked else None
+        spy = None
+        if setup.py_spy and target == "hookline":
+            # With --workers N the parent only supervises: profile the first worker.
+            spy = profile.start(setup.py_spy, pids[1] if len(pids) > 1 else pids[0],
+                                args.duration, work / "profile.raw")
         summary, wrk_cpu = run_wrk(setup, port, setup.measured_prefix, args.duration, ids_path,
                                    work / "measured.json")
+        if spy is not None:
+            _out, err = spy.communicate(timeout=args.duration + 30)
+            result.profile = (profile.summarize(work / "profile.raw") if spy.returncode == 0
+                              else f"    profile: py-spy failed: {err.decode()[-300:]}")
         busy_after = machine_busy()
         pids = process_tree(process.pid)
         user_after, sys_after = cpu_times(pids)
@@ -892,6 +904,8 @@ def describe_run(r: RunResult, label: str) -> str:
     if c["other"] > 0.1 or c["steal"] > 0.1:
         text += (f"\n      WARNING: {c['other']:.2f} cores went to other processes and "
                  f"{c['steal']:.2f} to the hypervisor during this run: figures disturbed")
+    if r.profile:
+        text += "\n" + r.profile
     return text
 
 
@@ -911,6 +925,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="RabbitMQ; the bench works in a throwaway vhost of it")
     parser.add_argument("--hookline-log-level", default="warning",
                         choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--profile", action="store_true",
+                        help="sample hookline with py-spy during each measured run and print "
+                             "where its time went (the sampling slows it: figures disturbed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     targets = [t.strip() for t in args.only.split(",") if t.strip()]
@@ -956,6 +973,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = machine_info(rabbit_version, "naive" in args.targets, naive_pythonpath)
             vhost.create()
             setup = prepare(args, tmp, vhost, rabbit_pid, naive_pythonpath)
+            if args.profile:
+                setup.py_spy = profile.find_py_spy(PYDEPS_DIR)
             labels = {t: t for t in args.targets}
             if args.workers > 1:
                 labels["hookline"] = f"hookline x{args.workers}"
