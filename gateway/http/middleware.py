@@ -14,6 +14,7 @@ from typing import Any, Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.log import HotLogger
 from gateway.metrics import CALLBACKS, REJECTIONS, Metrics
 
 # A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
@@ -22,6 +23,7 @@ LOG_STATE_KEY: Final = "hookline_log"
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 logger = structlog.get_logger("hookline.http")
+_request_logger = HotLogger("hookline.http")  # the one line per request
 
 
 def log_fields(scope: Scope) -> dict[str, Any]:
@@ -101,8 +103,9 @@ def log_request(
 ) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     path = scope.get("path", "")
+    bound = _request_logger.get()
     if path in _QUIET_PATHS:  # probes poll every few seconds: not worth a line each
-        logger.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
+        bound.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
         return
     if 200 <= status < 300:
         event, outcome = "callback_accepted", fields.pop("outcome", "accepted")
@@ -111,7 +114,7 @@ def log_request(
         fields.setdefault("reason", _default_reason(status))
     else:
         event, outcome = "callback_failed", fields.pop("outcome", "failed")
-    log = logger.warning if outcome in ("rejected", "failed") else logger.info
+    log = bound.warning if outcome in ("rejected", "failed") else bound.info
     log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
         latency_ms=latency_ms, **safe_fields(fields))
     if metrics is not None:
