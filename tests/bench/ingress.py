@@ -584,11 +584,12 @@ class RunResult:
     log_sample: list[str] = field(default_factory=list)
     wrk: dict[str, Any] = field(default_factory=dict)
     profile: str = ""  # --profile: py-spy summary of the measured run
+    broker_retries: int = 0  # runs thrown away because RabbitMQ went away during them
 
 
-def run_once(setup: Setup, target: str, repeat: int) -> RunResult:
+def run_once(setup: Setup, target: str, repeat: int, attempt: int = 0) -> RunResult:
     args = setup.args
-    label = f"{target}-{repeat}"
+    label = f"{target}-{repeat}" + (f"-retry{attempt}" if attempt else "")
     result = RunResult(target, repeat)
     process, port, env = start_target(setup, target, label)
     checked = target != "bare"
@@ -669,6 +670,55 @@ def run_once(setup: Setup, target: str, repeat: int) -> RunResult:
         result.log_lines = len(lines)
         result.log_sample = lines[:3]
     return result
+
+
+BROKER_RETRIES = 3
+_OUTAGE_MARKS = ("Connect call failed", "Connection refused", "CONNECTION_FORCED",
+                 "Connection reset", "connection reset", "closed", "not reachable")
+
+
+def broker_up(amqp_url: str) -> bool:
+    parts = urlsplit(amqp_url)
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((parts.hostname or "127.0.0.1", parts.port or 5672)) == 0
+
+
+def broker_outage(amqp_url: str, exc: BaseException) -> bool:
+    """Whether a failed run failed because RabbitMQ went away (a shared broker restarted)."""
+    if not broker_up(amqp_url):
+        return True
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(isinstance(e, ConnectionError | aio_pika.exceptions.AMQPError) for e in chain) \
+        or any(mark in str(e) for e in chain for mark in _OUTAGE_MARKS)
+
+
+def run_with_retries(setup: Setup, target: str, repeat: int, label: str) -> RunResult:
+    """run_once; a run that RabbitMQ's going away spoiled is run again once it is back (on a
+    shared broker other people restart it), at most BROKER_RETRIES times, and says so."""
+    for attempt in range(BROKER_RETRIES + 1):
+        try:
+            result = run_once(setup, target, repeat, attempt)
+        except (BenchError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            if attempt == BROKER_RETRIES or not broker_outage(setup.args.amqp_url, exc):
+                raise
+            print(f"  {label} #{repeat}: RabbitMQ went away during the run "
+                  f"({str(exc).splitlines()[0][:100]}); running it again once it is back",
+                  flush=True)
+            deadline = time.monotonic() + 300
+            while not broker_up(setup.args.amqp_url):
+                if time.monotonic() > deadline:
+                    raise BenchError("RabbitMQ did not come back within 5 minutes") from exc
+                time.sleep(2)
+            time.sleep(5)  # let it finish starting (vhosts, quorum queues)
+            continue
+        result.broker_retries = attempt
+        return result
+    raise AssertionError("unreachable")
 
 
 def check_delivery(setup: Setup, target: str, env: dict[str, str], result: RunResult,
@@ -904,6 +954,9 @@ def describe_run(r: RunResult, label: str) -> str:
     if c["other"] > 0.1 or c["steal"] > 0.1:
         text += (f"\n      WARNING: {c['other']:.2f} cores went to other processes and "
                  f"{c['steal']:.2f} to the hypervisor during this run: figures disturbed")
+    if r.broker_retries:
+        text += (f"\n      (run {r.broker_retries + 1} of this repeat: the earlier one(s) were "
+                 "spoiled by RabbitMQ going away)")
     if r.profile:
         text += "\n" + r.profile
     return text
@@ -983,7 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"hookline logs at {args.hookline_log_level} (HOOKLINE_LOG_LEVEL)", flush=True)
             for repeat in range(1, args.repeats + 1):
                 for target in args.targets:
-                    result = run_once(setup, target, repeat)
+                    result = run_with_retries(setup, target, repeat, labels[target])
                     results.append(result)
                     print(describe_run(result, labels[target]), flush=True)
     except BenchError as exc:
