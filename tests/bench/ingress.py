@@ -352,9 +352,22 @@ class Vhost:
         rabbitmqctl("set_permissions", "-p", self.name, self.user, ".*", ".*", ".*")
 
     def delete(self) -> None:
-        if self.created:
-            rabbitmqctl("delete_vhost", self.name, check=False)
-            self.created = False
+        """Delete the vhost; if RabbitMQ is away (restarting), wait for it up to a minute
+        rather than leave the vhost and its queues behind."""
+        if not self.created:
+            return
+        deadline = time.monotonic() + 60
+        while True:
+            done = subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.name],
+                                  capture_output=True, text=True, timeout=60)
+            if done.returncode == 0 or "does not exist" in done.stderr + done.stdout:
+                self.created = False
+                return
+            if time.monotonic() > deadline:
+                print(f"could not delete vhost {self.name}: "
+                      f"{(done.stderr or done.stdout).strip()[:200]}", file=sys.stderr)
+                return
+            time.sleep(3)
 
 
 async def _with_channel(url: str, work: Callable[[Any], Any]) -> Any:
