@@ -682,6 +682,11 @@ def run_once(setup: Setup, target: str, repeat: int, attempt: int = 0) -> RunRes
         lines = [line for line in process.log.read_text(errors="replace").splitlines() if line]
         result.log_lines = len(lines)
         result.log_sample = lines[:3]
+        # A broker restart closes every connection with CONNECTION_FORCED; both publishing
+        # targets log it. Their figures are then about an outage, not about them: run again.
+        if any("CONNECTION_FORCED" in line for line in lines):
+            raise BenchError(f"{label}: RabbitMQ closed the target's connection during the run "
+                             "(CONNECTION_FORCED: it was stopped or restarted)")
     return result
 
 
