@@ -721,7 +721,7 @@ def run_with_retries(setup: Setup, target: str, repeat: int, label: str) -> RunR
     for attempt in range(BROKER_RETRIES + 1):
         try:
             result = run_once(setup, target, repeat, attempt)
-        except (BenchError, OSError, aio_pika.exceptions.AMQPError) as exc:
+        except Exception as exc:  # the AMQP client's errors are not all AMQPError subclasses
             if attempt == BROKER_RETRIES or not broker_outage(setup.args.amqp_url, exc):
                 raise
             print(f"  {label} #{repeat}: RabbitMQ went away during the run "
