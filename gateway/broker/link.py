@@ -128,9 +128,7 @@ class Link(asyncio.Protocol):
         tune = await self._expect(0, wire.CONNECTION_TUNE)
         server_frame_max = int(tune.args["frame_max"])
         self.frame_max = min(server_frame_max or CLIENT_FRAME_MAX, CLIENT_FRAME_MAX)
-        server_beat = int(tune.args["heartbeat"])
-        # Both sides propose; the smaller non-zero value wins (0 = no heartbeats).
-        self.heartbeat = min(server_beat, heartbeat) if server_beat and heartbeat else 0
+        self.heartbeat = negotiate_heartbeat(int(tune.args["heartbeat"]), heartbeat)
         self._write(wire.tune_ok(int(tune.args["channel_max"]) or 2047, self.frame_max,
                                  self.heartbeat))
         self._write(wire.connection_open(vhost))
@@ -362,6 +360,12 @@ class Link(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(exc)
         self.on_lost(self, exc)
+
+
+def negotiate_heartbeat(server: int, client: int) -> int:
+    """RabbitMQ's rule: the lower of two non-zero proposals, else the non-zero one (0 = off).
+    https://www.rabbitmq.com/docs/heartbeats#heartbeats-timeout"""
+    return min(server, client) if server and client else max(server, client)
 
 
 def tls_context(scheme: str) -> ssl.SSLContext | None:

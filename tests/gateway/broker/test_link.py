@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.broker import wire
-from gateway.broker.link import Link, Unconfirmed
+from gateway.broker.link import Link, Unconfirmed, negotiate_heartbeat
 
 
 class RecordingTransport(asyncio.Transport):
@@ -154,3 +154,9 @@ async def test_content_without_a_return_is_a_protocol_error(stream: bytes) -> No
     link, transport, lost = await open_link()
     link.data_received(stream)
     assert transport.closing and "without" in str(lost[0])
+
+
+def test_heartbeat_negotiation_follows_rabbitmq() -> None:
+    """The lower of two non-zero heartbeat proposals wins; a zero defers to the other side."""
+    assert [negotiate_heartbeat(s, c) for s, c in ((60, 30), (30, 60), (0, 60), (60, 0), (0, 0))
+            ] == [30, 30, 60, 60, 0]
