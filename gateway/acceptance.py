@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import structlog
 
@@ -64,6 +64,63 @@ class DedupeWindow:
         return len(self._seen)
 
 
+@dataclass(slots=True)
+class _Deadline:
+    task: asyncio.Task[Any]
+    at: float
+    cancelling: int  # the task's cancel requests when the deadline started
+    expired: bool = False
+    finished: bool = False
+
+
+class DeadlineSweep:
+    """Cancels the tasks that outlive a deadline, with one timer for all of them.
+
+    The semantics of ``asyncio.timeout`` (the expiry cancels the task, and only that cancel
+    becomes a timeout; a cancel from elsewhere stays a cancel), without a timer armed and
+    disarmed per publish: every deadline here is the same length, so they expire in the order
+    they started and one timer, set for the oldest, serves them all.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entries: deque[_Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> _Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("DeadlineSweep.start() must be called from a task")
+        loop = asyncio.get_running_loop()
+        entry = _Deadline(task, loop.time() + self.seconds, task.cancelling())
+        self._entries.append(entry)
+        if self._timer is None:
+            self._timer = loop.call_at(entry.at, self._sweep)
+        return entry
+
+    @staticmethod
+    def timed_out(entry: _Deadline) -> bool:
+        """For a CancelledError caught under ``entry``: was it our expiry and only that?"""
+        return entry.expired and entry.task.uncancel() <= entry.cancelling
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entries = self._entries
+        while entries:
+            first = entries[0]
+            if first.finished:
+                entries.popleft()
+            elif first.at > now:
+                self._timer = loop.call_at(first.at, self._sweep)
+                return
+            else:
+                entries.popleft()
+                first.expired = True
+                first.task.cancel()
+
+
 @dataclass
 class AcceptanceCounts:
     published: int = 0
@@ -94,6 +151,7 @@ class Acceptor:
     counts: AcceptanceCounts = field(default_factory=AcceptanceCounts)
     _inflight: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
     _breaker_until: float = 0.0
+    _deadlines: DeadlineSweep | None = None
 
     @property
     def broker_state(self) -> str:
@@ -146,11 +204,21 @@ class Acceptor:
 
     async def _make_safe(self, event: Event) -> Outcome:
         if self.broker_state == "up":
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.seconds != self.publish_timeout:
+                deadlines = self._deadlines = DeadlineSweep(self.publish_timeout)
+            # The publish runs in this task under the deadline (not wait_for): a shutdown that
+            # cancels the request cancels the publish with it.
+            deadline = deadlines.start()
             try:
-                # asyncio.timeout, not wait_for: the publish runs in this task, so a shutdown
-                # that cancels the request cancels the publish with it.
-                async with asyncio.timeout(self.publish_timeout):
+                try:
                     await self.publisher.publish(event)
+                except asyncio.CancelledError:
+                    if not deadlines.timed_out(deadline):
+                        raise
+                    raise TimeoutError from None
+                finally:
+                    deadline.finished = True
             except TimeoutError:
                 self.counts.uncertain += 1
                 self._breaker_until = time.monotonic() + self.breaker_seconds

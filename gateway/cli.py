@@ -110,7 +110,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    common = {"host": args.host, "port": args.port, **UVICORN_COMMON}
+    common = {"host": args.host, "port": args.port, **UVICORN_COMMON, **_fast_server()}
     if workers == 1:
         from gateway.http.app import create_app
 
@@ -122,14 +122,29 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _fast_server() -> dict[str, str]:
+    """uvloop's event loop and the httptools parser (both come with uvicorn[standard], a
+    dependency) when importable, else uvicorn's pure-Python defaults (asyncio, h11).
+    https://www.uvicorn.org/settings/#implementation
+    """
+    import importlib.util
+
+    options = {}
+    if importlib.util.find_spec("uvloop") is not None:
+        options["loop"] = "uvloop"
+    if importlib.util.find_spec("httptools") is not None:
+        options["http"] = "httptools"
+    return options
+
+
 async def _declare(settings: Settings, out: TextIO) -> int:
     if settings.amqp_url.startswith("memory:"):
         print("memory:// broker: the topology lives in-process, nothing to declare", file=out)
         return 0
-    from gateway.broker.amqp import AmqpPublisher
+    from gateway.broker.fastamqp import FastAmqpPublisher
 
     tenant_ids = [tenant.id for tenant in settings.tenants]
-    publisher = AmqpPublisher(settings.amqp_url, tenant_ids)
+    publisher = FastAmqpPublisher(settings.amqp_url, tenant_ids)
     await publisher.start()  # connects and declares, idempotently
     await publisher.close()
     print(f"topology declared: hookline.events, hookline.usage (and its retry queues), "

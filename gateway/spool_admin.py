@@ -64,10 +64,10 @@ async def replay(settings: Settings, out: TextIO) -> int:
     """Drain every orphan spool to the broker; owned spools are left to their gateway."""
     if settings.amqp_url.startswith("memory:"):
         raise ConfigError("spool replay needs a RabbitMQ broker: HOOKLINE_AMQP_URL is memory://")
-    from gateway.broker.amqp import AmqpPublisher
+    from gateway.broker.fastamqp import FastAmqpPublisher
     from gateway.replay import replay_orphans
 
-    publisher = AmqpPublisher(settings.amqp_url, [tenant.id for tenant in settings.tenants])
+    publisher = FastAmqpPublisher(settings.amqp_url, [tenant.id for tenant in settings.tenants])
     await publisher.start()
     try:
         replayed = await replay_orphans(settings.data_dir, publisher)

@@ -1,7 +1,8 @@
 """Choose the publisher from HOOKLINE_AMQP_URL (DESIGN section 2), and mask broker URLs.
 
 ``memory://`` selects the embedded broker and never imports aio-pika, so ``hookline run`` works
-with nothing else installed; ``amqp://`` and ``amqps://`` import ``gateway.broker.amqp`` lazily.
+with nothing else installed; ``amqp://`` and ``amqps://`` import ``gateway.broker.fastamqp``
+lazily (hookline's own AMQP 0-9-1 publisher).
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def create_publisher(
                 f"HOOKLINE_AMQP_URL is {mask_url(amqp_url)} but an embedded memory broker was "
                 "also given; pass memory_broker only with memory://"
             )
-        from gateway.broker.amqp import AmqpPublisher  # lazy: memory mode never loads aio-pika
+        # Lazy: memory mode loads no AMQP code at all.
+        from gateway.broker.fastamqp import FastAmqpPublisher
 
-        return AmqpPublisher(amqp_url, tenant_ids)
+        return FastAmqpPublisher(amqp_url, tenant_ids)
     raise ConfigError(
         f"HOOKLINE_AMQP_URL must use amqp://, amqps:// or memory://, got scheme {scheme!r} "
         f"({mask_url(amqp_url)})"

@@ -255,7 +255,7 @@ class MemoryBroker:
 
 
 class MemoryPublisher:
-    """Publisher on a MemoryBroker, with the same contract as AmqpPublisher."""
+    """Publisher on a MemoryBroker, with the same contract as FastAmqpPublisher."""
 
     def __init__(self, broker: MemoryBroker, tenant_ids: Sequence[str]) -> None:
         self.broker = broker

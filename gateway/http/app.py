@@ -6,6 +6,7 @@ last request (https://www.starlette.io/lifespan/).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from gateway.broker.rpc import RpcClient, create_rpc_client
 from gateway.clock import Clock, SystemClock
 from gateway.durability import Durability
 from gateway.flows.position import PositionSeal
+from gateway.http.dispatch import CallbackDispatch, RouteSpec
 from gateway.http.endpoints import (
     KALEYRA_ROUTES,
     TWILIO_ROUTES,
@@ -70,6 +72,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await durability.start()
+        # Start-up objects (settings, tenants, key states, modules) live as long as the
+        # process: move them out of the collector's generations so that the collections the
+        # request path triggers do not scan them again and again.
+        # https://docs.python.org/3/library/gc.html#gc.freeze
+        gc.collect()
+        gc.freeze()
         await twiml.rpc.start()
         spool = durability.spool
         logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid(),
@@ -117,16 +125,21 @@ def create_app(
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
 
-    routes = [
-        Route(path, callback_endpoint("twilio", kind, ingress, twilio_reader(kind),
-                                      answers.get(path, answer)), methods=["POST"])
+    callbacks: list[RouteSpec] = [
+        (path, ["POST"], callback_endpoint("twilio", kind, ingress, twilio_reader(kind),
+                                           answers.get(path, answer), metrics))
         for path, kind, answer in TWILIO_ROUTES
     ]
-    routes += [
-        Route(path, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
-                                      status_answer), methods=methods)
+    callbacks += [
+        (path, methods, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
+                                          status_answer, metrics))
         for path, methods, kind in KALEYRA_ROUTES
     ]
+    # The callback paths stay declared here so that other methods get Starlette's 405 (with
+    # Allow); the methods they serve never reach Starlette (CallbackDispatch answers them).
+    routes = [Route(path, _served_by_dispatch, methods=list(methods))
+              for path, methods, _route in callbacks]
+    # Bot-call steps are few (one per step of a call) and go through Starlette's routing.
     seal = PositionSeal(settings.flow_secret) if settings.flow_secret else None
     routes.append(Route(FLOW_ROUTE, flow_endpoint(ingress, seal), methods=["POST"]))
     routes += [
@@ -139,8 +152,13 @@ def create_app(
     # provider must get an answer at the URL it signed, not a 307 elsewhere.
     app.router.redirect_slashes = False
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(CallbackDispatch, routes=callbacks)  # outermost: before Starlette's
     app.state.ingress = ingress
     return app
+
+
+async def _served_by_dispatch(_request: Request) -> Response:
+    raise RuntimeError("callback routes are served by gateway.http.dispatch.CallbackDispatch")
 
 
 def app_from_environ() -> Starlette:

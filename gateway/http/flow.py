@@ -15,7 +15,7 @@ from typing import Final
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from gateway.errors import AuthenticationFailed, HooklineError, RejectedCallback
 from gateway.flows.events import flow_event
@@ -24,7 +24,7 @@ from gateway.flows.position import Position, PositionSeal
 from gateway.flows.render import render
 from gateway.http.endpoints import Ingress, raw_request, rejection
 from gateway.http.middleware import log_fields
-from gateway.http.twiml import TWIML_MEDIA_TYPE
+from gateway.http.replies import SERVICE_UNAVAILABLE, TWIML_MEDIA_TYPE, Reply
 from gateway.providers.request import first, parse_urlencoded
 from schemas.events import CALL_FLOW
 
@@ -41,7 +41,7 @@ def flow_endpoint(
         fields = log_fields(request.scope)
         fields.update(provider="twilio", kind=CALL_FLOW)
         try:
-            raw = await raw_request(request, ingress)
+            raw = await raw_request(request.scope, request.receive, ingress)
             verified = ingress.twilio.verify(raw)
             tenant = verified.tenant
             fields["tenant"] = tenant.id
@@ -79,11 +79,15 @@ def flow_endpoint(
                           step=position.step)
             outcome = await ingress.accept(event, verified.idempotency_token)
         except RejectedCallback as exc:
-            return rejection(exc, fields)
+            return _response(rejection(exc, fields))
         except HooklineError as exc:  # neither the broker nor the spool took it
             fields.update(reason=exc.reason, error=str(exc), outcome="failed")
-            return PlainTextResponse("Service Unavailable", status_code=503)
+            return _response(SERVICE_UNAVAILABLE)
         fields["outcome"] = outcome
         return Response(rendered.twiml, media_type=TWIML_MEDIA_TYPE)
 
     return endpoint
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)

@@ -6,14 +6,16 @@ Pure ASGI rather than BaseHTTPMiddleware: it adds no task or stream wrapping on 
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 from typing import Any, Final
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.log import HotLogger
 from gateway.metrics import CALLBACKS, REJECTIONS, Metrics
 
 # A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
@@ -22,6 +24,7 @@ LOG_STATE_KEY: Final = "hookline_log"
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 logger = structlog.get_logger("hookline.http")
+_request_logger = HotLogger("hookline.http")  # the one line per request
 
 
 def log_fields(scope: Scope) -> dict[str, Any]:
@@ -47,7 +50,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = incoming_request_id(scope) or new_request_id()
         fields = log_fields(scope)
         status = 0
         header_sent = False
@@ -67,19 +70,30 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
-            logger.exception("request_failed", path=scope.get("path"), **_safe(fields))
+            logger.exception("request_failed", path=scope.get("path"), **safe_fields(fields))
             if not header_sent:
                 status = 500
                 await send_wrapper({"type": "http.response.start", "status": 500,
                                     "headers": [(b"content-type", b"text/plain")]})
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
         else:
-            _log_request(scope, status, started, fields, self.metrics)
+            log_request(scope, status, started, fields, self.metrics)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+# Request ids: a random 64-bit prefix per process and a counter, 32 hex digits like uuid4().hex.
+# Unique across processes and restarts without a getrandom() system call per request (ids
+# correlate log lines; they are not secrets).
+_ID_PREFIX: Final = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text = value.decode("latin-1")
@@ -87,17 +101,18 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
-def _safe(fields: dict[str, Any]) -> dict[str, Any]:
+def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if key != "event"}
 
 
-def _log_request(
+def log_request(
     scope: Scope, status: int, started: float, fields: dict[str, Any], metrics: Metrics | None
 ) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     path = scope.get("path", "")
+    bound = _request_logger.get()
     if path in _QUIET_PATHS:  # probes poll every few seconds: not worth a line each
-        logger.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
+        bound.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
         return
     if 200 <= status < 300:
         event, outcome = "callback_accepted", fields.pop("outcome", "accepted")
@@ -106,9 +121,9 @@ def _log_request(
         fields.setdefault("reason", _default_reason(status))
     else:
         event, outcome = "callback_failed", fields.pop("outcome", "failed")
-    log = logger.warning if outcome in ("rejected", "failed") else logger.info
+    log = bound.warning if outcome in ("rejected", "failed") else bound.info
     log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
-        latency_ms=latency_ms, **_safe(fields))
+        latency_ms=latency_ms, **safe_fields(fields))
     if metrics is not None:
         metrics.count(CALLBACKS[0], provider=str(fields.get("provider", "none")),
                       kind=str(fields.get("kind", "none")), outcome=str(outcome))

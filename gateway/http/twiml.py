@@ -12,22 +12,15 @@ request's log line says which (``twiml`` = ``worker`` or ``fallback``, ``twiml_r
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
 
-from starlette.responses import Response
 from starlette.types import Scope
 
 from gateway.broker.rpc import RpcClient, RpcResult
 from gateway.http.middleware import log_fields
+from gateway.http.replies import TWIML_MEDIA_TYPE, Reply, twiml_reply
 from gateway.routing_config import answer_timeout_s
 from gateway.tenants import EMPTY_TWIML, Tenant
 from schemas.events import Event
-
-TWIML_MEDIA_TYPE: Final = "text/xml"
-
-#: The answer step of a callback endpoint: the verified tenant, its event, the ASGI scope.
-Answer = Callable[[Tenant, Event, Scope], Awaitable[Response]]
 
 
 class TwimlAnswers:
@@ -38,14 +31,14 @@ class TwimlAnswers:
         self.replied = 0
         self.fallbacks = 0
 
-    async def voice(self, tenant: Tenant, event: Event, scope: Scope) -> Response:
+    async def voice(self, tenant: Tenant, event: Event, scope: Scope) -> Reply:
         return await self._answer(tenant, event, scope, tenant.fallback_voice_twiml)
 
-    async def messaging(self, tenant: Tenant, event: Event, scope: Scope) -> Response:
+    async def messaging(self, tenant: Tenant, event: Event, scope: Scope) -> Reply:
         return await self._answer(tenant, event, scope, EMPTY_TWIML)
 
     async def _answer(self, tenant: Tenant, event: Event, scope: Scope,
-                      fallback: str) -> Response:
+                      fallback: str) -> Reply:
         started = time.monotonic()
         query = scope.get("query_string", b"").decode("latin-1")
         result = await self.rpc.request(event, query=query,
@@ -57,10 +50,10 @@ class TwimlAnswers:
             self.fallbacks += 1
             reason = result.outcome if result.outcome != "replied" else "reply_not_twiml"
             fields.update(twiml="fallback", twiml_reason=reason, twiml_detail=result.detail)
-            return Response(fallback, media_type=TWIML_MEDIA_TYPE)
+            return twiml_reply(fallback)
         self.replied += 1
         fields["twiml"] = "worker"
-        return Response(body, media_type=TWIML_MEDIA_TYPE)
+        return twiml_reply(body)
 
 
 def _twiml(result: RpcResult) -> bytes | None:

@@ -44,6 +44,7 @@ ACCOUNT_SID_PARAM: Final = "AccountSid"
 _MEDIA_TYPES: Final = (FORM_CONTENT_TYPE, JSON_CONTENT_TYPE)
 # Attacker-controlled values end up in log lines: keep them short.
 _SHOWN: Final = 64
+_URL_CACHE_MAX: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,26 +124,33 @@ def _params_text(params: Params | None) -> str:
     return "".join(parts)
 
 
-def _signature_matches(
-    keys: tuple[hmac.HMAC, ...], url: str, params: Params | None, signature: str
-) -> bool:
-    """Whether ``signature`` is any key's signature over either URL variant plus the params."""
-    if not signature.isascii():  # base64 is ASCII; compare_digest refuses non-ASCII str
-        return False
+def _encoded_variants(url: str) -> tuple[bytes, bytes] | None:
+    """Both URL variants as the bytes that are signed; None when nothing can match."""
     variants = _url_variants(url)
     if variants is None:
+        return None
+    try:
+        return variants[0].encode(), variants[1].encode()
+    except UnicodeEncodeError:  # lone surrogates: nothing Twilio can have signed
+        return None
+
+
+def _signature_matches(
+    keys: tuple[hmac.HMAC, ...], urls: tuple[bytes, bytes] | None, params: Params | None,
+    signature: str,
+) -> bool:
+    """Whether ``signature`` is any key's signature over either URL variant plus the params."""
+    if urls is None or not signature.isascii():  # base64 is ASCII; compare_digest wants it
         return False
     try:
-        urls = (variants[0].encode(), variants[1].encode())
         suffix = _params_text(params).encode()
     except UnicodeEncodeError:  # lone surrogates: nothing Twilio can have signed
         return False
     given = signature.encode()
     for key in keys:
         for signed_url in urls:
-            mac = key.copy()
-            mac.update(signed_url)
-            mac.update(suffix)
+            mac = key.copy()  # the key schedule is done once per token, not per request
+            mac.update(signed_url + suffix)
             if hmac.compare_digest(binascii.b2a_base64(mac.digest(), newline=False), given):
                 return True
     return False
@@ -191,18 +199,20 @@ def signature_valid(
             if not _body_hash_matches(body, expected):
                 return False
             params = None
-    return _signature_matches((_key_state(token),), url, params, signature)
+    return _signature_matches((_key_state(token),), _encoded_variants(url), params, signature)
 
 
 class TwilioVerifier:
     """Verifies Twilio callbacks against the token of the tenant that owns their AccountSid."""
 
-    __slots__ = ("_keys", "_registry")
+    __slots__ = ("_keys", "_registry", "_urls")
 
     def __init__(self, registry: TenantRegistry) -> None:
         self._registry = registry
         # AccountSid -> (the account the state was built from, key state per accepted token).
         self._keys: dict[str, tuple[TwilioAccount, tuple[hmac.HMAC, ...]]] = {}
+        # Public URL -> its two signed variants: a route's URL repeats on every callback.
+        self._urls: dict[str, tuple[bytes, bytes] | None] = {}
         for tenant in registry:
             if tenant.twilio is not None:
                 self._keys_for(tenant.twilio)
@@ -216,6 +226,14 @@ class TwilioVerifier:
         keys = tuple(_key_state(token.reveal()) for token in account.tokens())
         self._keys[account.account_sid] = (account, keys)
         return keys
+
+    def _variants(self, url: str) -> tuple[bytes, bytes] | None:
+        if url in self._urls:
+            return self._urls[url]
+        variants = _encoded_variants(url)
+        if len(self._urls) < _URL_CACHE_MAX:  # query strings vary: keep the cache bounded
+            self._urls[url] = variants
+        return variants
 
     def verify(self, request: RawRequest) -> VerifiedCallback:
         """Return the verified callback, or raise a RejectedCallback subclass saying why."""
@@ -262,7 +280,8 @@ class TwilioVerifier:
                 f"(AccountSid {account_sid!r})",
                 reason="signature_missing",
             )
-        if not _signature_matches(self._keys_for(account), url, signed_params, signature):
+        if not _signature_matches(self._keys_for(account), self._variants(url), signed_params,
+                                  signature):
             raise AuthenticationFailed(
                 f"X-Twilio-Signature does not match any auth token of tenant {tenant.id!r} "
                 f"(AccountSid {account_sid!r})",

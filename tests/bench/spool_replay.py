@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from gateway.broker.amqp import AmqpPublisher
+from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.replay import Replayer
 from gateway.spool import Spool
 from tests.support.events import make_event
@@ -54,7 +54,7 @@ async def measure(events: int, amqp_url: str) -> None:
 
         await asyncio.gather(*(writer() for _ in range(64)))
         put_seconds = time.perf_counter() - started
-        publisher = AmqpPublisher(amqp_url, [tenant], confirm_timeout=30)
+        publisher = FastAmqpPublisher(amqp_url, [tenant], confirm_timeout=30)
         await publisher.start()
         started = time.perf_counter()
         replayed = await Replayer(spool, publisher).drain()

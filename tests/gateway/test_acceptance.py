@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.acceptance import Acceptor, DedupeWindow
+from gateway.acceptance import Acceptor, DeadlineSweep, DedupeWindow
 from gateway.broker.memory import FailingPublisher, MemoryBroker, MemoryPublisher
 from gateway.errors import HooklineError, PublishError
 from schemas.events import Event
@@ -144,3 +144,35 @@ def test_dedupe_window_is_bounded_lru() -> None:
     assert "b" not in window and "a" in window and "c" in window and len(window) == 2
     with pytest.raises(ValueError, match="at least 1"):
         DedupeWindow(0)
+
+
+async def _wait_under(sweep: DeadlineSweep, seconds: float) -> str:
+    deadline = sweep.start()
+    try:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            if not sweep.timed_out(deadline):
+                raise
+            return "timed out"
+        finally:
+            deadline.finished = True
+    except asyncio.CancelledError:
+        return "cancelled"
+    return "done"
+
+
+async def test_deadline_sweep_times_out_only_what_outlives_it() -> None:
+    """One sweep: waits longer than its deadline time out, shorter ones finish untouched."""
+    sweep = DeadlineSweep(0.05)
+    results = await asyncio.gather(*(_wait_under(sweep, s) for s in (0.0, 0.01, 0.2, 0.3, 0.02)))
+    assert results == ["done", "done", "timed out", "timed out", "done"]
+
+
+async def test_deadline_sweep_leaves_other_cancellations_alone() -> None:
+    """A task cancelled from elsewhere before its deadline sees a cancel, not a timeout."""
+    sweep = DeadlineSweep(1.0)
+    task = asyncio.create_task(_wait_under(sweep, 5.0))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    assert await task == "cancelled"

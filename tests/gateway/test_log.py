@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from gateway.errors import ConfigError
 from gateway.log import (
     REDACTED,
+    HotLogger,
     configure_logging,
     mask_phone,
     mask_url_password,
@@ -360,3 +361,22 @@ def test_client_library_debug_frames_are_not_logged() -> None:
     logging.getLogger("aiormq.connection").warning("connection reset")
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["connection reset"]
+
+
+def test_hot_logger_follows_reconfiguration_and_captures() -> None:
+    """A HotLogger writes where the current configuration says, at its level, and
+    structlog.testing.capture_logs still sees its lines."""
+    hot = HotLogger("hookline.test")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("json", "info", stream=first)
+    hot.get().info("first_line", n=1)
+    configure_logging("json", "warning", stream=second)
+    hot.get().info("filtered_line")
+    hot.get().warning("second_line", phone="+14155550100")
+    with structlog.testing.capture_logs() as captured:
+        hot.get().warning("captured_line")
+    assert [orjson.loads(line)["event"] for line in first.getvalue().splitlines()] == [
+        "first_line"]
+    [line] = [orjson.loads(line) for line in second.getvalue().splitlines()]
+    assert (line["event"], line["phone"]) == ("second_line", "***0100")
+    assert [entry["event"] for entry in captured] == ["captured_line"]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from gateway.broker.amqp import AmqpPublisher
+from gateway.broker.factory import create_publisher
 from gateway.log import configure_logging
 from gateway.usage_config import Budget
 from tests.support.usage import CARD
@@ -48,7 +48,7 @@ class HoldingUsageHandler(UsageHandler):
 
 async def main(amqp_url: str, db_url: str, progress: Path, hold_s: float) -> None:
     handler = HoldingUsageHandler(
-        create_ledger(db_url), UsagePolicy(CARD, BUDGETS), AmqpPublisher(amqp_url, ["acme"]),
+        create_ledger(db_url), UsagePolicy(CARD, BUDGETS), create_publisher(amqp_url, ["acme"]),
         batch_size=50, batch_wait_s=0.05, progress=progress, hold_s=hold_s)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

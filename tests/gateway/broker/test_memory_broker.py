@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import aio_pika
 import pytest
 
-from gateway.broker.amqp import AmqpPublisher
 from gateway.broker.factory import create_publisher, mask_url
+from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.memory import (
     DEFAULT_MAX_LENGTH,
     FailingPublisher,
@@ -214,14 +214,14 @@ async def test_failing_publisher_always_raises() -> None:
 
 
 async def test_factory_picks_the_publisher() -> None:
-    """memory:// gives a MemoryPublisher on the given broker; amqp(s):// an AmqpPublisher."""
+    """memory:// gives a MemoryPublisher on the given broker; amqp(s):// a FastAmqpPublisher."""
     broker = MemoryBroker()
     publisher = create_publisher("memory://", ["acme"], memory_broker=broker)
     assert isinstance(publisher, MemoryPublisher) and publisher.broker is broker
     await publisher.start()
     assert tenant_queue("acme") in broker.queue_names
-    assert isinstance(create_publisher("amqp://u:p@h/", ["acme"]), AmqpPublisher)
-    assert isinstance(create_publisher("AMQPS://u:p@h:5671/v", ["acme"]), AmqpPublisher)
+    assert isinstance(create_publisher("amqp://u:p@h/", ["acme"]), FastAmqpPublisher)
+    assert isinstance(create_publisher("AMQPS://u:p@h:5671/v", ["acme"]), FastAmqpPublisher)
 
 
 @pytest.mark.parametrize("url", ["redis://u:hunter2@h/", "h:5672", "", "memry://"])

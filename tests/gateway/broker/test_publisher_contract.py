@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.broker.amqp import AmqpPublisher
 from gateway.broker.base import Publisher
+from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.errors import PublishError
 from schemas.events import CONTENT_TYPE, Event
@@ -56,7 +56,7 @@ class AmqpHarness:
         self.url, self.rabbit = url, rabbit
 
     def publisher(self, tenants: Sequence[str]) -> Publisher:
-        return AmqpPublisher(self.url, tenants, confirm_timeout=5.0)
+        return FastAmqpPublisher(self.url, tenants, confirm_timeout=5.0)
 
     async def read(self, queue: str) -> list[Delivered]:
         return await self.rabbit.read_all(queue)
@@ -238,7 +238,7 @@ async def test_ready_and_publish_through_the_lifecycle(harness: Harness) -> None
 async def test_amqp_hung_broker_times_out(broker_proxy: TcpProxy) -> None:
     """A broker that stops answering makes publish raise PublishError after confirm_timeout."""
     acme = tenant()
-    publisher = AmqpPublisher(broker_proxy.url, [acme], confirm_timeout=0.3)
+    publisher = FastAmqpPublisher(broker_proxy.url, [acme], confirm_timeout=0.3)
     await publisher.start()
     loop = asyncio.get_running_loop()
     try:
@@ -260,7 +260,7 @@ async def test_amqp_connection_loss_fails_fast_then_recovers(
 ) -> None:
     """On connection loss ready drops and publish fails at once; after reconnection both recover."""
     acme = tenant()
-    publisher = AmqpPublisher(broker_proxy.url, [acme], reconnect_interval=0.1)
+    publisher = FastAmqpPublisher(broker_proxy.url, [acme], reconnect_interval=0.1)
     with capture_logs() as logs:
         await publisher.start()
         broker_proxy.accepting = False
@@ -284,7 +284,8 @@ async def test_amqp_connection_loss_fails_fast_then_recovers(
 
 async def test_amqp_start_unreachable_raises_without_password() -> None:
     """start() against no broker raises PublishError with the masked URL, never the password."""
-    publisher = AmqpPublisher("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"], connect_timeout=1.0)
+    publisher = FastAmqpPublisher("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"],
+                                  connect_timeout=1.0)
     with pytest.raises(PublishError) as caught:
         await publisher.start()
     assert "amqp://hook:****@127.0.0.1:9/" in str(caught.value)

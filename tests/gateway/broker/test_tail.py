@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.broker.amqp import AmqpPublisher
+from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.tail import tail_events
 from schemas.events import Event
 from schemas.topology import tenant_queue
@@ -41,7 +41,7 @@ async def test_tail_sees_its_tenant_only_and_steals_nothing(
 ) -> None:
     """tail yields the tenant's envelopes, not another tenant's; the tenant queue keeps its copy."""
     acme, other = f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}"
-    publisher = AmqpPublisher(amqp_url, [acme, other])
+    publisher = FastAmqpPublisher(amqp_url, [acme, other])
     await publisher.start()
     try:
         ready = asyncio.Event()
