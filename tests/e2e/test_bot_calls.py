@@ -264,8 +264,9 @@ async def test_twenty_commands_at_one_call_per_second(
         stamps = sorted(call.at for call in bot.fake.calls())
     gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
     # The pacer books slots exactly 1 s apart (tests/workers/flows/test_pacing.py checks the
-    # schedule itself); what the fake API sees adds the jitter of each HTTP round trip, a few
-    # tens of milliseconds (the first request also opens the connection).
-    assert min(gaps) >= 0.9, gaps
-    assert all(stamp - stamps[0] >= n - 0.1 for n, stamp in enumerate(stamps)), stamps
-    assert stamps[-1] - stamps[0] >= 18.9
+    # schedule itself). What the fake API sees adds each request's HTTP jitter: the first
+    # request also opens the connection and was seen arriving up to ~80 ms late, which
+    # shortens the first gap by as much. Allow 200 ms of it, never a faster rate.
+    assert min(gaps) >= 0.8, gaps
+    assert all(stamp - stamps[0] >= n - 0.2 for n, stamp in enumerate(stamps)), stamps
+    assert stamps[-1] - stamps[0] >= 18.8
