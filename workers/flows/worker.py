@@ -179,11 +179,16 @@ class BotCalls:
 
     async def _stepped(self, event: Event) -> None:
         data = event.data
-        raw = data.get("raw", {})
-        caller = raw.get("From") if isinstance(raw, dict) else None
+        raw = data.get("raw")
+        raw = raw if isinstance(raw, dict) else {}
+        # The callee is To on a call hookline placed, From on an incoming call a routing rule
+        # handed to a flow; a text goes to the callee from the tenant's number.
+        # https://www.twilio.com/docs/voice/twiml#request-parameters (Direction)
+        ours, theirs = str(raw.get("From") or ""), str(raw.get("To") or data.get("to") or "")
+        if raw.get("Direction") == "inbound":
+            ours, theirs = theirs, ours
         call = BotCall(event.subject, event.tenant, str(data.get("request_id") or ""),
-                       str(data.get("flow") or ""), str(data.get("to") or ""),
-                       str(caller or ""), data.get("answered_by"),
+                       str(data.get("flow") or ""), theirs, ours, data.get("answered_by"),
                        dict(data.get("inputs") or {}))
         await self._store.stepped(call)
         for sms in data.get("sms") or ():

@@ -21,7 +21,7 @@ from gateway.config import load_config
 from gateway.errors import PoisonMessage, TransientError
 from gateway.flows.events import flow_event
 from gateway.flows.model import FlowSettings
-from gateway.flows.position import PositionSeal
+from gateway.flows.position import Position, PositionSeal
 from gateway.flows.render import render
 from gateway.secrets import Secret
 from gateway.tenants import TenantRegistry
@@ -76,7 +76,7 @@ class Rig:
                           lambda p: f"{PUBLIC}/twilio/voice/flow?s={SEAL.seal(p)}",
                           f"{PUBLIC}/twilio/voice/status")
         full = {"CallSid": call_sid, "AccountSid": ACCOUNT, "To": COMMAND["to"],
-                "From": "+14155550100", **params}
+                "From": "+14155550100", "Direction": "outbound-api", **params}
         event = flow_event("acme", position, rendered, {k: [v] for k, v in full.items()}, NOW)
         assert await self.calls.handle([Delivery(event.to_json(), event.routing_key)]) == [None]
         return rendered.twiml
@@ -258,3 +258,20 @@ async def test_garbage_on_the_calls_queue_is_poison(rig: Rig) -> None:
     """A body that is not an event is dead-lettered."""
     (result,) = await rig.calls.handle([Delivery(b"{", "acme.twilio.call.flow")])
     assert isinstance(result, PoisonMessage)
+
+
+async def test_a_routed_incoming_call_texts_the_caller_from_the_tenant_number(rig: Rig) -> None:
+    """A flow reached from a routing rule (Direction inbound): the sms step goes to the caller
+    (From) from the number they called (To); its result names the call as its request id."""
+    sid = "CA" + "7" * 32
+    url = f"{PUBLIC}/twilio/voice/flow?s=" + SEAL.seal(
+        Position("acme", "refill", "menu", sid, int(NOW.timestamp()), "input", 1,
+                 {"patient_name": "Ann", "pickup_time": "5 pm"}))
+    await rig.step(sid, url, {"Digits": "1", "Direction": "inbound", "From": "+14155550177",
+                              "To": "+18005551212"})
+    (text,) = rig.fake.messages()
+    assert (text.params["To"], text.params["From"]) == (["+14155550177"], ["+18005551212"])
+    await rig.status(sid, "completed", duration_s=20)
+    (result,) = rig.results()
+    assert (result.data["request_id"], result.data["outcome"], result.data["inputs"]) == (
+        sid, "completed", {"menu": "1"})
