@@ -84,39 +84,42 @@ class BotCommands:
             await self._reject(command.tenant, command.request_id, None, command.reason,
                                command.detail)
             return None
-        tenant = command.tenant.id
-        month = self._clock.now().strftime("%Y-%m")  # budgets are per calendar month (UTC)
-        if self._budget is not None and await self._budget.exhausted(tenant, month):
-            await self._reject(tenant, command.request_id, command.flow.name, "budget_exhausted",
-                               f"tenant {tenant!r} has used its {month} budget")
-            return None
-        claim = await self._store.claim(tenant, command.request_id)
-        if claim == "pending":
-            # An earlier attempt died between claiming and recording the call: Twilio may or
-            # may not have placed it. Dialling again could ring the patient twice.
-            await self._reject(tenant, command.request_id, command.flow.name,
-                               "placement_interrupted", "the worker stopped while placing this "
-                               "call; it may have been placed once: send a new request_id to "
-                               "call again")
-            return None
-        if claim != "new":
-            log.info("command_duplicate", tenant=tenant, request_id=command.request_id,
-                     sid=claim)
-            return None
-        return await self._place(command)
-
-    async def _place(self, command: BotCommand) -> Result:
         tenant, account = command.tenant, command.tenant.twilio
         settings = tenant.extra.get("flows")
         if account is None or not isinstance(settings, FlowSettings) or self._seal is None:
             # parse_command checked the account and flows; the config demands a flow_secret
             raise PoisonMessage(f"tenant {tenant.id!r}: no Twilio account, flows or flow_secret")
+        # The slot first: a backlog waits here, with nothing claimed yet, so a worker that
+        # stops meanwhile leaves its commands to be placed by the next one.
         await self._pacer.wait(account.account_sid, settings.calls_per_second)
+        month = self._clock.now().strftime("%Y-%m")  # budgets are per calendar month (UTC)
+        if self._budget is not None and await self._budget.exhausted(tenant.id, month):
+            await self._reject(tenant.id, command.request_id, command.flow.name,
+                               "budget_exhausted", f"tenant {tenant.id!r} has used its {month} "
+                               "budget")
+            return None
+        claim = await self._store.claim(tenant.id, command.request_id)
+        if claim == "pending":
+            # An earlier attempt died between claiming and recording the call: Twilio may or
+            # may not have placed it. Dialling again could ring the patient twice.
+            await self._reject(tenant.id, command.request_id, command.flow.name,
+                               "placement_interrupted", "the worker stopped while placing this "
+                               "call; it may have been placed once: send a new request_id to "
+                               "call again")
+            return None
+        if claim != "new":
+            log.info("command_duplicate", tenant=tenant.id, request_id=command.request_id,
+                     sid=claim)
+            return None
+        return await self._place(command, self._seal)
+
+    async def _place(self, command: BotCommand, seal: PositionSeal) -> Result:
+        tenant = command.tenant
         position = Position(tenant.id, command.flow.name, command.flow.start,
                             command.request_id, int(self._clock.now().timestamp()),
                             variables=command.variables)
         request = CallRequest(tenant, command.to, command.from_,
-                              f"{self._base}{FLOW_PATH}?s={self._seal.seal(position)}",
+                              f"{self._base}{FLOW_PATH}?s={seal.seal(position)}",
                               f"{self._base}{STATUS_PATH}")
         try:
             call_sid = await self._api.place_call(request)
