@@ -6,6 +6,7 @@ broker; flow requests are rendered by the gateway's own renderer, as over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from tests.support.fake_twilio import FakeTwilio
 from tests.support.flows import REFILL_FLOW_TOML
 from tests.support.schema_check import assert_valid_event
 from tests.support.server import serving
+from workers.flows.pacing import Pacer
 from workers.flows.store import MemoryBotCallStore
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
@@ -275,3 +277,22 @@ async def test_a_routed_incoming_call_texts_the_caller_from_the_tenant_number(ri
     (result,) = rig.results()
     assert (result.data["request_id"], result.data["outcome"], result.data["inputs"]) == (
         sid, "completed", {"menu": "1"})
+
+
+async def test_a_worker_stopped_while_waiting_for_its_slot_leaves_nothing_claimed(
+    rig: Rig,
+) -> None:
+    """Cancelled in the pacer (a shutdown with a backlog): no claim is left behind, so the
+    redelivered command is placed normally instead of being reported interrupted."""
+
+    async def stopped(_seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    rig.commands._pacer = Pacer(sleep=stopped)
+    rig.commands._pacer.reserve(ACCOUNT, 1.0)  # the next slot is a second away: it must wait
+    with pytest.raises(asyncio.CancelledError):
+        await rig.command(COMMAND)
+    assert rig.store.claims == {} and rig.fake.calls() == []
+    rig.commands._pacer = Pacer()
+    assert await rig.command(COMMAND) is None
+    assert len(rig.fake.calls()) == 1 and rig.results() == []
