@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -169,16 +170,14 @@ def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 
     raise AssertionError("hookline did not become healthy")
 
 
-@pytest.fixture
-def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`hookline run` with the embedded defaults, as the README starts it."""
+@contextlib.contextmanager
+def serving_process(module: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m <module> run` with the embedded defaults, until healthy; killed after."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--port", str(port)],
-        env=env(HOOKLINE_DATA_DIR=str(tmp_path)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        [sys.executable, "-m", module, "run", "--port", str(port)],
+        env=env(HOOKLINE_DATA_DIR=str(tmp_path)), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, cwd=ROOT,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -188,6 +187,13 @@ def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture
+def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`hookline run` with the embedded defaults (the gateway module's own `run`)."""
+    with serving_process("gateway.cli", tmp_path) as running:
+        yield running
 
 
 def test_run_accepts_a_signed_callback_and_stops_on_sigterm(

@@ -16,7 +16,14 @@ import pytest
 
 from gateway.errors import PoisonMessage
 from schemas.topology import DEAD_QUEUE, TWIML_QUEUE
-from tests.gateway.test_cli import DEMO_SID, DEMO_TOKEN, ROOT, env, wait_healthy
+from tests.gateway.test_cli import (
+    DEMO_SID,
+    DEMO_TOKEN,
+    ROOT,
+    env,
+    serving_process,
+    wait_healthy,
+)
 from tests.support.logs import CapturedLogs
 from tests.support.net import free_port
 from tests.support.samples import call_incoming, message_incoming
@@ -32,20 +39,8 @@ pytestmark = pytest.mark.usefixtures("reset_logging_after")
 @pytest.fixture
 def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`hookline run` (the console script's module) on memory://, as the README starts it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "run", "--port", str(port)],
-        env=env(HOOKLINE_DATA_DIR=str(tmp_path)), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, cwd=ROOT,
-    )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(base_url, proc)
-        yield base_url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with serving_process("workers.cli", tmp_path) as running:
+        yield running
 
 
 def post(url: str, params: dict[str, str]) -> httpx.Response:
