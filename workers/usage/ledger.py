@@ -31,6 +31,10 @@ from workers.usage.facts import (
     new_facts,
 )
 
+#: Columns of usage_items, in the order both implementations read and write them.
+ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
+                       "status", "rank", "destination", "segments", "duration_s", "minutes",
+                       "rated", "billed", "unit_price", "cost", "events")
 SCHEMA_VERSION: Final = 1
 
 

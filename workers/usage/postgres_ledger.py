@@ -28,6 +28,7 @@ from psycopg import errors as pg_errors
 from gateway.log import mask_url_password
 from workers.usage.facts import Item, UsageFact, merge_batch, new_facts
 from workers.usage.ledger import (
+    ITEM_COLUMNS,
     SCHEMA_VERSION,
     BudgetAlert,
     IngestOutcome,
@@ -39,9 +40,6 @@ from workers.usage.ledger import (
     new_alerts,
 )
 
-ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
-                       "status", "rank", "destination", "segments", "duration_s", "minutes",
-                       "rated", "billed", "unit_price", "cost", "events")
 _RETRIES: Final = 5
 _MIGRATION_LOCK: Final = 0x686F6F6B  # pg_advisory_xact_lock key of schema migrations
 

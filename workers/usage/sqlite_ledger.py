@@ -26,6 +26,7 @@ from typing import Final, TypeVar
 from gateway.usage_config import decimal_text
 from workers.usage.facts import Item, UsageFact, merge_batch, new_facts
 from workers.usage.ledger import (
+    ITEM_COLUMNS,
     SCHEMA_VERSION,
     BudgetAlert,
     IngestOutcome,
@@ -39,9 +40,6 @@ from workers.usage.ledger import (
 
 _T = TypeVar("_T")
 BUSY_TIMEOUT_MS: Final = 30_000
-ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
-                       "status", "rank", "destination", "segments", "duration_s", "minutes",
-                       "rated", "billed", "unit_price", "cost", "events")
 _CHUNK: Final = 400  # bound parameters per statement stay far below SQLite's limit (32766)
 
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
