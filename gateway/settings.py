@@ -84,8 +84,7 @@ class Settings:
     @property
     def sqlite_path(self) -> Path | None:
         """The database file when db_url is SQLite, else None."""
-        prefix = "sqlite:///"
-        return Path(self.db_url[len(prefix) :]) if self.db_url.startswith(prefix) else None
+        return sqlite_file(self.db_url)
 
     def __repr__(self) -> str:
         # URLs may carry passwords; tenants carry Secrets (masked by their own repr, but a
@@ -242,6 +241,18 @@ def _trusted_proxies(raw: str | None, problems: list[str]) -> tuple[IPNetwork, .
     return tuple(networks)
 
 
+def sqlite_file(db_url: str) -> Path | None:
+    """The file of a validated ``sqlite:///PATH`` database URL; None for any other URL."""
+    prefix = "sqlite:///"
+    return Path(db_url[len(prefix) :]) if db_url.startswith(prefix) else None
+
+
+def is_postgresql(db_url: str) -> bool:
+    """True for ``postgresql://``, ``postgres://`` and ``postgresql+driver://`` URLs."""
+    scheme = db_url.partition("://")[0].lower()
+    return scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+")
+
+
 def _db_url(raw: str | None, data_dir: Path, problems: list[str]) -> str:
     if raw is None:
         return default_db_url(data_dir)
@@ -252,7 +263,7 @@ def _db_url(raw: str | None, data_dir: Path, problems: list[str]) -> str:
     # SQLAlchemy-style: sqlite:///relative.db, sqlite:////absolute.db, postgresql[+driver]://
     if scheme == "sqlite" and raw[len("sqlite://") :].startswith("/"):
         return raw
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+    if is_postgresql(raw):
         return raw
     problems.append(
         f"HOOKLINE_DB_URL: expected a SQLite path, sqlite:///PATH or postgresql://..., "

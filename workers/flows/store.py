@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Protocol
 
 from gateway.errors import ConfigError
 from gateway.log import mask_url_password
+from gateway.settings import is_postgresql, sqlite_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +125,12 @@ class MemoryBotCallStore:
 
 def create_store(db_url: str) -> BotCallStore:
     """The store for HOOKLINE_DB_URL (sqlite:///PATH or postgresql://...); connects on open()."""
-    if db_url.startswith("sqlite:///"):
+    path = sqlite_file(db_url)
+    if path is not None:
         from workers.flows.sqlite_store import SqliteBotCallStore
 
-        return SqliteBotCallStore(Path(db_url[len("sqlite:///"):]))
-    if db_url.partition("://")[0].lower() in ("postgresql", "postgres"):
+        return SqliteBotCallStore(path)
+    if is_postgresql(db_url):
         from workers.flows.postgres_store import PostgresBotCallStore
 
         return PostgresBotCallStore(db_url)
