@@ -25,8 +25,8 @@ from twilio.rest import Client
 
 from gateway.errors import TransientError
 from gateway.tenants import Tenant
+from workers.twilio_rest import rebased
 
-TWILIO_API: Final = "https://api.twilio.com"
 # The client logs each request at info (URLs, parameters); hookline logs its own line.
 _CLIENT_LOGGER: Final = logging.getLogger("hookline.twilio_client")
 _CLIENT_LOGGER.setLevel(logging.WARNING)
@@ -64,7 +64,7 @@ class TwilioApi(Protocol):
 class _BaseUrlClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     def __init__(self, api_base: str | None, timeout: float) -> None:
         super().__init__(timeout=timeout, logger=_CLIENT_LOGGER)
-        self._api_base = api_base.rstrip("/") if api_base else None
+        self._api_base = api_base
 
     async def request(
         self, method: str, url: str, params: dict[str, object] | None = None,
@@ -72,8 +72,7 @@ class _BaseUrlClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         auth: tuple[str, str] | None = None, timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
-        if self._api_base and url.startswith(TWILIO_API):
-            url = self._api_base + url[len(TWILIO_API):]
+        url = rebased(url, self._api_base)
         if auth is not None:
             # As a header: aiohttp deprecates the BasicAuth object the client would build.
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")

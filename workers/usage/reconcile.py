@@ -23,11 +23,11 @@ from typing import Any, Final
 
 from gateway.tenants import Tenant
 from gateway.usage_config import RateCard, decimal_text
+from workers.twilio_rest import rebased
 from workers.usage.ledger import UsageRow
 from workers.usage.report import rental_cost
 
 CATEGORIES: Final = ("sms", "calls", "totalprice")
-TWILIO_API: Final = "https://api.twilio.com"
 
 ClientFactory = Callable[[str, str], Any]
 
@@ -74,9 +74,7 @@ def twilio_client(api_base: str | None = None) -> ClientFactory:
 
     class _Rebased(TwilioHttpClient):  # type: ignore[misc]
         def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            if api_base and url.startswith(TWILIO_API):
-                url = api_base.rstrip("/") + url[len(TWILIO_API) :]
-            return super().request(method, url, *args, **kwargs)
+            return super().request(method, rebased(url, api_base), *args, **kwargs)
 
     def build(account_sid: str, auth_token: str) -> Any:
         return Client(account_sid, auth_token, account_sid=account_sid,
