@@ -17,13 +17,14 @@ from datetime import datetime, time
 from typing import TYPE_CHECKING, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.tenants import E164_PATTERN
+
 if TYPE_CHECKING:  # gateway.config imports this module: the Table type is for annotations only
     from gateway.config import Table
 
 DEFAULT_ANSWER_TIMEOUT_MS: Final = 3000
 #: Twilio drops a voice webhook after 15 s; the broker round trip must leave it a wide margin.
 MAX_ANSWER_TIMEOUT_MS: Final = 10_000
-E164: Final = re.compile(r"\+[1-9][0-9]{1,14}")  # https://www.twilio.com/docs/glossary/what-e164
 DIGIT_KEY: Final = re.compile(r"[0-9*#]")
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -256,7 +257,7 @@ def _action(table: Table, kind: str) -> Action | None:
     if kind == "dial":
         numbers = _numbers(table, "numbers", required=True)
         caller_id = table.string("caller_id", required=False)
-        if caller_id is not None and not E164.fullmatch(caller_id):
+        if caller_id is not None and not E164_PATTERN.fullmatch(caller_id):
             table.fail("caller_id", f"expected an E.164 number such as +14155550100, got "
                        f"{_masked(caller_id)}")
         timeout = table.integer("timeout_s", 5, 600)
@@ -362,7 +363,7 @@ def _numbers(table: Table, name: str, *, required: bool = False) -> list[str]:
             table.fail(name, "expected one or more E.164 numbers such as \"+14155550100\"")
         return []
     for value in values:
-        if not E164.fullmatch(value):
+        if not E164_PATTERN.fullmatch(value):
             table.fail(name, f"expected E.164 numbers such as +14155550100, got {_masked(value)}")
     return values
 

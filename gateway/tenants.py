@@ -16,6 +16,9 @@ from gateway.errors import ConfigError
 from gateway.secrets import Secret
 
 TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+#: A phone number in E.164 form, as Twilio accepts it in numbers and caller ids.
+#: https://www.twilio.com/docs/glossary/what-e164
+E164_PATTERN: Final = re.compile(r"\+[1-9][0-9]{1,14}")
 
 DEFAULT_FALLBACK_VOICE_TWIML: Final = (
     '<?xml version="1.0" encoding="UTF-8"?><Response><Say>We are sorry, we cannot take your '

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from gateway.flows.model import (
-    E164_PATTERN,
     STEP_ID_PATTERN,
     Branch,
     Flow,
@@ -43,6 +42,7 @@ from gateway.flows.model import (
 )
 from gateway.routing_config import Flow as RoutedFlow
 from gateway.routing_config import Routing
+from gateway.tenants import E164_PATTERN
 
 if TYPE_CHECKING:  # gateway.config imports this module to register the section
     from gateway.config import Table

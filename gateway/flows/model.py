@@ -18,7 +18,6 @@ from typing import Final
 
 STEP_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 VARIABLE_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
-E164_PATTERN: Final = re.compile(r"\+[1-9][0-9]{6,14}")
 
 # AnsweredBy values of Twilio's answering machine detection, grouped the way a flow branches.
 # https://www.twilio.com/docs/voice/answering-machine-detection#webhook-parameters

@@ -15,8 +15,8 @@ from typing import Final
 
 import orjson
 
-from gateway.flows.model import E164_PATTERN, Flow, FlowSettings
-from gateway.tenants import Tenant, TenantRegistry
+from gateway.flows.model import Flow, FlowSettings
+from gateway.tenants import E164_PATTERN, Tenant, TenantRegistry
 
 COMMAND_SUFFIX: Final = ".call.bot"
 MAX_REQUEST_ID: Final = 128
