@@ -203,10 +203,8 @@ class BotCalls:
         tenant = self._tenants.by_id(tenant_id)
         if tenant is None:
             raise PoisonMessage(f"tenant {tenant_id!r} is not configured", reason="unknown_tenant")
-        known = await self._store.get(call.call_sid)
-        caller = (known.from_ if known else "") or call.from_
         try:
-            sid = await self._api.send_sms(tenant, call.to, caller, text)
+            sid = await self._api.send_sms(tenant, call.to, call.from_, text)
         except CallRefused as exc:
             log.warning("bot_sms_refused", tenant=tenant_id, sid=call.call_sid, step=step,
                         error=str(exc))
