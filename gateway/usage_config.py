@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Final, Literal
 
+from gateway.tenants import E164_PATTERN
+
 if TYPE_CHECKING:
     from gateway.config import Table
 
@@ -270,7 +272,7 @@ def parse_tenant_usage(table: Table) -> TenantUsage | None:
     raw = table.raw("numbers")
     if raw is not None:
         if not isinstance(raw, list) or not all(isinstance(n, str) and
-                                                re.fullmatch(r"\+[0-9]{6,15}", n) for n in raw):
+                                                E164_PATTERN.fullmatch(n) for n in raw):
             table.fail("numbers", 'expected an array of E.164 numbers such as ["+14155550100"]')
         else:
             numbers = list(dict.fromkeys(raw))
