@@ -16,6 +16,7 @@ from typing import Final
 import orjson
 
 from gateway.flows.model import Flow, FlowSettings
+from gateway.log import mask_phone
 from gateway.tenants import E164_PATTERN, Tenant, TenantRegistry
 
 COMMAND_SUFFIX: Final = ".call.bot"
@@ -107,5 +108,5 @@ def parse_command(routing_key: str, body: bytes, tenants: TenantRegistry) -> Bot
 def _shown(value: object) -> str:
     """A number for an error message, masked like the logs mask it (last 4 digits)."""
     if isinstance(value, str):
-        return f"'***{value[-4:]}'" if len(value) > 4 else repr(value)
+        return repr(mask_phone(value))
     return type(value).__name__
