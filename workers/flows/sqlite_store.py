@@ -20,6 +20,7 @@ import orjson
 
 from gateway.errors import TransientError
 from workers.flows.store import BotCall, Claim
+from workers.sqlite_file import connect_wal
 
 _T = TypeVar("_T")
 SCHEMA_VERSION: Final = 1
@@ -67,18 +68,12 @@ class SqliteBotCallStore:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                             check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        with _transaction(db):
-            db.execute("CREATE TABLE IF NOT EXISTS flows_schema_version (version INTEGER)")
-            current = db.execute("SELECT max(version) FROM flows_schema_version").fetchone()[0]
-            for version in range((current or 0) + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    db.execute(statement)
-                db.execute("INSERT INTO flows_schema_version VALUES (?)", (version,))
+        db = connect_wal(self._path, BUSY_TIMEOUT_MS)
+        try:
+            _migrate(db)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     async def close(self) -> None:
@@ -167,6 +162,16 @@ class SqliteBotCallStore:
         await self._run(lambda db: db.execute(
             "DELETE FROM bot_requests WHERE tenant = ? AND request_id = ? AND call_sid IS NULL",
             (tenant, request_id)))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    with _transaction(db):
+        db.execute("CREATE TABLE IF NOT EXISTS flows_schema_version (version INTEGER)")
+        current = db.execute("SELECT max(version) FROM flows_schema_version").fetchone()[0]
+        for version in range((current or 0) + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                db.execute(statement)
+            db.execute("INSERT INTO flows_schema_version VALUES (?)", (version,))
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from gateway.usage_config import decimal_text
+from workers.sqlite_file import connect_wal
 from workers.usage.facts import Item, UsageFact, merge_batch, new_facts
 from workers.usage.ledger import (
     ITEM_COLUMNS,
@@ -112,16 +113,14 @@ class SqliteLedger:
             raise LedgerUnavailable(f"sqlite ledger {self.path}: cannot open: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                             timeout=BUSY_TIMEOUT_MS / 1000)
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
+        db = connect_wal(self.path, BUSY_TIMEOUT_MS)
         # typeshed pins aggregates to int values; SQLite passes and takes any value.
         db.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
-        migrate(db)
+        try:
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     async def close(self) -> None:
