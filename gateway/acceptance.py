@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, Protocol
 import structlog
 
 from gateway.broker.base import Publisher
-from gateway.errors import PublishError
+from gateway.errors import PublishError, UnroutableEvent
 from schemas.events import Event
 
 logger = structlog.get_logger("hookline.acceptance")
@@ -225,7 +225,8 @@ class Acceptor:
                 logger.warning("publish_timed_out", event_id=event.id,
                                timeout_s=self.publish_timeout)
             except PublishError as exc:
-                self.counts.uncertain += 1
+                if not isinstance(exc, UnroutableEvent):  # returned: surely not delivered
+                    self.counts.uncertain += 1
                 if self.spool is None:
                     raise
                 logger.warning("publish_failed", event_id=event.id, error=str(exc))

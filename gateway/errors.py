@@ -75,6 +75,17 @@ class PublishError(HooklineError):
     reason = "publish_failed"
 
 
+class UnroutableEvent(PublishError):
+    """The broker took the publish but no queue is bound for the event (``basic.return``).
+
+    A verdict on this one event, not on the link: a tenant whose queue or binding is missing.
+    The acceptor spools it like any refused publish; the replayer sets it aside and retries it
+    later instead of letting it hold up the events spooled behind it.
+    """
+
+    reason = "event_unroutable"
+
+
 class ConsumerError(HooklineError):
     """Base of what a worker's handler reports about one message (an ack decision, not HTTP)."""
 

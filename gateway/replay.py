@@ -9,6 +9,11 @@ Order is oldest first at publish time. A batch is published concurrently (bounde
 that fails is retried on the next pass and may then arrive after newer ones; consumers already
 cope with out-of-order provider callbacks (status callbacks carry no global order).
 
+An event the broker returns as unroutable (no queue bound for it: a tenant's queue or binding
+is missing) is a verdict on that event alone. It stays spooled, nothing is lost, but it is set
+aside and tried again after 1 s, 2 s, 4 s ... up to 5 min, while the events behind it go on:
+otherwise one misconfigured tenant would hold up every tenant's replay.
+
 Only the Publisher protocol is used here: no aio-pika, no Starlette.
 """
 
@@ -18,37 +23,53 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Final
 
 import structlog
 
 from gateway.broker.base import Publisher
-from gateway.errors import PublishError
+from gateway.errors import PublishError, UnroutableEvent
 from gateway.spool import Spool, SpooledEvent, SpoolError
 from schemas.events import Event
 
 log = structlog.get_logger("hookline.spool")
+
+#: First and longest delay before an unroutable spooled event is tried again (doubling).
+UNROUTABLE_RETRY_S: Final = (1.0, 300.0)
 
 
 class Replayer:
     """Publishes what a Spool holds through a Publisher; ``run`` is the background task."""
 
     def __init__(self, spool: Spool, publisher: Publisher, *, batch: int = 500,
-                 idle_interval: float = 1.0, concurrency: int = 64) -> None:
-        if batch < 1 or concurrency < 1 or idle_interval <= 0:
-            raise ValueError(f"Replayer needs batch >= 1, concurrency >= 1, idle_interval > 0; "
-                             f"got {batch}, {concurrency}, {idle_interval}")
+                 idle_interval: float = 1.0, concurrency: int = 64,
+                 unroutable_retry_s: tuple[float, float] = UNROUTABLE_RETRY_S) -> None:
+        first, longest = unroutable_retry_s
+        if batch < 1 or concurrency < 1 or idle_interval <= 0 or not 0 < first <= longest:
+            raise ValueError(f"Replayer needs batch >= 1, concurrency >= 1, idle_interval > 0 "
+                             f"and 0 < first <= longest retry of an unroutable event; got "
+                             f"{batch}, {concurrency}, {idle_interval}, {unroutable_retry_s}")
         self.spool = spool
         self.publisher = publisher
         self.batch = batch
         self.idle_interval = idle_interval
         self.concurrency = concurrency
+        self.unroutable_retry_s = unroutable_retry_s
         #: The first PublishError of the last drain_once (None if it had none): for the logs.
+        #: An unroutable event is not one: it says nothing about the broker's health.
         self.last_error: PublishError | None = None
         #: Replayed publishes that failed after being sent: the broker may still deliver them,
         #: and they stay spooled to be replayed again (a duplicate with the same id).
         self.uncertain = 0
+        #: Unroutable events set aside, by seq: (monotonic time of the next attempt, delay).
+        self._parked: dict[int, tuple[float, float]] = {}
         self._wakeup = asyncio.Event()
         self._stalled = False  # warn once per stall, not at every idle tick
+
+    @property
+    def parked(self) -> int:
+        """Spooled events the broker returned as unroutable, waiting for their next attempt."""
+        return len(self._parked)
 
     def wake(self) -> None:
         """Cut the idle sleep short (a put() just spooled something, the broker came back)."""
@@ -58,9 +79,17 @@ class Replayer:
         """Publish up to one batch, oldest first; delete the confirmed; return how many.
 
         At the first refusal no further publish starts; up to ``concurrency`` already in
-        flight finish, and those confirmed are deleted too. Unconfirmed rows stay.
+        flight finish, and those confirmed are deleted too. Unconfirmed rows stay. An event
+        returned as unroutable stays too, but is set aside (retried after a growing delay)
+        and the batch goes on: one tenant without a queue must not hold up the others.
         """
-        items = await self.spool.peek(self.batch)
+        confirmed, _last, _stopped = await self._pass(after=0)
+        return confirmed
+
+    async def _pass(self, after: int) -> tuple[int, int | None, bool]:
+        """One batch of the rows after seq ``after``: (confirmed, last seq read or None when
+        there were none, whether a refusal stopped it)."""
+        items = await self.spool.peek(self.batch, after=after)
         confirmed: list[int] = []
         failures: list[BaseException] = []
         slots = asyncio.Semaphore(self.concurrency)
@@ -69,6 +98,9 @@ class Replayer:
             try:
                 await self.publisher.publish(Event.from_json(item.body))
                 confirmed.append(item.seq)
+                self._parked.pop(item.seq, None)
+            except UnroutableEvent as exc:
+                self._park(item, exc)
             except BaseException as exc:
                 failures.append(exc)
                 if isinstance(exc, PublishError):
@@ -78,8 +110,12 @@ class Replayer:
                 slots.release()
 
         tasks: list[asyncio.Task[None]] = []
+        now = time.monotonic()
         try:
             for item in items:
+                parked = self._parked.get(item.seq)
+                if parked is not None and parked[0] > now:
+                    continue  # unroutable a moment ago: not yet due for another attempt
                 await slots.acquire()
                 if failures:  # the broker refused one: start no more publishes
                     break
@@ -100,16 +136,33 @@ class Replayer:
         if unexpected := [exc for exc in errors if not isinstance(exc, PublishError)]:
             raise unexpected[0]  # a bug or a corrupt row: the caller decides, nothing is lost
         self.last_error = next((e for e in errors if isinstance(e, PublishError)), None)
-        return len(confirmed)
+        return len(confirmed), items[-1].seq if items else None, bool(failures)
+
+    def _park(self, item: SpooledEvent, exc: UnroutableEvent) -> None:
+        first, longest = self.unroutable_retry_s
+        previous = self._parked.get(item.seq)
+        delay = first if previous is None else min(previous[1] * 2, longest)
+        self._parked[item.seq] = (time.monotonic() + delay, delay)
+        log.warning("spool_event_unroutable", event_id=item.event_id,
+                    routing_key=item.routing_key, retry_in_s=delay, parked=len(self._parked),
+                    error=str(exc), path=str(self.spool.path))
 
     async def drain(self) -> int:
-        """drain_once until the spool is empty or a batch confirms nothing; the total."""
-        total = 0
+        """Passes over the whole spool until every row was tried once, or a refusal stopped
+        a pass that confirmed nothing; the total confirmed. Set-aside rows not yet due are
+        skipped, so a spool of only unroutable events costs reads, not publishes."""
+        total, after = 0, 0
         while self.spool.count() > 0:
-            confirmed = await self.drain_once()
+            confirmed, last, stopped = await self._pass(after)
             total += confirmed
-            if confirmed == 0:
-                break
+            if stopped:
+                if confirmed == 0:
+                    break
+                after = 0  # the refused rows are the oldest now: start over from them
+            elif last is None:
+                break  # read to the end
+            else:
+                after = last
         return total
 
     async def run(self) -> None:
@@ -126,22 +179,29 @@ class Replayer:
                 elapsed = time.monotonic() - started
                 if replayed:
                     log.info("spool_replayed", count=replayed, remaining=self.spool.count(),
-                             rate=round(replayed / max(elapsed, 1e-9), 1),
+                             parked=self.parked, rate=round(replayed / max(elapsed, 1e-9), 1),
                              path=str(self.spool.path))
-                if replayed and self.spool.count() > 0:
+                if replayed and self.spool.count() > self.parked:
                     continue  # more arrived, or a partial batch: go again at once
                 stalled = self.last_error is not None and self.spool.count() > 0
                 if stalled and not self._stalled:
                     log.warning("spool_replay_stalled", remaining=self.spool.count(),
                                 error=str(self.last_error), path=str(self.spool.path))
                 self._stalled = stalled
-            await self._idle()
+            await self._idle(self._idle_for())
 
-    async def _idle(self) -> None:
+    def _idle_for(self) -> float:
+        """The idle interval; longer when all that is left waits out an unroutable delay."""
+        if self._parked and self.spool.count() <= self.parked and self.last_error is None:
+            due = min(next_at for next_at, _delay in self._parked.values())
+            return max(self.idle_interval, due - time.monotonic())
+        return self.idle_interval
+
+    async def _idle(self, interval: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives just as
         # the wake-up fires (wake() then cancel() in one tick), and run() would never end.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.idle_interval):
+            async with asyncio.timeout(interval):
                 await self._wakeup.wait()
         self._wakeup.clear()
 

@@ -198,9 +198,9 @@ class Spool:
                          "VALUES (?, ?, ?, ?)", rows)
         conn.execute("COMMIT")
 
-    def _peek(self, limit: int) -> list[SpooledEvent]:
+    def _peek(self, limit: int, after: int) -> list[SpooledEvent]:
         rows = self._db().execute("SELECT seq, event_id, routing_key, body FROM spool "
-                                  "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+                                  "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
         return [SpooledEvent(seq, event_id, key, bytes(body)) for seq, event_id, key, body in rows]
 
     def _delete(self, seqs: list[int]) -> tuple[int, int]:
@@ -268,9 +268,9 @@ class Spool:
                 if not future.done():
                     future.set_result(None) if error is None else future.set_exception(error)
 
-    async def peek(self, limit: int = 500) -> list[SpooledEvent]:
-        """Up to ``limit`` spooled events, oldest first."""
-        return await self._run(self._peek, limit)
+    async def peek(self, limit: int = 500, *, after: int = 0) -> list[SpooledEvent]:
+        """Up to ``limit`` spooled events whose ``seq`` is above ``after``, oldest first."""
+        return await self._run(self._peek, limit, after)
 
     async def delete(self, seqs: Sequence[int]) -> None:
         """Remove these events (published and confirmed) in one transaction."""

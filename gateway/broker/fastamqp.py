@@ -33,7 +33,7 @@ import structlog
 from gateway.broker import wire
 from gateway.broker.factory import mask_url
 from gateway.broker.link import Link, Unconfirmed, tls_context
-from gateway.errors import ConfigError, PublishError
+from gateway.errors import ConfigError, PublishError, UnroutableEvent
 from schemas.events import CONTENT_TYPE, TYPE_PREFIX, Event
 from schemas.topology import EVENTS_EXCHANGE, Topology, build_topology
 
@@ -166,7 +166,8 @@ class FastAmqpPublisher:
                 log.warning("event_returned", event_id=event.id, routing_key=event.routing_key)
             elif exc.kind == "nacked":
                 log.warning("event_nacked", event_id=event.id, routing_key=event.routing_key)
-            raise self._failure(event, self._scrub(exc.cause)) from None
+            failure = UnroutableEvent if exc.kind == "returned" else PublishError
+            raise self._failure(event, self._scrub(exc.cause), failure) from None
 
     # -- connection lifecycle ------------------------------------------------------------------
 
@@ -243,8 +244,9 @@ class FastAmqpPublisher:
             return f"broker blocked the connection ({link.blocked})"
         return "broker connection down"
 
-    def _failure(self, event: Event, cause: str) -> PublishError:
-        return PublishError(f"event {event.id} ({event.routing_key}) not published: {cause}")
+    def _failure(self, event: Event, cause: str,
+                 failure: type[PublishError] = PublishError) -> PublishError:
+        return failure(f"event {event.id} ({event.routing_key}) not published: {cause}")
 
     def _describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from gateway.errors import PublishError
+from gateway.errors import PublishError, UnroutableEvent
 from schemas.events import CONTENT_TYPE, Event
 from schemas.topology import EVENTS_EXCHANGE, Queue, Topology, build_topology, topic_matches
 
@@ -149,8 +149,8 @@ class MemoryBroker:
 
     def publish(self, message: MemoryMessage) -> None:
         """Store ``message`` in every matched queue, or in none and raise PublishError."""
-        def failure(cause: str) -> PublishError:
-            return PublishError(
+        def failure(cause: str, kind: type[PublishError] = PublishError) -> PublishError:
+            return kind(
                 f"event {message.message_id} ({message.routing_key}) not published: {cause}"
             )
 
@@ -165,7 +165,8 @@ class MemoryBroker:
                                                                  message.routing_key)]
         if not targets:
             raise failure(
-                f"unroutable, no queue bound on {message.exchange} matches it (returned)"
+                f"unroutable, no queue bound on {message.exchange} matches it (returned)",
+                UnroutableEvent,
             )
         full = [queue.name for queue in targets if len(queue.messages) >= queue.max_length]
         if full:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -51,6 +52,17 @@ async def test_confirmed_publish_is_published() -> None:
     assert broker.queue_length("hookline.tenant.acme") == 1 and spool.events == []
     assert acceptor.counts.as_dict() == {"published": 1, "spooled": 0, "duplicates": 0,
                                          "refused": 0, "uncertain": 0}
+
+
+async def test_unroutable_event_is_spooled_and_not_counted_uncertain() -> None:
+    """An event no queue is bound for is returned, surely undelivered: spooled, not uncertain."""
+    spool = ListSpool()
+    acceptor = Acceptor(await started(MemoryPublisher(MemoryBroker(), ["other"])), spool)
+    # Tenant acme, whose queue this broker lacks; an incoming message is not metered either.
+    event = dataclasses.replace(make_event(), kind="message.incoming")
+    assert await acceptor.accept(event) == "spooled"
+    assert spool.events == [event]
+    assert (acceptor.counts.spooled, acceptor.counts.uncertain) == (1, 0)
 
 
 async def test_retry_with_same_id_is_acknowledged_without_second_publish() -> None:

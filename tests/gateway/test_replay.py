@@ -272,8 +272,58 @@ async def test_drain_rate_figure(spool: Spool) -> None:
     print(f"\ndrain: {rate:,.0f} events/s to a MemoryPublisher (batch 500, concurrency 64)")
 
 
+def ghost_event(n: int) -> Event:
+    """An event of a tenant the broker has no queue for: returned as unroutable."""
+    return Event(id=f"ghost-{n:06d}", kind="message.incoming", tenant="ghost", provider="twilio",
+                 source="twilio/AC0456", subject=f"SM{n:032x}",
+                 time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC), data={"n": n})
+
+
+async def test_unroutable_retries_back_off_while_run_idles(spool: Spool) -> None:
+    """run() retries an unroutable event after 0.2 s, then 0.4 s, 0.4 s ... not at every idle
+    tick, and replays what arrives meanwhile at once."""
+    broker = MemoryBroker()
+    await spool.put(ghost_event(0))
+    publisher = FlakyPublisher(broker)
+    await publisher.start()
+    replayer = Replayer(spool, publisher, idle_interval=0.01, unroutable_retry_s=(0.2, 0.4))
+    with capture_logs() as logs:
+        task = asyncio.create_task(replayer.run())
+        await asyncio.sleep(0.5)  # attempts at 0, 0.2 and 0.6 s: two by now
+        await spool.put(make_event(1))
+        replayer.wake()
+        await wait_until(lambda: spool.count() == 1)
+        await asyncio.sleep(0.3)  # the third attempt at 0.6 s
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [event.id for event in broker.drain(QUEUE)] == ids([1])
+    # About 0.8 s of run() at an idle tick of 0.01 s: 3 attempts (4 on a slow machine), not 80.
+    attempts = publisher.attempts.count("ghost-000000")
+    assert 3 <= attempts <= 4
+    delays = [line["retry_in_s"] for line in logs if line["event"] == "spool_event_unroutable"]
+    assert delays == [0.2] + [0.4] * (attempts - 1)
+    assert not [line for line in logs if line["event"] == "spool_replay_stalled"]
+    assert (spool.count(), replayer.parked) == (1, 1)
+
+
+async def test_a_broker_refusal_still_stops_the_pass_past_unroutable_events(spool: Spool) -> None:
+    """Set-aside events do not hide a broker that refuses everything: the pass stops there."""
+    for n in range(5):
+        await spool.put(ghost_event(n))
+    await fill(spool, 5)
+    publisher = FlakyPublisher(MemoryBroker(), refuse=set(ids(range(5))))
+    await publisher.start()
+    replayer = Replayer(spool, publisher, concurrency=1)
+    assert await replayer.drain() == 0
+    assert (spool.count(), replayer.parked) == (10, 5)
+    assert isinstance(replayer.last_error, PublishError)
+    assert publisher.attempts == [f"ghost-{n:06d}" for n in range(5)] + ids([0])
+
+
 def test_rejects_nonsense_settings(tmp_path: Path) -> None:
-    """batch, concurrency and idle_interval must be positive."""
-    for kwargs in ({"batch": 0}, {"concurrency": 0}, {"idle_interval": 0.0}):
+    """batch, concurrency, idle_interval and the unroutable delays must be positive."""
+    for kwargs in ({"batch": 0}, {"concurrency": 0}, {"idle_interval": 0.0},
+                   {"unroutable_retry_s": (0.0, 1.0)}, {"unroutable_retry_s": (2.0, 1.0)}):
         with pytest.raises(ValueError, match="Replayer needs"):
             Replayer(None, FailingPublisher(), **kwargs)  # type: ignore[arg-type]

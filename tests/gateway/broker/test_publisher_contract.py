@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,9 @@ from structlog.testing import capture_logs
 from gateway.broker.base import Publisher
 from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
-from gateway.errors import PublishError
+from gateway.errors import PublishError, UnroutableEvent
+from gateway.replay import Replayer
+from gateway.spool import Spool
 from schemas.events import CONTENT_TYPE, Event
 from schemas.topology import EVENTS_EXCHANGE, USAGE_QUEUE, Queue, tenant_queue
 from tests.support.rabbit import Properties, RabbitClient, TcpProxy, wait_until
@@ -144,7 +147,7 @@ async def test_unroutable_event_raises_and_is_not_delivered(harness: Harness, st
     acme, ghost = tenant(), tenant()
     publisher = await started([acme])
     event = make_event(ghost, "message.incoming")
-    with pytest.raises(PublishError) as caught:
+    with pytest.raises(UnroutableEvent) as caught:
         await publisher.publish(event)
     assert event.id in str(caught.value)
     assert event.routing_key in str(caught.value)
@@ -159,7 +162,7 @@ async def test_same_id_unroutable_twice_at_once_both_raise(harness: Harness, sta
     event = make_event(tenant())
     results = await asyncio.gather(publisher.publish(event), publisher.publish(event),
                                    return_exceptions=True)
-    assert [type(r) for r in results] == [PublishError, PublishError]
+    assert [type(r) for r in results] == [UnroutableEvent, UnroutableEvent]
 
 
 async def test_full_queue_rejects_the_publish(harness: Harness, started: Any) -> None:
@@ -171,8 +174,44 @@ async def test_full_queue_rejects_the_publish(harness: Harness, started: Any) ->
     event = make_event(acme)
     with pytest.raises(PublishError, match="nack") as caught:
         await publisher.publish(event)
+    assert not isinstance(caught.value, UnroutableEvent)  # the queue exists: not a routing fault
     assert event.id in str(caught.value)
     assert await harness.read(f"full-{acme}") == []
+
+
+async def test_replay_sets_an_unroutable_tenant_aside_and_goes_on(
+    harness: Harness, started: Any, tmp_path: Path
+) -> None:
+    """Spooled events of a tenant without a queue stay spooled and set aside while every other
+    event is replayed past them; once the queue exists they follow."""
+    acme, ghost = tenant(), tenant()
+    publisher = await started([acme])
+    # Ghost's first: a whole batch of them at the head of the spool, then acme's.
+    events = [make_event(ghost, n=n) for n in range(12)] + [make_event(acme, n=n)
+                                                              for n in range(30)]
+    spool = await Spool.open(tmp_path)
+    try:
+        for event in events:
+            await spool.put(event)
+        replayer = Replayer(spool, publisher, batch=10, concurrency=4,
+                            unroutable_retry_s=(0.3, 0.3))
+        with capture_logs() as logs:
+            assert await replayer.drain() == 30
+            assert await replayer.drain() == 0  # set aside: not retried before their delay
+        assert sorted(b["id"] for _, b in await harness.read(tenant_queue(acme))) == sorted(
+            e.id for e in events[12:])
+        assert (spool.count(), replayer.parked, replayer.last_error) == (12, 12, None)
+        parked = [line for line in logs if line["event"] == "spool_event_unroutable"]
+        assert sorted(line["event_id"] for line in parked) == sorted(e.id for e in events[:12])
+        assert all(line["routing_key"].startswith(f"{ghost}.") for line in parked)
+        await harness.add_queue(tenant_queue(ghost), f"{ghost}.#", {})
+        await asyncio.sleep(0.35)
+        assert await replayer.drain() == 12
+        assert (spool.count(), replayer.parked) == (0, 0)
+        assert sorted(b["id"] for _, b in await harness.read(tenant_queue(ghost))) == sorted(
+            e.id for e in events[:12])
+    finally:
+        await spool.close()
 
 
 async def test_declaring_the_topology_twice_keeps_messages(harness: Harness, started: Any) -> None:
