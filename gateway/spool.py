@@ -12,6 +12,9 @@ https://www.sqlite.org/pragma.html#pragma_synchronous):
 * One file per owner: a process owns ``spool-<n>.db`` while it holds an exclusive ``flock`` on
   ``spool-<n>.lock``; the kernel drops it when the process dies, and the file becomes an orphan
   that another process may adopt and drain. SQLite work runs in one writer thread per spool.
+* A file SQLite reports as corrupt when it is opened (not a database, damaged pages) is renamed
+  ``corrupt-spool-<n>-<UTC time>.db`` (with its WAL) and a fresh spool takes its place: the
+  gateway keeps a working spool, the orphan sweep skips it, and nothing in it is deleted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import orjson
+import structlog
 
 from gateway.errors import HooklineError
 from schemas.events import Event
@@ -41,6 +45,12 @@ _SCHEMA: Final = """CREATE TABLE IF NOT EXISTS spool (
 _PRAGMAS: Final = ("synchronous=FULL", "journal_size_limit=67108864", "busy_timeout=5000")
 _SELECTED: Final = "FROM spool WHERE seq IN (SELECT value FROM json_each(?))"  # no ?-limit
 _T = TypeVar("_T")
+# What SQLite says of a file that is not a database or whose pages are damaged
+# (https://www.sqlite.org/rescode.html#corrupt): quarantined, never retried.
+CORRUPT_SQLITE_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+QUARANTINE_PREFIX: Final = "corrupt-"
+
+log = structlog.get_logger("hookline.spool")
 
 
 class SpoolError(HooklineError):
@@ -172,15 +182,13 @@ class Spool:
 
     def _connect(self, max_pages: int | None) -> None:
         try:
-            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
-            self._conn = conn = sqlite3.connect(self.path, isolation_level=None)
-            if (mode := conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]) != "wal":
-                raise SpoolError(f"spool {self.path}: WAL mode refused (got {mode!r})")
-            for pragma in (*_PRAGMAS, *([f"max_page_count={int(max_pages)}"] if max_pages else [])):
-                conn.execute(f"PRAGMA {pragma}")
-            conn.execute(_SCHEMA)
-            self._count, self._bytes = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM spool").fetchone()
+            try:
+                self._open_db(max_pages)
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorcode", None) not in CORRUPT_SQLITE_CODES:
+                    raise
+                self._quarantine(exc)
+                self._open_db(max_pages)  # a fresh, empty spool in its place
             # SQLite syncs the directory for a new WAL, not for a new database: sync it ourselves.
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:
@@ -190,6 +198,33 @@ class Spool:
         except BaseException:  # let go of the lock: open() raises, nobody owns this spool
             self._release(False)
             raise
+
+    def _open_db(self, max_pages: int | None) -> None:
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
+        self._conn = conn = sqlite3.connect(self.path, isolation_level=None)
+        if (mode := conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]) != "wal":
+            raise SpoolError(f"spool {self.path}: WAL mode refused (got {mode!r})")
+        for pragma in (*_PRAGMAS, *([f"max_page_count={int(max_pages)}"] if max_pages else [])):
+            conn.execute(f"PRAGMA {pragma}")
+        conn.execute(_SCHEMA)
+        self._count, self._bytes = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM spool").fetchone()
+
+    def _quarantine(self, exc: sqlite3.DatabaseError) -> None:
+        """Move a spool file SQLite calls corrupt (and its WAL) aside, under a name the orphan
+        sweep does not match, so that this process gets a working spool and nobody else tries
+        it again. Renamed, never deleted: what is readable in it can still be recovered."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{QUARANTINE_PREFIX}{self.path.stem}-{stamp}.db")
+        for suffix in ("", "-wal", "-shm"):  # renamed together: SQLite pairs them by name
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{self.path}{suffix}", f"{target}{suffix}")
+        log.error("spool_quarantined", path=str(self.path), moved_to=str(target),
+                  error=f"{getattr(exc, 'sqlite_errorname', 'SQLITE_ERROR')}: {exc}")
 
     def _write(self, rows: list[tuple[str, str, bytes, float]]) -> None:
         conn = self._db()

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings
-from gateway.spool import SPOOL_DIR, Spool
+from gateway.spool import CORRUPT_SQLITE_CODES, QUARANTINE_PREFIX, SPOOL_DIR, Spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class SpoolFile:
     body_bytes: int
     oldest: float | None  # spooled_at of the oldest row (epoch seconds)
     owned: bool  # a live gateway process holds its lock (and replays it itself)
+    problem: str | None = None  # corrupt, or quarantined: never replayed, kept for recovery
 
 
 def inspect(data_dir: Path) -> list[SpoolFile]:
@@ -31,16 +32,24 @@ def inspect(data_dir: Path) -> list[SpoolFile]:
     orphans = set(Spool.orphans(data_dir))
     found = []
     for path in sorted((data_dir / SPOOL_DIR).glob("spool-*.db")):
+        problem = None
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             events, size, oldest = connection.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), MIN(spooled_at) FROM spool"
             ).fetchone()
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             events, size, oldest = 0, 0, None  # created but never written: no table yet
+            if getattr(exc, "sqlite_errorcode", None) in CORRUPT_SQLITE_CODES:
+                problem = f"corrupt ({exc}): the next gateway to open it moves it aside"
         finally:
             connection.close()
-        found.append(SpoolFile(path, events, size, oldest, owned=path not in orphans))
+        found.append(SpoolFile(path, events, size, oldest, owned=path not in orphans,
+                               problem=problem))
+    for path in sorted((data_dir / SPOOL_DIR).glob(f"{QUARANTINE_PREFIX}*.db")):
+        found.append(SpoolFile(path, 0, path.stat().st_size, None, owned=False,
+                               problem="quarantined as corrupt: never replayed, kept for "
+                                       "recovery by hand"))
     return found
 
 
@@ -51,12 +60,17 @@ def print_status(settings: Settings, out: TextIO) -> int:
         return 0
     now = time.time()
     for item in files:
+        if item.problem is not None:
+            print(f"{item.path}: {item.problem}", file=out)
+            continue
         age = f"oldest {now - item.oldest:.0f} s ago" if item.oldest else "empty"
         owner = "owned by a running gateway" if item.owned else "orphan (no live owner)"
         print(f"{item.path}: {item.events} event(s), {item.body_bytes} bytes, {age}, {owner}",
               file=out)
     total = sum(item.events for item in files)
-    print(f"total: {total} event(s) in {len(files)} file(s)", file=out)
+    bad = sum(1 for item in files if item.problem is not None)
+    print(f"total: {total} event(s) in {len(files) - bad} file(s)"
+          + (f"; {bad} corrupt or quarantined file(s), not counted" if bad else ""), file=out)
     return 0
 
 

@@ -66,6 +66,22 @@ def test_status_lists_orphans_and_owned_spools(
     assert "1 event(s)" in out and "owned by a running gateway" in out
 
 
+def test_status_names_corrupt_and_quarantined_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupt spool file and a quarantined one are named as such, not counted as empty."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "spool-0.db").write_bytes(b"not a database" * 300)
+    (directory / "corrupt-spool-1-20261203T080000Z.db").write_bytes(b"x" * 4096)
+    assert main(["spool", "status"], env(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert f"{directory / 'spool-0.db'}: corrupt (file is not a database)" in out
+    assert (f"{directory / 'corrupt-spool-1-20261203T080000Z.db'}: quarantined as corrupt"
+            in out)
+    assert "total: 0 event(s) in 0 file(s); 2 corrupt or quarantined file(s), not counted" in out
+
+
 def test_replay_refuses_the_memory_broker(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Replay needs a real broker to replay to."""
