@@ -12,7 +12,9 @@ cope with out-of-order provider callbacks (status callbacks carry no global orde
 An event the broker returns as unroutable (no queue bound for it: a tenant's queue or binding
 is missing) is a verdict on that event alone. It stays spooled, nothing is lost, but it is set
 aside and tried again after 1 s, 2 s, 4 s ... up to 5 min, while the events behind it go on:
-otherwise one misconfigured tenant would hold up every tenant's replay.
+otherwise one misconfigured tenant would hold up every tenant's replay. A row whose body is
+not an event this version can read is set aside the same way (and logged as an error): kept,
+never published half-understood, and not in the way of the rows after it.
 
 Only the Publisher protocol is used here: no aio-pika, no Starlette.
 """
@@ -96,11 +98,16 @@ class Replayer:
 
         async def publish(item: SpooledEvent) -> None:
             try:
-                await self.publisher.publish(Event.from_json(item.body))
+                try:
+                    event = Event.from_json(item.body)
+                except ValueError as exc:  # e.g. written by another version of hookline
+                    self._park(item, exc, "spool_event_unreadable")
+                    return
+                await self.publisher.publish(event)
                 confirmed.append(item.seq)
                 self._parked.pop(item.seq, None)
             except UnroutableEvent as exc:
-                self._park(item, exc)
+                self._park(item, exc, "spool_event_unroutable")
             except BaseException as exc:
                 failures.append(exc)
                 if isinstance(exc, PublishError):
@@ -134,18 +141,20 @@ class Replayer:
         await self.spool.delete(confirmed)
         errors = [exc for exc in failures if not isinstance(exc, asyncio.CancelledError)]
         if unexpected := [exc for exc in errors if not isinstance(exc, PublishError)]:
-            raise unexpected[0]  # a bug or a corrupt row: the caller decides, nothing is lost
+            raise unexpected[0]  # a bug: the caller decides, nothing is lost
         self.last_error = next((e for e in errors if isinstance(e, PublishError)), None)
         return len(confirmed), items[-1].seq if items else None, bool(failures)
 
-    def _park(self, item: SpooledEvent, exc: UnroutableEvent) -> None:
+    def _park(self, item: SpooledEvent, exc: Exception, what: str) -> None:
         first, longest = self.unroutable_retry_s
         previous = self._parked.get(item.seq)
         delay = first if previous is None else min(previous[1] * 2, longest)
         self._parked[item.seq] = (time.monotonic() + delay, delay)
-        log.warning("spool_event_unroutable", event_id=item.event_id,
-                    routing_key=item.routing_key, retry_in_s=delay, parked=len(self._parked),
-                    error=str(exc), path=str(self.spool.path))
+        # An unreadable row is an error (a person must look); a missing queue may be a
+        # deliberate change, and the broker may get it back.
+        level = log.error if what == "spool_event_unreadable" else log.warning
+        level(what, event_id=item.event_id, routing_key=item.routing_key, retry_in_s=delay,
+              parked=len(self._parked), error=str(exc), path=str(self.spool.path))
 
     async def drain(self) -> int:
         """Passes over the whole spool until every row was tried once, or a refusal stopped

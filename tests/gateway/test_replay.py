@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -319,6 +321,23 @@ async def test_a_broker_refusal_still_stops_the_pass_past_unroutable_events(spoo
     assert (spool.count(), replayer.parked) == (10, 5)
     assert isinstance(replayer.last_error, PublishError)
     assert publisher.attempts == [f"ghost-{n:06d}" for n in range(5)] + ids([0])
+
+
+async def test_an_unreadable_row_is_set_aside_and_kept(spool: Spool) -> None:
+    """A row that is not an event (another version wrote it, say) is logged as an error and
+    kept, and the rows after it are replayed."""
+    await fill(spool, 3)
+    with contextlib.closing(sqlite3.connect(spool.path)) as db, db:  # a second writer, WAL
+        db.execute("UPDATE spool SET body = ? WHERE event_id = ?", (b"{not json", ids([1])[0]))
+    broker = MemoryBroker()
+    replayer = Replayer(spool, await started(broker))
+    with capture_logs() as logs:
+        assert await replayer.drain() == 2
+    assert [event.id for event in broker.drain(QUEUE)] == ids([0, 2])
+    assert [item.event_id for item in await spool.peek()] == ids([1])
+    [line] = [line for line in logs if line["event"] == "spool_event_unreadable"]
+    assert (line["log_level"], line["event_id"]) == ("error", ids([1])[0])
+    assert "not JSON" in line["error"]
 
 
 def test_rejects_nonsense_settings(tmp_path: Path) -> None:
