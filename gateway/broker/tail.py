@@ -8,12 +8,14 @@ connection. https://www.rabbitmq.com/docs/queues#exclusive-queues
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aio_pika
 import orjson
 import structlog
+from aio_pika.abc import AbstractIncomingMessage
 
 from gateway.broker.factory import mask_url
 from gateway.errors import HooklineError
@@ -24,6 +26,8 @@ log = structlog.get_logger("hookline.broker")
 # Enough in flight to keep up with a busy tenant without buffering unboundedly in the client.
 # https://www.rabbitmq.com/docs/confirms#channel-qos-prefetch
 PREFETCH: int = 200
+# How long leaving waits for the broker to confirm the close.
+CLOSE_TIMEOUT_S: float = 2.0
 
 
 async def tail_events(
@@ -60,19 +64,33 @@ async def tail_events(
         if on_ready is not None:
             on_ready()
         # no_ack: the queue is private and throw-away, a lost line on a crash is acceptable.
-        async with queue.iterator(no_ack=True) as messages:
-            async for message in messages:
-                try:
-                    envelope = orjson.loads(message.body)
-                except orjson.JSONDecodeError:
-                    log.warning("tail_message_undecodable", tenant=tenant_id,
-                                message_id=message.message_id)
-                    continue
-                if isinstance(envelope, dict):
-                    yield envelope
-                else:
-                    log.warning("tail_message_not_an_object", tenant=tenant_id,
-                                message_id=message.message_id)
+        # A consumer callback feeding a local queue rather than aio-pika's QueueIterator, whose
+        # close on cancellation waits for the broker without a bound
+        # (https://github.com/mosquito/aio-pika/issues/623): Ctrl-C must end a tail at once.
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue(PREFETCH)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await inbox.put(message)
+
+        await queue.consume(on_message, no_ack=True)
+        while True:
+            message = await inbox.get()
+            try:
+                envelope = orjson.loads(message.body)
+            except orjson.JSONDecodeError:
+                log.warning("tail_message_undecodable", tenant=tenant_id,
+                            message_id=message.message_id)
+                continue
+            if isinstance(envelope, dict):
+                yield envelope
+            else:
+                log.warning("tail_message_not_an_object", tenant=tenant_id,
+                            message_id=message.message_id)
     finally:
-        await connection.close()
+        # Bounded: the queue is exclusive, the broker deletes it with the connection anyway.
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await connection.close()
+        except Exception as exc:  # a timeout or a broken link: leaving, nothing to save
+            log.warning("tail_close_failed", tenant=tenant_id, error=repr(exc))
         log.info("tail_stopped", tenant=tenant_id)

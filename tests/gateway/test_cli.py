@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def test_tail_prints_a_tenants_events(amqp_url: str, tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(1.5)  # the tail binds its queue; the gateway below publishes after that
+        wait_for_line(proc, b"tail_started")  # bound: what the gateway publishes now reaches it
 
         async def publish() -> None:
             settings = load_settings(
@@ -155,6 +156,25 @@ def test_tail_prints_a_tenants_events(amqp_url: str, tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 30) -> None:
+    """Read the process's stderr until a line holding ``marker``; fail naming what came."""
+    assert proc.stderr is not None
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stderr.readline()
+            if not line:  # the process ended
+                break
+            if marker in line:
+                return
+            seen.append(line)
+    raise AssertionError(f"no {marker!r} line within {timeout} s; stderr: {b''.join(seen)!r}")
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:

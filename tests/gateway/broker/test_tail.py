@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -12,10 +13,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.broker.fastamqp import FastAmqpPublisher
-from gateway.broker.tail import tail_events
+from gateway.broker.tail import CLOSE_TIMEOUT_S, tail_events
 from schemas.events import Event
 from schemas.topology import tenant_queue
-from tests.support.rabbit import RabbitClient
+from tests.support.rabbit import RabbitClient, TcpProxy
 
 pytestmark = pytest.mark.broker
 
@@ -82,3 +83,24 @@ async def test_tail_queue_disappears_with_the_tail(amqp_url: str, rabbit: Rabbit
         await pending
     await stream.aclose()
     assert await rabbit.queue_exists(name) is False
+
+
+async def test_tail_ends_promptly_when_the_broker_stops_answering(
+    broker_proxy: TcpProxy,
+) -> None:
+    """Cancelled (Ctrl-C) while the broker is hung, the tail gives up the close after its
+    bound instead of waiting for an answer that never comes."""
+    acme = f"t-{uuid.uuid4().hex[:10]}"
+    ready = asyncio.Event()
+    with capture_logs() as logs:
+        tail = asyncio.create_task(follow(broker_proxy.url, acme, 1, ready))
+        await asyncio.wait_for(ready.wait(), 5)
+        broker_proxy.pause()
+        tail.cancel()
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(tail, CLOSE_TIMEOUT_S + 3)
+        elapsed = time.monotonic() - started
+        broker_proxy.resume()
+    assert CLOSE_TIMEOUT_S - 0.1 <= elapsed < CLOSE_TIMEOUT_S + 1
+    assert [entry["event"] for entry in logs][-2:] == ["tail_close_failed", "tail_stopped"]
