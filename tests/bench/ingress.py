@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -65,7 +65,7 @@ from tests.bench.common import (
     TARGETS,
     BenchError,
 )
-from tests.bench.machine import ensure_python_multipart, ensure_wrk, machine_info
+from tests.bench.machine import ensure_python_multipart, ensure_wrk, machine_info, pinned
 from tests.bench.procfs import (
     Process,
     cpu_seconds,
@@ -89,6 +89,10 @@ from tests.bench.rabbit import (
     queue_counts,
 )
 from tests.bench.report import RunResult, describe_run, medians, render, render_cores
+
+# --pin: the target alone on one CPU, everything else the bench runs on the rest.
+TARGET_CPU: Final = 0
+OTHER_CPUS: Final = set(range(1, os.cpu_count() or 2)) or {0}
 
 # --- targets -----------------------------------------------------------------------------------
 
@@ -141,6 +145,8 @@ def start_target(setup: Setup, target: str, label: str) -> tuple[Process, int, d
         argv = [sys.executable, "-m", "tests.bench.baselines", target, "--port", str(port)]
         if target == "naive" and setup.naive_pythonpath:
             env["PYTHONPATH"] = setup.naive_pythonpath
+    if setup.args.pin:
+        argv = ["taskset", "-c", str(TARGET_CPU), *argv]  # its worker processes inherit it
     process = Process(label, argv, env, setup.tmp / f"{label}.log")
     setup.processes.append(process)
     deadline = time.monotonic() + 60
@@ -172,6 +178,8 @@ def run_wrk(setup: Setup, port: int, prefix: Path, seconds: float,
     argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--latency",
             "--timeout", "60s", "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}{STATUS_PATH}",
             "--", str(prefix)]
+    if args.pin:
+        argv = ["taskset", "-c", ",".join(map(str, sorted(OTHER_CPUS))), *argv]
     popen = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _pid, status, usage = os.wait4(popen.pid, 0)
@@ -402,6 +410,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="sample hookline with py-spy during each measured run and print "
                              "where its time went (the sampling slows it: figures disturbed)")
+    parser.add_argument("--pin", action="store_true",
+                        help=f"the target on CPU {TARGET_CPU}, RabbitMQ and wrk on the others "
+                             "(how much the shared cores cost the target)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     targets = [t.strip() for t in args.only.split(",") if t.strip()]
@@ -455,11 +466,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s after a "
                   f"{args.warmup:g} s warm-up, {args.repeats} repeat(s), vhost {vhost.name}; "
                   f"hookline logs at {args.hookline_log_level} (HOOKLINE_LOG_LEVEL)", flush=True)
-            for repeat in range(1, args.repeats + 1):
-                for target in args.targets:
-                    result = run_with_retries(setup, target, repeat, labels[target])
-                    results.append(result)
-                    print(describe_run(result, labels[target]), flush=True)
+            if args.pin:
+                print(f"pinned: targets on CPU {TARGET_CPU}; RabbitMQ (pid {rabbit_pid}) and "
+                      f"wrk on CPU {','.join(map(str, sorted(OTHER_CPUS)))}", flush=True)
+            with pinned(rabbit_pid if args.pin else None, OTHER_CPUS):
+                for repeat in range(1, args.repeats + 1):
+                    for target in args.targets:
+                        result = run_with_retries(setup, target, repeat, labels[target])
+                        results.append(result)
+                        print(describe_run(result, labels[target]), flush=True)
     except BenchError as exc:
         print(f"ingress bench: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,22 @@ def machine_info(rabbit_version: str, naive: bool, naive_pythonpath: str | None)
         "wrk": (wrk.stdout or wrk.stderr).split("Copyright")[0].strip(),
         "rabbitmq": rabbit_version, "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
+
+
+@contextlib.contextmanager
+def pinned(pid: int | None, cpus: set[int]) -> Iterator[None]:
+    """Every thread of process ``pid`` on ``cpus`` for the block, then each back on its own
+    CPUs (``--pin``: RabbitMQ's scheduler threads off the gateway's core)."""
+    saved: dict[int, set[int]] = {}
+    try:
+        if pid is not None:
+            for name in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    tid = int(name)
+                    saved[tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, cpus)
+        yield
+    finally:
+        for tid, mask in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, mask)
