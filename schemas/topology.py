@@ -40,7 +40,8 @@ DEAD_HEADERS: Final = (REASON_HEADER, ERROR_HEADER, QUEUE_HEADER, WORKER_HEADER,
 RETRY_DELAYS_S: Final = (1, 5, 30)
 
 # The usage worker meters status events (DESIGN section 6) and the outcomes of bot calls.
-USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.call.status", "*.*.call.bot.result")
+USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.message.incoming", "*.*.call.status",
+                          "*.*.call.bot.result")
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,7 @@ async def test_each_kind_reaches_only_its_tenant(
     usage = [doc for doc in await inbox.events(USAGE_QUEUE) if doc["tenant"] == tenants.a.id]
     assert sorted(doc["type"] for doc in usage) == [
         "io.hookline.call.status",
+        "io.hookline.message.incoming",
         "io.hookline.message.status",
     ]
 
@@ -200,4 +201,5 @@ async def test_kaleyra_reports_reach_only_their_tenant(
         assert doc["provider"] == "kaleyra" and doc["tenant"] == tenants.a.id
     assert await inbox.events(tenant_queue(tenants.b.id)) == []
     usage = [doc for doc in await inbox.events(USAGE_QUEUE) if doc["tenant"] == tenants.a.id]
-    assert [doc["type"] for doc in usage] == ["io.hookline.message.status"]
+    assert sorted(doc["type"] for doc in usage) == ["io.hookline.message.incoming",
+                                                    "io.hookline.message.status"]

@@ -58,8 +58,8 @@ async def test_unroutable_event_is_spooled_and_not_counted_uncertain() -> None:
     """An event no queue is bound for is returned, surely undelivered: spooled, not uncertain."""
     spool = ListSpool()
     acceptor = Acceptor(await started(MemoryPublisher(MemoryBroker(), ["other"])), spool)
-    # Tenant acme, whose queue this broker lacks; an incoming message is not metered either.
-    event = dataclasses.replace(make_event(), kind="message.incoming")
+    # Tenant acme, whose queue this broker lacks; an incoming call is not metered either.
+    event = dataclasses.replace(make_event(), kind="call.incoming")
     assert await acceptor.accept(event) == "spooled"
     assert spool.events == [event]
     assert (acceptor.counts.spooled, acceptor.counts.uncertain) == (1, 0)

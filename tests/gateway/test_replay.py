@@ -276,7 +276,7 @@ async def test_drain_rate_figure(spool: Spool) -> None:
 
 def ghost_event(n: int) -> Event:
     """An event of a tenant the broker has no queue for: returned as unroutable."""
-    return Event(id=f"ghost-{n:06d}", kind="message.incoming", tenant="ghost", provider="twilio",
+    return Event(id=f"ghost-{n:06d}", kind="call.incoming", tenant="ghost", provider="twilio",
                  source="twilio/AC0456", subject=f"SM{n:032x}",
                  time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC), data={"n": n})
 

@@ -31,6 +31,7 @@ CARD = RateCard(rates=(
     Rate("twilio", "whatsapp", "outbound", "", per_segment=Decimal("0.0050")),
     Rate("twilio", "voice", "outbound", "1", per_minute=Decimal("0.0140")),
     Rate("twilio", "voice", "inbound", "", per_minute=Decimal("0.0085")),
+    Rate("twilio", "sms", "inbound", "1", per_segment=Decimal("0.0083")),
     Rate("kaleyra", "sms", "outbound", "91", per_segment=Decimal("0.0021")),
 ))
 
@@ -69,6 +70,17 @@ def call(sid_n: int, status: str, *, duration: int | None = None, sequence: int 
     if duration is not None:
         params["CallDuration"] = [str(duration)]
     return twilio_events.normalize("call.status", tenant(tenant_id), params, when)
+
+
+def received(sid_n: int, *, segments: int | None = 1, to: str = "+14155550100",
+             tenant_id: str = "acme") -> Event:
+    """A Twilio message.incoming event (an SMS to the tenant's number ``to``)."""
+    params = {"MessageSid": [f"SM{sid_n:032x}"], "AccountSid": [ACCOUNT], "To": [to],
+              "From": ["+14155550999"], "Body": ["is my prescription ready?"],
+              "SmsStatus": ["received"], "NumMedia": ["0"]}
+    if segments is not None:
+        params["NumSegments"] = [str(segments)]
+    return twilio_events.normalize("message.incoming", tenant(tenant_id), params, DAY)
 
 
 def kaleyra_dlr(n: int, status: str, *, units: int = 1, tenant_id: str = "acme") -> Event:

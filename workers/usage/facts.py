@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from gateway.errors import PoisonMessage
 from gateway.usage_config import RateCard, digits_of
-from schemas.events import CALL_BOT_RESULT, CALL_STATUS, MESSAGE_STATUS, Event
+from schemas.events import CALL_BOT_RESULT, CALL_STATUS, MESSAGE_INCOMING, MESSAGE_STATUS, Event
 
 MESSAGE, CALL, BOT = "message", "call", "bot"
 UNKNOWN: Final = "unknown"
@@ -129,6 +129,16 @@ def fact_from_event(event: Event) -> UsageFact | None:
                          channel=_text(data, "channel") or "sms", direction="outbound",
                          status=status, destination=_destination(data),
                          segments=_count(data, "segments", event))
+    if event.kind == MESSAGE_INCOMING:
+        # A received message is billed too, per segment at the inbound rate
+        # (https://support.twilio.com/hc/en-us/articles/223181528), and no status callback
+        # ever follows it: this event is its only report. Its destination is the tenant's own
+        # number, which is what the inbound rate depends on.
+        sid = _text(data, "message_sid") or _text(data, "message_id") or event.subject
+        return UsageFact(**base, kind=MESSAGE, sid=sid,
+                         channel=_text(data, "channel") or "sms", direction="inbound",
+                         status="received", destination=_destination(data),
+                         segments=_count(data, "segments", event))
     if event.kind == CALL_STATUS:
         status = _text(data, "status") or UNKNOWN
         if data.get("recording") is not None and status == UNKNOWN:
@@ -148,8 +158,9 @@ def fact_from_event(event: Event) -> UsageFact | None:
         return UsageFact(**base, kind=BOT, sid=_text(data, "call_sid") or event.subject,
                          channel="voice", direction="outbound", status=outcome[:64],
                          destination=_destination(data))
-    raise PoisonMessage(f"event {event.id}: the usage worker meters message.status, call.status "
-                        f"and call.bot.result, got {event.kind!r}", reason="unexpected_kind")
+    raise PoisonMessage(f"event {event.id}: the usage worker meters message.status, "
+                        f"message.incoming, call.status and call.bot.result, got {event.kind!r}",
+                        reason="unexpected_kind")
 
 
 def _text(data: dict[str, Any], name: str) -> str | None:

@@ -24,7 +24,7 @@ from schemas.topology import EVENTS_EXCHANGE, USAGE_QUEUE, Queue, tenant_queue
 from tests.support.rabbit import Properties, RabbitClient, TcpProxy, wait_until
 
 
-def make_event(tenant: str, kind: str = "message.incoming", n: int = 0) -> Event:
+def make_event(tenant: str, kind: str = "call.incoming", n: int = 0) -> Event:
     return Event(id=str(uuid.uuid4()), kind=kind, tenant=tenant, provider="twilio",
                  source="twilio/AC0123", subject=f"SM{n:032d}",
                  time=datetime(2026, 11, 23, 8, 0, n % 60, tzinfo=UTC), data={"n": n})
@@ -112,8 +112,9 @@ async def test_event_lands_on_its_tenant_queue_only(harness: Harness, started: A
     assert await harness.read(tenant_queue(other)) == []
 
 
-async def test_status_events_also_reach_usage(harness: Harness, started: Any) -> None:
-    """Message and call status events are copied to hookline.usage; incoming ones are not."""
+async def test_metered_events_also_reach_usage(harness: Harness, started: Any) -> None:
+    """Status events and incoming messages (billed per segment) are copied to hookline.usage;
+    incoming calls are not (their call.status events meter them)."""
     acme = tenant()
     publisher = await started([acme])
     events = [make_event(acme, kind) for kind in ("message.status", "call.status",
@@ -121,7 +122,7 @@ async def test_status_events_also_reach_usage(harness: Harness, started: Any) ->
     for event in events:
         await publisher.publish(event)
     usage = [b["id"] for _, b in await harness.read(USAGE_QUEUE) if b["tenant"] == acme]
-    assert usage == [events[0].id, events[1].id]
+    assert usage == [events[0].id, events[1].id, events[2].id]
     assert [b["id"] for _, b in await harness.read(tenant_queue(acme))] == [e.id for e in events]
 
 
@@ -146,7 +147,7 @@ async def test_unroutable_event_raises_and_is_not_delivered(harness: Harness, st
     """An event no binding matches raises PublishError naming it, and lands nowhere."""
     acme, ghost = tenant(), tenant()
     publisher = await started([acme])
-    event = make_event(ghost, "message.incoming")
+    event = make_event(ghost, "call.incoming")
     with pytest.raises(UnroutableEvent) as caught:
         await publisher.publish(event)
     assert event.id in str(caught.value)

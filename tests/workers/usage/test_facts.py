@@ -59,6 +59,18 @@ def test_recording_callbacks_meter_nothing() -> None:
     assert fact_from_event(event) is None
 
 
+def test_an_incoming_message_is_an_inbound_fact() -> None:
+    """message.incoming meters the received message: inbound, received, its segments, and of
+    the tenant's number only the first 8 digits (no body, no sender)."""
+    from tests.support.usage import received
+
+    fact = fact_from_event(received(7, segments=3, to="+14155550100"))
+    assert fact is not None
+    assert (fact.kind, fact.direction, fact.status, fact.channel) == (
+        "message", "inbound", "received", "sms")
+    assert (fact.segments, fact.destination, fact.sid) == (3, "14155550", f"SM{7:032x}")
+
+
 def test_bot_result_without_outcome_is_poison() -> None:
     """A call.bot.result whose data lacks the outcome can never be counted."""
     from tests.support.usage import bot_result

@@ -17,6 +17,7 @@ from tests.support.usage import (
     kaleyra_dlr,
     message,
     policy,
+    received,
     scenario,
 )
 from workers.usage.ledger import Ledger, UsageRow
@@ -100,6 +101,20 @@ async def test_counters_and_costs(ledger: Ledger) -> None:
     assert await ledger.month_spend("acme", MONTH) == Decimal("0.1036")
     outcomes = {(o.outcome, o.count) for o in await ledger.outcomes(MONTH)}
     assert outcomes == {("answered_human", 1), ("voicemail", 1)}
+
+
+async def test_received_messages_are_metered_inbound(ledger: Ledger) -> None:
+    """An incoming SMS is one inbound message, billed per segment at the inbound rate of the
+    number it was sent to, once however often it is redelivered; it is neither delivered
+    nor failed."""
+    await ledger.ingest(facts([received(1, segments=2), received(2), received(1, segments=2)]),
+                        policy(), NOW)
+    await ledger.ingest(facts([received(2)]), policy(), NOW)  # redelivered in a later batch
+    (row,) = await ledger.usage(MONTH)
+    assert (row.provider, row.channel, row.direction) == ("twilio", "sms", "inbound")
+    assert (row.messages, row.segments, row.delivered, row.failed) == (2, 3, 0, 0)
+    assert row.cost == Decimal("0.0249")  # 3 x 0.0083
+    assert await ledger.month_spend("acme", MONTH) == Decimal("0.0249")
 
 
 async def test_what_is_billed(ledger: Ledger) -> None:
