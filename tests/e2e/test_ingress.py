@@ -172,7 +172,8 @@ async def test_logs_of_a_full_run_hold_no_secret_or_phone_number(
 async def test_kaleyra_reports_reach_only_their_tenant(
     gateway: tuple[str, Inbox], tenants: Tenants
 ) -> None:
-    """A Kaleyra DLR and incoming SMS for tenant A land on A's queue as schema-valid events."""
+    """A Kaleyra DLR and incoming SMS for tenant A land on A's queue as schema-valid events
+    (and on hookline.usage, which meters both); tenant B gets nothing."""
     base_url, inbox = gateway
     async with httpx.AsyncClient() as http:
         status = await http.post(

@@ -54,7 +54,7 @@ def test_check_passes_on_the_example_config(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "ok   config:" in out and "2 tenant(s)" in out
-    assert "ok   usage: 7 rate(s), 1 number rental(s), 1 tenant budget(s), USD" in out
+    assert "ok   usage: 9 rate(s), 1 number rental(s), 1 tenant budget(s), USD" in out
     assert "ok   broker: memory://" in out and "ok   database: sqlite" in out
 
 
