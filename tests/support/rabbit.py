@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,7 +119,11 @@ async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None
 class TcpProxy:
     """A TCP relay in front of the broker that a test can pause (a hung broker) or sever."""
 
-    def __init__(self, target_url: str) -> None:
+    def __init__(self, target_url: str, tls: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1") -> None:
+        """``tls``: accept TLS with this server context and relay plain TCP (an amqps front
+        for the plain test broker); ``url`` then says ``amqps://`` and names ``host``."""
+        self._tls, self._host = tls, host
         parts = urlsplit(target_url)
         self._target_url = parts
         self._target = (parts.hostname or "127.0.0.1", parts.port or 5672)
@@ -131,7 +136,7 @@ class TcpProxy:
         self.port = 0
 
     async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -140,8 +145,10 @@ class TcpProxy:
         """The broker URL, same credentials and vhost, through this proxy."""
         parts = self._target_url
         userinfo = parts.netloc.rpartition("@")[0]
-        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        address = f"{self._host}:{self.port}"
+        netloc = f"{userinfo}@{address}" if userinfo else address
+        return urlunsplit(parts._replace(scheme="amqps" if self._tls else parts.scheme,
+                                         netloc=netloc))
 
     def pause(self) -> None:
         """Hold every byte in both directions: the broker looks alive but never answers."""
