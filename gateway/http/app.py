@@ -106,6 +106,9 @@ def create_app(
                   lambda: float(durability.broker_state == "up"))
     metrics.gauge("hookline_spool_events", "Events waiting in this process's spool.",
                   lambda: float(durability.spool.count() if durability.spool else 0))
+    metrics.gauge("hookline_spool_parked_events",
+                  "Spooled events set aside: returned as unroutable, or unreadable.",
+                  lambda: float(durability.replayer.parked if durability.replayer else 0))
     metrics.gauge("hookline_publish_uncertain_total",
                   "Publishes sent but not confirmed (live and replayed): possible duplicates.",
                   lambda: float(durability.uncertain), kind="counter")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.broker.memory import FailingPublisher
+import asyncio
+
+from gateway.broker.memory import FailingPublisher, MemoryBroker, MemoryPublisher
 from gateway.metrics import Metrics
 from tests.support.gateway import ACME_SID, gateway_client
-from tests.support.samples import message_status
+from tests.support.samples import call_incoming, message_status
 
 
 def samples(text: str) -> dict[str, float]:
@@ -46,6 +48,23 @@ async def test_metrics_show_a_down_broker_and_the_spool() -> None:
     assert values["hookline_broker_up"] == 0 and values["hookline_spool_events"] == 1
     assert values['hookline_callbacks_total{kind="message.status",outcome="spooled",'
                   'provider="twilio"}'] == 1
+
+
+async def test_metrics_count_spooled_events_set_aside() -> None:
+    """An event the broker returns as unroutable is spooled, then set aside by the replayer:
+    hookline_spool_parked_events says how many wait so."""
+    # A broker with no queue for acme: its incoming call (not metered) routes nowhere.
+    publisher = MemoryPublisher(MemoryBroker(), [])
+    async with gateway_client(publisher=publisher) as gw:
+        assert (await gw.post_signed("/twilio/voice", call_incoming(ACME_SID))).status_code == 200
+        values: dict[str, float] = {}
+        for _ in range(100):  # the replayer tries it as soon as it is spooled
+            values = samples((await gw.http.get("/metrics")).text)
+            if values["hookline_spool_parked_events"] == 1:
+                break
+            await asyncio.sleep(0.05)
+    assert values["hookline_spool_parked_events"] == 1
+    assert values["hookline_spool_events"] == 1
 
 
 def test_label_values_are_escaped() -> None:
