@@ -122,22 +122,18 @@ def fact_from_event(event: Event) -> UsageFact | None:
     day = event.time.astimezone(UTC).date().isoformat()
     base: dict[str, Any] = {"event_id": event.id, "tenant": event.tenant,
                             "provider": event.provider, "day": day}
-    if event.kind == MESSAGE_STATUS:
-        status = _text(data, "status") or UNKNOWN
-        sid = _text(data, "message_sid") or _text(data, "message_id") or event.subject
-        return UsageFact(**base, kind=MESSAGE, sid=sid,
-                         channel=_text(data, "channel") or "sms", direction="outbound",
-                         status=status, destination=_destination(data),
-                         segments=_count(data, "segments", event))
-    if event.kind == MESSAGE_INCOMING:
+    if event.kind in (MESSAGE_STATUS, MESSAGE_INCOMING):
         # A received message is billed too, per segment at the inbound rate
         # (https://support.twilio.com/hc/en-us/articles/223181528), and no status callback
-        # ever follows it: this event is its only report. Its destination is the tenant's own
-        # number, which is what the inbound rate depends on.
+        # ever follows it: its message.incoming event is its only report. Its destination is
+        # the tenant's own number, which is what the inbound rate depends on.
+        inbound = event.kind == MESSAGE_INCOMING
         sid = _text(data, "message_sid") or _text(data, "message_id") or event.subject
         return UsageFact(**base, kind=MESSAGE, sid=sid,
-                         channel=_text(data, "channel") or "sms", direction="inbound",
-                         status="received", destination=_destination(data),
+                         channel=_text(data, "channel") or "sms",
+                         direction="inbound" if inbound else "outbound",
+                         status="received" if inbound else _text(data, "status") or UNKNOWN,
+                         destination=_destination(data),
                          segments=_count(data, "segments", event))
     if event.kind == CALL_STATUS:
         status = _text(data, "status") or UNKNOWN
