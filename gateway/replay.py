@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -101,13 +102,15 @@ class Replayer:
                 try:
                     event = Event.from_json(item.body)
                 except ValueError as exc:  # e.g. written by another version of hookline
-                    self._park(item, exc, "spool_event_unreadable")
+                    # An error: a person must look at it.
+                    self._park(item, exc, log.error, "spool_event_unreadable")
                     return
                 await self.publisher.publish(event)
                 confirmed.append(item.seq)
                 self._parked.pop(item.seq, None)
             except UnroutableEvent as exc:
-                self._park(item, exc, "spool_event_unroutable")
+                # A warning: a missing queue may be deliberate, and may come back.
+                self._park(item, exc, log.warning, "spool_event_unroutable")
             except BaseException as exc:
                 failures.append(exc)
                 if isinstance(exc, PublishError):
@@ -145,14 +148,12 @@ class Replayer:
         self.last_error = next((e for e in errors if isinstance(e, PublishError)), None)
         return len(confirmed), items[-1].seq if items else None, bool(failures)
 
-    def _park(self, item: SpooledEvent, exc: Exception, what: str) -> None:
+    def _park(self, item: SpooledEvent, exc: Exception, level: Callable[..., Any],
+              what: str) -> None:
         first, longest = self.unroutable_retry_s
         previous = self._parked.get(item.seq)
         delay = first if previous is None else min(previous[1] * 2, longest)
         self._parked[item.seq] = (time.monotonic() + delay, delay)
-        # An unreadable row is an error (a person must look); a missing queue may be a
-        # deliberate change, and the broker may get it back.
-        level = log.error if what == "spool_event_unreadable" else log.warning
         level(what, event_id=item.event_id, routing_key=item.routing_key, retry_in_s=delay,
               parked=len(self._parked), error=str(exc), path=str(self.spool.path))
 

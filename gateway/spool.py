@@ -47,7 +47,7 @@ _SELECTED: Final = "FROM spool WHERE seq IN (SELECT value FROM json_each(?))"  #
 _T = TypeVar("_T")
 # What SQLite says of a file that is not a database or whose pages are damaged
 # (https://www.sqlite.org/rescode.html#corrupt): quarantined, never retried.
-CORRUPT_SQLITE_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_CORRUPT_SQLITE_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 QUARANTINE_PREFIX: Final = "corrupt-"
 
 log = structlog.get_logger("hookline.spool")
@@ -66,6 +66,11 @@ class SpooledEvent:
     event_id: str
     routing_key: str
     body: bytes
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether SQLite says the file is not a database or its pages are damaged."""
+    return getattr(exc, "sqlite_errorcode", None) in _CORRUPT_SQLITE_CODES
 
 
 def _failure(path: Path, exc: sqlite3.Error | OSError) -> SpoolError:
@@ -185,7 +190,7 @@ class Spool:
             try:
                 self._open_db(max_pages)
             except sqlite3.DatabaseError as exc:
-                if getattr(exc, "sqlite_errorcode", None) not in CORRUPT_SQLITE_CODES:
+                if not is_corrupt(exc):
                     raise
                 self._quarantine(exc)
                 self._open_db(max_pages)  # a fresh, empty spool in its place

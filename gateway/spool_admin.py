@@ -10,7 +10,7 @@ from typing import TextIO
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings
-from gateway.spool import CORRUPT_SQLITE_CODES, QUARANTINE_PREFIX, SPOOL_DIR, Spool
+from gateway.spool import QUARANTINE_PREFIX, SPOOL_DIR, Spool, is_corrupt
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ def inspect(data_dir: Path) -> list[SpoolFile]:
             ).fetchone()
         except sqlite3.Error as exc:
             events, size, oldest = 0, 0, None  # created but never written: no table yet
-            if getattr(exc, "sqlite_errorcode", None) in CORRUPT_SQLITE_CODES:
+            if is_corrupt(exc):
                 problem = f"corrupt ({exc}): the next gateway to open it moves it aside"
         finally:
             connection.close()

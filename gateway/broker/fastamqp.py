@@ -162,11 +162,12 @@ class FastAmqpPublisher:
         try:
             await link.publish(frames, event.routing_key, event.id)
         except Unconfirmed as exc:
+            failure: type[PublishError] = PublishError
             if exc.kind == "returned":
                 log.warning("event_returned", event_id=event.id, routing_key=event.routing_key)
+                failure = UnroutableEvent
             elif exc.kind == "nacked":
                 log.warning("event_nacked", event_id=event.id, routing_key=event.routing_key)
-            failure = UnroutableEvent if exc.kind == "returned" else PublishError
             raise self._failure(event, self._scrub(exc.cause), failure) from None
 
     # -- connection lifecycle ------------------------------------------------------------------
