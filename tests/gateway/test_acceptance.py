@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from gateway.acceptance import Acceptor, DeadlineSweep, DedupeWindow
+from gateway.acceptance import (
+    MAX_IDEMPOTENCY_TOKEN_CHARS,
+    Acceptor,
+    DeadlineSweep,
+    DedupeWindow,
+    dedupe_keys,
+)
 from gateway.broker.memory import FailingPublisher, MemoryBroker, MemoryPublisher
 from gateway.errors import HooklineError, PublishError
 from schemas.events import Event
@@ -82,6 +88,71 @@ async def test_same_idempotency_token_is_a_duplicate() -> None:
     assert await acceptor.accept(make_event(2), "token-1") == "duplicate"
     assert await acceptor.accept(make_event(3), "token-2") == "published"
     assert broker.queue_length("hookline.tenant.acme") == 2
+
+
+def for_tenant(event: Event, tenant: str) -> Event:
+    return dataclasses.replace(event, tenant=tenant)
+
+
+async def test_another_tenants_idempotency_token_never_suppresses_a_callback() -> None:
+    """Tenant A's callback with token K does not make B's callback with K a duplicate."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme", "globex"])), ListSpool())
+    assert await acceptor.accept(for_tenant(make_event(1), "globex"), "K") == "published"
+    assert await acceptor.accept(make_event(2), "K") == "published"
+    assert broker.queue_length("hookline.tenant.acme") == 1
+
+
+async def test_a_token_equal_to_another_tenants_event_id_suppresses_nothing() -> None:
+    """A token chosen as B's future event id (ids are deterministic) does not dedupe B."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme", "globex"])), ListSpool())
+    victim = make_event(7)
+    assert await acceptor.accept(for_tenant(make_event(1), "globex"), victim.id) == "published"
+    # Even the attacker's own tenant: a header token never stands for an event id.
+    assert await acceptor.accept(for_tenant(make_event(2), "globex"),
+                                 make_event(3).id) == "published"
+    assert await acceptor.accept(victim) == "published"
+    assert broker.queue_length("hookline.tenant.acme") == 1
+
+
+async def test_same_event_id_of_two_tenants_is_two_events() -> None:
+    """Dedupe keys are scoped by tenant: the same id under two tenants publishes twice."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme", "globex"])), ListSpool())
+    assert await acceptor.accept(make_event(1)) == "published"
+    assert await acceptor.accept(for_tenant(make_event(1), "globex")) == "published"
+    assert await acceptor.accept(make_event(1)) == "duplicate"
+
+
+async def test_oversized_idempotency_token_is_not_a_key() -> None:
+    """A token over the limit is ignored (the event id still dedupes); keys stay 16 bytes."""
+    broker = MemoryBroker()
+    acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme"])), ListSpool())
+    huge = "x" * (MAX_IDEMPOTENCY_TOKEN_CHARS + 1)
+    assert await acceptor.accept(make_event(1), huge) == "published"
+    assert await acceptor.accept(make_event(2), huge) == "published"
+    assert await acceptor.accept(make_event(1), huge) == "duplicate"
+    assert len(acceptor.dedupe) == 2
+    assert len(dedupe_keys(make_event(1), huge)) == 1
+    assert {len(key) for key in dedupe_keys(make_event(1), "x" * 200)} == {16}
+
+
+def test_dedupe_window_memory_is_bounded_whatever_the_tokens() -> None:
+    """Filling the window with 1 MB tokens costs what it costs with short ones: 16-byte keys."""
+    import tracemalloc
+
+    window = DedupeWindow(size=512)
+    tracemalloc.start()
+    try:
+        for n in range(1024):
+            for key in dedupe_keys(make_event(n), str(n) * (MAX_IDEMPOTENCY_TOKEN_CHARS // 8)):
+                window.add(key)
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(window) == 512
+    assert held < 512 * 400  # bytes per entry, key and LRU node together
 
 
 async def test_concurrent_duplicates_share_one_publish() -> None:
