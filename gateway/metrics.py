@@ -17,6 +17,8 @@ CALLBACKS: Final = ("hookline_callbacks_total",
                     "Callbacks by provider, kind and outcome (published, spooled, duplicate, "
                     "rejected, failed).")
 REJECTIONS: Final = ("hookline_callbacks_rejected_total", "Refused requests by reason.")
+DISCONNECTS: Final = ("hookline_client_disconnects_total",
+                      "Requests whose client hung up before its body arrived.")
 
 Labels = tuple[tuple[str, str], ...]
 Gauge = tuple[str, str, str, Callable[[], float]]
@@ -40,7 +42,7 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for name, help_text in (CALLBACKS, REJECTIONS):
+        for name, help_text in (CALLBACKS, REJECTIONS, DISCONNECTS):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             lines += [f"{name}{_labels(labels)} {value}"
                       for (metric, labels), value in sorted(self._counts.items())

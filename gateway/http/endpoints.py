@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Final
 
 import structlog
@@ -33,6 +34,8 @@ from gateway.errors import (
     RejectedCallback,
 )
 from gateway.http.middleware import (
+    ClientDisconnected,
+    client_went_away,
     incoming_request_id,
     log_fields,
     log_request,
@@ -61,8 +64,10 @@ from schemas.events import CALL_INCOMING, CALL_STATUS, MESSAGE_INCOMING, MESSAGE
 
 logger = structlog.get_logger("hookline.http")
 
-# The public answer of a 403 never says why: it must not reveal which tenants exist.
-_PUBLIC_MESSAGES: Final = {403: "Forbidden"}
+# A rejection's public answer is the status's fixed reason phrase, never a detail: a 403 must
+# not reveal which tenants exist, and no answer echoes what the caller sent (the detailed
+# reason is in the log line).
+_PUBLIC_MESSAGES: Final = {status.value: status.phrase for status in HTTPStatus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +89,6 @@ class Ingress:
         return await acceptor.accept(event, idempotency_token)
 
 
-class ClientDisconnected(Exception):
-    """The client went away before its body arrived (nothing to answer)."""
-
-
 def _header_map(scope: Scope) -> tuple[dict[str, str], str | None]:
     """Lower-case headers (the last of repeated ones) and the FIRST Content-Length, which is
     the one Starlette's ``request.headers.get`` returns."""
@@ -104,7 +105,9 @@ def _header_map(scope: Scope) -> tuple[dict[str, str], str | None]:
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """Read the body, refusing more than ``limit`` bytes before buffering them."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # ASCII digits only: str.isdigit() admits superscripts and other scripts int() refuses.
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -177,6 +180,8 @@ class CallbackRoute:
             await send({"type": "http.response.start", "status": status,
                         "headers": [*reply.raw_headers, (b"x-request-id", request_id)]})
             await send({"type": "http.response.body", "body": reply.body})
+        except ClientDisconnected:
+            client_went_away(scope, started, fields, self.metrics)
         except Exception:
             logger.exception("request_failed", path=scope.get("path"), **safe_fields(fields))
             if not status:
@@ -239,7 +244,7 @@ def rejection(exc: HooklineError, fields: dict[str, object]) -> Reply:
     """The 4xx answer for a refused callback; the log line carries the detailed reason."""
     fields.update(reason=exc.reason, error=str(exc))
     status = exc.http_status
-    return text_reply(status, _PUBLIC_MESSAGES.get(status, str(exc)))
+    return text_reply(status, _PUBLIC_MESSAGES.get(status, "Rejected"))
 
 
 async def status_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Reply:

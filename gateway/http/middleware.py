@@ -16,7 +16,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.log import HotLogger
-from gateway.metrics import CALLBACKS, REJECTIONS, Metrics
+from gateway.metrics import CALLBACKS, DISCONNECTS, REJECTIONS, Metrics
 
 # A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -25,6 +25,15 @@ _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 logger = structlog.get_logger("hookline.http")
 _request_logger = HotLogger("hookline.http")  # the one line per request
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its body arrived: nothing to answer, nothing of ours failed.
+
+    Not a HooklineError (no status, no ack decision): it is counted
+    (``hookline_client_disconnects_total``) and logged once at info without a traceback, since
+    a client hanging up mid-body is the client's business, not an error of the gateway's.
+    """
 
 
 def log_fields(scope: Scope) -> dict[str, Any]:
@@ -69,6 +78,8 @@ class RequestContextMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnected:
+            client_went_away(scope, started, fields, self.metrics)
         except Exception:
             logger.exception("request_failed", path=scope.get("path"), **safe_fields(fields))
             if not header_sent:
@@ -129,6 +140,19 @@ def log_request(
                       kind=str(fields.get("kind", "none")), outcome=str(outcome))
         if outcome == "rejected":
             metrics.count(REJECTIONS[0], reason=str(fields["reason"]))
+
+
+def client_went_away(
+    scope: Scope, started: float, fields: dict[str, Any], metrics: Metrics | None
+) -> None:
+    """The one line of a request whose client hung up before sending its whole body."""
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    _request_logger.get().info("client_disconnected", method=scope.get("method"),
+                               path=scope.get("path", ""), outcome="disconnected",
+                               latency_ms=latency_ms, **safe_fields(fields))
+    if metrics is not None:
+        metrics.count(DISCONNECTS[0], provider=str(fields.get("provider", "none")),
+                      kind=str(fields.get("kind", "none")))
 
 
 def _default_reason(status: int) -> str:

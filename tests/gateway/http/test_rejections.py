@@ -262,3 +262,27 @@ async def test_broker_and_spool_failure_is_503_never_200(
     assert response.status_code == 503
     [line] = captured_logs.events("callback_failed")
     assert line["reason"] == "publish_failed" and line["tenant"] == "acme"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "answer"),
+    [
+        ("application/x-www-form-urlencoded", b"a=1&ECHO-ME-ECHO-ME", 400, "Bad Request"),
+        ("text/ECHO-ME-ECHO-ME", b"a=1", 415, "Unsupported Media Type"),
+        ("application/x-www-form-urlencoded", b"ECHO-ME=" + b"x" * 70_000, 413,
+         "Request Entity Too Large"),
+        ("application/json", b'{"ECHO-ME-ECHO-ME": [', 400, "Bad Request"),
+    ],
+    ids=["malformed-form", "media-type", "too-large", "malformed-json"],
+)
+async def test_rejection_answers_are_fixed_texts(
+    content_type: str, body: bytes, status: int, answer: str
+) -> None:
+    """400, 413 and 415 answer the status's fixed phrase and never echo what the caller sent."""
+    headers = {"content-type": content_type, "x-twilio-signature": "AA"}
+    async with gateway_client() as gw:
+        response = await gw.http.post(f"{STATUS_PATH}?bodySHA256=00", content=body,
+                                      headers=headers)
+    assert (response.status_code, response.text) == (status, answer)
+    assert "ECHO" not in response.text
+
