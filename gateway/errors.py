@@ -38,6 +38,13 @@ class MalformedPayload(RejectedCallback):
     reason = "malformed_payload"
 
 
+class FieldOutOfRange(MalformedPayload):
+    """A numeric provider field is beyond its documented bound (gateway.providers.request):
+    refused at the edge instead of published as an event no consumer could meter."""
+
+    reason = "field_out_of_range"
+
+
 class UnsupportedMediaType(RejectedCallback):
     """The Content-Type is not one the route accepts."""
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from gateway.errors import MalformedPayload
-from gateway.providers.request import Params, raw_view
+from gateway.providers.request import Params, bounded_count, raw_view
 from gateway.tenants import Tenant
 from schemas.events import MESSAGE_INCOMING, MESSAGE_STATUS, Event, event_id, format_time
 
@@ -91,7 +91,6 @@ _STATUS_LOOKUP: Final = {_SQUASH.sub("", k.lower()): v for k, v in MESSAGE_STATU
 # differ) and refuse whitespace, control characters and huge values, which would corrupt the
 # event subject and id.
 _MESSAGE_ID: Final = re.compile(r"[!-~]{1,100}")
-_MAX_INT_DIGITS: Final = 18
 _CREDITS: Final = re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,12})?")
 _LOCAL_TIME: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
@@ -236,17 +235,10 @@ def _squash(value: str | None) -> str:
     return _SQUASH.sub("", value.lower()) if value else ""
 
 
-def _int(value: str | None) -> int | None:
-    """A non-negative decimal as int; None when absent or junk (raw keeps it)."""
-    value = value.strip() if value else None
-    if value and len(value) <= _MAX_INT_DIGITS and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
 def _segments(fields: dict[str, str], params: Params) -> int | None:
     """units/parts as a count; else the number of numbered parts[1], parts[2] ... fields."""
-    count = _int(fields.get("segments"))
+    raw = fields.get("segments")
+    count = bounded_count(raw.strip() if raw else None, "segments", "segments")
     if count is None:
         names = {name.strip().lower() for name in params}
         count = sum(1 for name in names if _NUMBERED_PART.fullmatch(name)) or None

@@ -13,7 +13,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 import orjson
 
-from gateway.errors import MalformedPayload, UnsupportedMediaType
+from gateway.errors import FieldOutOfRange, MalformedPayload, UnsupportedMediaType
 
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE: Final = "application/json"
@@ -24,6 +24,19 @@ Params = dict[str, list[str]]
 # Twilio callbacks carry a few dozen parameters; a body of 64 KiB cannot hold more than this
 # many meaningful ones, and the cap keeps a hostile body from building a huge dict.
 MAX_FIELDS: Final = 1000
+
+#: The largest value accepted in each numeric field of a normalized event. Generous beyond
+#: what providers send (a Twilio body is at most 1,600 characters, i.e. 24 segments; a message
+#: has at most 10 media; a call at most 24 hours), tight enough that every accepted value fits
+#: the ledger's integer columns and means something. A signed callback beyond one is refused
+#: with 400 ``field_out_of_range``, naming the field: published, it could never be metered.
+FIELD_MAXIMUMS: Final[Mapping[str, int]] = {
+    "segments": 1_000,
+    "num_media": 100,
+    "duration_s": 7 * 86_400,
+    "sequence_number": 2**31 - 1,
+}
+_MAX_DIGITS: Final = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,22 @@ def require_media_type(request: RawRequest, allowed: tuple[str, ...]) -> str:
         shown = media_type or "no Content-Type"
         raise UnsupportedMediaType(f"expected Content-Type {' or '.join(allowed)}, got {shown}")
     return media_type
+
+
+def bounded_count(value: str | None, field: str, source: str) -> int | None:
+    """A non-negative decimal (ASCII digits only) as int, at most ``FIELD_MAXIMUMS[field]``.
+
+    None when absent or not a number (the event's ``raw`` keeps the text); FieldOutOfRange,
+    naming ``source`` (the provider's parameter name), when it is a number over the bound.
+    ``str.isdigit`` alone would admit superscripts and other scripts that ``int`` rejects.
+    """
+    if not value or not value.isascii() or not value.isdigit():
+        return None
+    maximum = FIELD_MAXIMUMS[field]
+    if len(value) > _MAX_DIGITS or int(value) > maximum:
+        raise FieldOutOfRange(f"{source} must be at most {maximum}, got a {len(value)}-digit "
+                              "number")
+    return int(value)
 
 
 def first(params: Params, name: str, default: str | None = None) -> str | None:

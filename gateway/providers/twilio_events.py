@@ -21,7 +21,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 from gateway.errors import MalformedPayload
-from gateway.providers.request import Params, first, raw_view
+from gateway.providers.request import Params, bounded_count, first, raw_view
 from gateway.tenants import Tenant
 from schemas.events import (
     CALL_INCOMING,
@@ -116,7 +116,7 @@ def _message_status(params: Params, account: str, kind: str) -> _Built:
         "to": _opt(params, "To"),
         "channel": _channel(params, sid),
         "error_code": error_code,
-        "segments": _int(params, "NumSegments"),
+        "segments": _count(params, "NumSegments", "segments"),
         "messaging_service_sid": _opt(params, "MessagingServiceSid"),
     }
     # Twilio posts one callback per status transition of a message, and retries resend it
@@ -137,9 +137,9 @@ def _message_incoming(params: Params, account: str, kind: str) -> _Built:
         "to": _opt(params, "To"),
         "body": first(params, "Body", ""),
         "channel": _channel(params, sid),
-        "num_media": _int(params, "NumMedia"),
+        "num_media": _count(params, "NumMedia", "num_media"),
         "media": _media(params),
-        "segments": _int(params, "NumSegments"),
+        "segments": _count(params, "NumSegments", "segments"),
         "messaging_service_sid": _opt(params, "MessagingServiceSid"),
     }
     # A message arrives once: a retry or the fallback URL carries the same MessageSid.
@@ -160,8 +160,8 @@ def _call_status(params: Params, account: str, kind: str) -> _Built:
         "from": _opt(params, "From"),
         "to": _opt(params, "To"),
         # CallDuration is in seconds; Twilio's "Duration" is billed minutes (stays in raw).
-        "duration_s": _int(params, "CallDuration"),
-        "sequence_number": _int(params, "SequenceNumber"),
+        "duration_s": _count(params, "CallDuration", "duration_s"),
+        "sequence_number": _count(params, "SequenceNumber", "sequence_number"),
         "answered_by": _opt(params, "AnsweredBy"),
         "timestamp": _rfc2822_to_rfc3339(first(params, "Timestamp")),
         "recording": recording,
@@ -224,13 +224,9 @@ def _opt(params: Params, name: str) -> str | None:
     return (values[0] or None) if values else None
 
 
-def _int(params: Params, name: str) -> int | None:
-    """A non-negative decimal parameter as int; None when absent or junk (raw keeps it)."""
-    value = first(params, name)
-    # isdigit() alone admits non-ASCII digits (superscripts, Arabic-Indic) int() may reject.
-    if value and len(value) <= _MAX_INT_DIGITS and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+def _count(params: Params, name: str, field: str) -> int | None:
+    """A numeric parameter within its bound (gateway.providers.request.FIELD_MAXIMUMS)."""
+    return bounded_count(first(params, name), field, name)
 
 
 def _fold(provider_status: str | None, table: dict[str, str]) -> tuple[str, str]:
@@ -254,7 +250,7 @@ def _channel(params: Params, sid: str) -> str:
             if colon:  # phone numbers and short codes never contain a colon
                 return CHANNEL_PREFIXES.get(head.strip().lower(), UNKNOWN)
     # MMS: media attached, or Twilio's "MM" SID prefix (status callbacks carry no NumMedia).
-    if (_int(params, "NumMedia") or 0) > 0 or sid.startswith("MM"):
+    if (_count(params, "NumMedia", "num_media") or 0) > 0 or sid.startswith("MM"):
         return "mms"
     return "sms"
 
@@ -283,7 +279,7 @@ def _recording(params: Params) -> dict[str, Any] | None:
         return None
     return {"sid": sid, "url": _opt(params, "RecordingUrl"),
             "status": _opt(params, "RecordingStatus"),
-            "duration_s": _int(params, "RecordingDuration")}
+            "duration_s": _count(params, "RecordingDuration", "duration_s")}
 
 
 def _rfc2822_to_rfc3339(value: str | None) -> str | None:

@@ -286,3 +286,14 @@ async def test_rejection_answers_are_fixed_texts(
     assert (response.status_code, response.text) == (status, answer)
     assert "ECHO" not in response.text
 
+
+
+async def test_signed_callback_with_an_absurd_segment_count(captured_logs: CapturedLogs) -> None:
+    """NumSegments=9999999999999, correctly signed, is 400 field_out_of_range and not published
+    (it used to be accepted, then dead-lettered by the usage worker: never metered)."""
+    body, headers = form(params={**message_status(ACME_SID), "NumSegments": "9999999999999"})
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 400, "field_out_of_range")
+    assert response.text == "Bad Request"
+    assert "NumSegments" in captured_logs.events("callback_rejected")[0]["error"]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import MalformedPayload
+from gateway.errors import FieldOutOfRange, MalformedPayload
 from gateway.providers.kaleyra_events import (
     FIELD_ALIASES,
     MESSAGE_STATUS_MAP,
@@ -213,13 +213,20 @@ def test_junk_times_become_null(value: str) -> None:
 
 @pytest.mark.parametrize(("units", "credits", "segments", "kept"), [
     ("2", "2.0000", 2, "2.0000"), ("x", "-1", None, None), ("", "1e3", None, None),
-    ("1" * 19, "0." + "5" * 13, None, None), ("²", "NaN", None, None),
+    ("1000", "0." + "5" * 13, 1000, None), ("²", "NaN", None, None),
 ])
 def test_segments_and_credits(units: str, credits: str, segments: int | None,
                               kept: str | None) -> None:
     """units is a non-negative integer and credits a plain decimal string, else null."""
     data = build("message.status", dlr(units=units, credits=credits)).data
     assert (data["segments"], data["credits"]) == (segments, kept)
+
+
+@pytest.mark.parametrize("units", ["1001", "9999999999999", "1" * 19])
+def test_segments_beyond_their_bound_are_refused(units: str) -> None:
+    """A segment count over 1,000 is refused (400 field_out_of_range), never published."""
+    with pytest.raises(FieldOutOfRange, match="segments must be at most 1000"):
+        build("message.status", dlr(units=units))
 
 
 def test_incoming_documented_sample() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import MalformedPayload
+from gateway.errors import FieldOutOfRange, MalformedPayload
 from gateway.providers.request import Params
 from gateway.providers.twilio_events import MESSAGE_STATUS_MAP, normalize
 from gateway.tenants import Tenant
@@ -203,7 +203,7 @@ def test_call_status_timestamp(sent: str, expected: str | None) -> None:
     assert build("call.status", call_status(Timestamp=sent)).data["timestamp"] == expected
 
 
-@pytest.mark.parametrize("junk", ["abc", "-1", "1.5", " 2", "+3", "", "١٢", "²", "9" * 30])
+@pytest.mark.parametrize("junk", ["abc", "-1", "1.5", " 2", "+3", "", "١٢", "²", "²" * 30])
 def test_junk_integers_become_null(junk: str) -> None:
     """Integers that do not parse become null and stay verbatim in raw; nothing raises."""
     message = build("message.incoming", form(MessageSid=SM, NumSegments=junk, NumMedia=junk)).data
@@ -270,6 +270,22 @@ def test_caller_errors_are_value_errors() -> None:
         normalize("call.status", TENANT, form(CallSid=CA), datetime(2026, 11, 23))
 
 
+@pytest.mark.parametrize(("kind", "name", "maximum"), [
+    ("message.incoming", "NumSegments", 1_000), ("message.status", "NumSegments", 1_000),
+    ("message.incoming", "NumMedia", 100), ("call.status", "CallDuration", 7 * 86_400),
+    ("call.status", "SequenceNumber", 2**31 - 1), ("call.status", "RecordingDuration", 7 * 86_400),
+])
+def test_numbers_beyond_their_bound_are_refused(kind: str, name: str, maximum: int) -> None:
+    """A number over its documented bound is FieldOutOfRange (400) naming the field; the bound
+    itself is accepted. NumSegments=9999999999999 used to be published, then never metered."""
+    base = form(**{SID_PARAM[kind]: SM if kind.startswith("message") else CA,
+                   "RecordingSid": RE})
+    assert build(kind, {**base, name: [str(maximum)]}).to_json()
+    for beyond in (str(maximum + 1), "9999999999999", "9" * 30):
+        with pytest.raises(FieldOutOfRange, match=f"^{name} must be at most {maximum}"):
+            normalize(kind, TENANT, {**base, name: [beyond]}, NOW)
+
+
 # Names normalize() reads, so the property reaches every parser, plus arbitrary ones.
 NAMES = st.sampled_from([
     "AccountSid", "MessageSid", "SmsSid", "CallSid", "MessageStatus", "SmsStatus", "CallStatus",
@@ -291,6 +307,8 @@ def test_property_valid_event_or_malformed(kind: str, extra: Params, keep_sid: b
         params.update(AccountSid=[ACCOUNT], **{SID_PARAM[kind]: [SM]})
     try:
         event = normalize(kind, TENANT, params, NOW)
+    except FieldOutOfRange:
+        return  # a numeric field over its bound: refused whatever the SIDs
     except MalformedPayload:
         assert not keep_sid, "a callback with valid SIDs must normalize"
         return
