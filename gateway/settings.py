@@ -52,6 +52,10 @@ class Settings:
     amqp_url: str = DEFAULT_AMQP_URL
     public_url: str | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: X-Forwarded-Host values a trusted proxy may send (lower-case ``host`` or ``host:port``);
+    #: any other is refused, so a proxy that passes a client's Host on cannot pick the URL a
+    #: signature is checked against.
+    forwarded_hosts: frozenset[str] = frozenset()
     data_dir: Path = DEFAULT_DATA_DIR
     db_url: str = default_db_url(DEFAULT_DATA_DIR)
     log_format: LogFormat = "json"
@@ -95,6 +99,7 @@ class Settings:
             f"Settings(config_path={str(self.config_path)!r}, "
             f"amqp_url={mask_url_password(self.amqp_url)!r}, public_url={self.public_url!r}, "
             f"trusted_proxies=[{', '.join(map(str, self.trusted_proxies))}], "
+            f"forwarded_hosts=[{', '.join(sorted(self.forwarded_hosts))}], "
             f"data_dir={str(self.data_dir)!r}, db_url={mask_url_password(self.db_url)!r}, "
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
             f"max_body_bytes={self.max_body_bytes}, tenants=[{shown}], "
@@ -120,6 +125,13 @@ def load_settings(
     amqp_url = _amqp_url(get("HOOKLINE_AMQP_URL"), problems)
     public_url = _public_url(get("HOOKLINE_PUBLIC_URL"), problems)
     proxies = _trusted_proxies(get("HOOKLINE_TRUSTED_PROXIES"), problems)
+    forwarded_hosts = _forwarded_hosts(get("HOOKLINE_FORWARDED_HOSTS"), problems)
+    if proxies and not forwarded_hosts and public_url is None:
+        problems.append(
+            "HOOKLINE_TRUSTED_PROXIES is set but no X-Forwarded-Host is allowed: set "
+            "HOOKLINE_FORWARDED_HOSTS to the public host name(s) the proxy forwards "
+            "(e.g. hooks.example.com), or HOOKLINE_PUBLIC_URL"
+        )
     data_dir = Path(get("HOOKLINE_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
     if data_dir.exists() and not data_dir.is_dir():
         problems.append(f"HOOKLINE_DATA_DIR: expected a directory, got {str(data_dir)!r}, a file")
@@ -142,6 +154,7 @@ def load_settings(
         amqp_url=amqp_url,
         public_url=public_url,
         trusted_proxies=proxies,
+        forwarded_hosts=forwarded_hosts,
         data_dir=data_dir,
         db_url=db_url,
         log_format=log_format,
@@ -239,6 +252,25 @@ def _trusted_proxies(raw: str | None, problems: list[str]) -> tuple[IPNetwork, .
                 f"networks, got {item!r}"
             )
     return tuple(networks)
+
+
+def _forwarded_hosts(raw: str | None, problems: list[str]) -> frozenset[str]:
+    hosts: set[str] = set()
+    for item in (raw or "").split(","):
+        if not (item := item.strip().lower()):
+            continue
+        try:
+            parts = urlsplit(f"//{item}")
+            valid = bool(parts.hostname) and parts.port != 0 and parts.netloc == item \
+                and not parts.username and item.isascii()
+        except ValueError:
+            valid = False
+        if not valid:
+            problems.append(f"HOOKLINE_FORWARDED_HOSTS: expected comma-separated host or "
+                            f"host:port values, got {item!r}")
+            continue
+        hosts.add(item)
+    return frozenset(hosts)
 
 
 def sqlite_file(db_url: str) -> Path | None:

@@ -133,7 +133,9 @@ async def raw_request(scope: Scope, receive: Receive, ingress: Ingress) -> RawRe
     path, query = request_target(scope)
     client = scope.get("client")
     trusted = client is not None and ingress.settings.is_trusted_proxy(client[0])
-    base = public_base(scope, headers, public_url=ingress.settings.public_url, trusted=trusted)
+    settings = ingress.settings
+    base = public_base(scope, headers, public_url=settings.public_url, trusted=trusted,
+                       forwarded_hosts=settings.forwarded_hosts)
     body = await read_body(receive, declared, ingress.settings.max_body_bytes)
     return RawRequest(
         method=scope["method"], url=public_url(base, path, query), headers=headers, body=body,

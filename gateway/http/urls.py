@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import MalformedPayload
+from gateway.errors import AuthenticationFailed, MalformedPayload
+
+# Attacker-controlled values end up in log lines: keep them short.
+_SHOWN = 64
 
 
 def _decode_ascii(raw: bytes, what: str) -> str:
@@ -39,11 +42,15 @@ def public_base(
     *,
     public_url: str | None,
     trusted: bool,
+    forwarded_hosts: frozenset[str] = frozenset(),
 ) -> str:
     """Scheme://host[:port][/prefix] the provider called, without a trailing slash.
 
     Order: HOOKLINE_PUBLIC_URL when set; else X-Forwarded-Proto/Host when the peer is a
-    trusted proxy; else the address the server is bound to (never the Host header).
+    trusted proxy and the host is one the operator declared (``forwarded_hosts``,
+    HOOKLINE_FORWARDED_HOSTS; another is refused with 403, since a proxy that forwards the
+    client's own Host would otherwise let the client choose the signed URL); else the address
+    the server is bound to (never the Host header).
     """
     if public_url:
         return public_url
@@ -54,6 +61,10 @@ def public_base(
         if forwarded_proto in ("http", "https"):
             scheme = forwarded_proto
         if forwarded_host:
+            if forwarded_host.lower() not in forwarded_hosts:
+                raise AuthenticationFailed(
+                    f"X-Forwarded-Host {forwarded_host[:_SHOWN]!r} from a trusted proxy is not "
+                    "in HOOKLINE_FORWARDED_HOSTS", reason="forwarded_host_not_allowed")
             return f"{scheme}://{forwarded_host}"
     server = scope.get("server")
     if not server:

@@ -206,10 +206,36 @@ def test_invalid_public_url_is_named(raw: str) -> None:
     assert "hunter2" not in message
 
 
+FORWARDED = {"HOOKLINE_FORWARDED_HOSTS": "hooks.example.com"}
+
+
+def test_forwarded_hosts_parsed_lower_case() -> None:
+    """HOOKLINE_FORWARDED_HOSTS: comma-separated host or host:port, compared lower-case."""
+    settings = load_settings({"HOOKLINE_FORWARDED_HOSTS": " Hooks.Example.com, x.test:8443,"})
+    assert settings.forwarded_hosts == frozenset({"hooks.example.com", "x.test:8443"})
+
+
+@pytest.mark.parametrize("raw", ["https://hooks.example.com", "user@h", "h/path", "h:0", "h:x"])
+def test_invalid_forwarded_host_is_named(raw: str) -> None:
+    """A value that is not a bare host[:port] names the variable and the item."""
+    assert error_of({"HOOKLINE_FORWARDED_HOSTS": raw}) == (
+        "HOOKLINE_FORWARDED_HOSTS: expected comma-separated host or host:port values, "
+        f"got {raw!r}")
+
+
+def test_trusted_proxies_without_a_declared_host_fail_at_start() -> None:
+    """Trusting proxies with nothing that says which forwarded host is ours is refused."""
+    message = error_of({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1"})
+    assert message.startswith("HOOKLINE_TRUSTED_PROXIES is set but no X-Forwarded-Host is "
+                              "allowed: set HOOKLINE_FORWARDED_HOSTS")
+    assert load_settings({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1",
+                          "HOOKLINE_PUBLIC_URL": "https://hooks.example.com"}).trusted_proxies
+
+
 def test_trusted_proxies_parsed_as_networks() -> None:
     """Comma-separated IPs and CIDRs, spaces and a trailing comma tolerated."""
     raw = "10.0.0.1, 192.168.0.0/16 ,::1, 172.16.5.4/12,"
-    settings = load_settings({"HOOKLINE_TRUSTED_PROXIES": raw})
+    settings = load_settings({"HOOKLINE_TRUSTED_PROXIES": raw, **FORWARDED})
     assert settings.trusted_proxies == (
         ip_network("10.0.0.1/32"),
         ip_network("192.168.0.0/16"),
@@ -234,7 +260,8 @@ def test_trusted_proxies_parsed_as_networks() -> None:
 )
 def test_is_trusted_proxy(host: str, trusted: bool) -> None:
     """Only peers inside a configured network are trusted; names never are."""
-    settings = load_settings({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1,192.168.0.0/16,::1"})
+    settings = load_settings({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1,192.168.0.0/16,::1",
+                              **FORWARDED})
     assert settings.is_trusted_proxy(host) is trusted
 
 
@@ -246,7 +273,7 @@ def test_no_trusted_proxies_trusts_nobody() -> None:
 @pytest.mark.parametrize("raw", ["localhost", "10.0.0.0/33", "10.0.0.1;10.0.0.2", "*"])
 def test_invalid_trusted_proxy_is_named(raw: str) -> None:
     """A value that is not an IP or CIDR names the variable and the item."""
-    message = error_of({"HOOKLINE_TRUSTED_PROXIES": f"10.0.0.1,{raw}"})
+    message = error_of({"HOOKLINE_TRUSTED_PROXIES": f"10.0.0.1,{raw}", **FORWARDED})
     assert message == (
         "HOOKLINE_TRUSTED_PROXIES: expected comma-separated IP addresses or CIDR networks, "
         f"got {raw!r}"

@@ -109,15 +109,32 @@ async def test_trusted_proxy_forwarded_url_verifies() -> None:
     body, headers = signed_form_request(url, message_status(ACME_SID), ACME_TOKEN)
     headers.update({"x-forwarded-proto": "https", "x-forwarded-host": "public.example"})
     proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    hosts = frozenset({"public.example"})
     async with gateway_client(
-        public_url=None, trusted_proxies=proxies, client=("10.1.2.3", 5000)
+        public_url=None, trusted_proxies=proxies, forwarded_hosts=hosts, client=("10.1.2.3", 5000)
     ) as gw:
         trusted = await gw.http.post(STATUS_PATH, content=body, headers=headers)
     async with gateway_client(
-        public_url=None, trusted_proxies=proxies, client=("192.0.2.7", 5000)
+        public_url=None, trusted_proxies=proxies, forwarded_hosts=hosts,
+        client=("192.0.2.7", 5000)
     ) as gw:
         untrusted = await gw.http.post(STATUS_PATH, content=body, headers=headers)
     assert (trusted.status_code, untrusted.status_code) == (204, 403)
+
+
+async def test_trusted_proxy_passing_on_the_callers_host(captured_logs: CapturedLogs) -> None:
+    """A forger signs for its own host; a trusted proxy forwards that Host: refused, 403."""
+    import ipaddress
+
+    url = f"https://evil.example{STATUS_PATH}"
+    body, headers = signed_form_request(url, message_status(ACME_SID), ACME_TOKEN)
+    headers.update({"x-forwarded-proto": "https", "x-forwarded-host": "evil.example"})
+    async with gateway_client(
+        public_url=None, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
+        forwarded_hosts=frozenset({"public.example"}), client=("10.1.2.3", 5000)
+    ) as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "forwarded_host_not_allowed")
 
 
 async def test_json_without_body_hash(captured_logs: CapturedLogs) -> None:

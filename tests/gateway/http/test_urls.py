@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import MalformedPayload
+from gateway.errors import AuthenticationFailed, MalformedPayload
 from gateway.http.urls import public_base, public_url, request_target
+
+OURS = frozenset({"hooks.example.com"})
 
 
 def scope(**overrides: object) -> dict[str, object]:
@@ -33,15 +35,27 @@ def test_untrusted_peer_forwarded_headers_and_host_are_ignored() -> None:
 
 def test_trusted_proxy_headers_are_used() -> None:
     """A trusted proxy's first X-Forwarded-Proto/Host value rebuilds the public base."""
-    headers = {"x-forwarded-proto": "https, http", "x-forwarded-host": "hooks.example.com, x"}
-    base = public_base(scope(), headers, public_url=None, trusted=True)
-    assert base == "https://hooks.example.com"
+    headers = {"x-forwarded-proto": "https, http", "x-forwarded-host": "Hooks.Example.com, x"}
+    base = public_base(scope(), headers, public_url=None, trusted=True, forwarded_hosts=OURS)
+    assert base == "https://Hooks.Example.com"
+
+
+def test_trusted_proxy_forwarding_an_undeclared_host_is_refused() -> None:
+    """A trusted proxy that passes a client's own host on is refused (403), not believed: the
+    client would otherwise choose the URL its signature is checked against."""
+    headers = {"x-forwarded-proto": "https", "x-forwarded-host": "evil.example"}
+    with pytest.raises(AuthenticationFailed) as info:
+        public_base(scope(), headers, public_url=None, trusted=True, forwarded_hosts=OURS)
+    assert (info.value.http_status, info.value.reason) == (403, "forwarded_host_not_allowed")
+    with pytest.raises(AuthenticationFailed):
+        public_base(scope(), headers, public_url=None, trusted=True)
 
 
 def test_trusted_proxy_with_unknown_proto_keeps_scope_scheme() -> None:
     """A forwarded scheme other than http/https is not believed."""
     headers = {"x-forwarded-proto": "gopher", "x-forwarded-host": "hooks.example.com"}
-    assert public_base(scope(), headers, public_url=None, trusted=True) == "http://hooks.example.com"
+    assert public_base(scope(), headers, public_url=None, trusted=True,
+                       forwarded_hosts=OURS) == "http://hooks.example.com"
 
 
 def test_ipv6_server_address_is_bracketed() -> None:
