@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 
@@ -16,13 +16,6 @@ from gateway.settings import Settings, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-# proxy_headers off: forwarded headers are honoured only from HOOKLINE_TRUSTED_PROXIES.
-# On SIGTERM uvicorn stops accepting and lets requests in flight finish (each is bounded by
-# the publish deadline plus a spool write, and the TwiML deadline) before the lifespan drains.
-UVICORN_COMMON: dict[str, Any] = {
-    "log_config": None, "access_log": False, "proxy_headers": False, "server_header": False,
-    "timeout_graceful_shutdown": 15,
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,35 +99,31 @@ def settings_and_logging(
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway.http.serving import bind, server_config
 
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    common = {"host": args.host, "port": args.port, **UVICORN_COMMON, **_fast_server()}
+    # Both addresses are checked before anything starts, so a port in use is one clear line.
+    public = bind(args.host, args.port)
+    if settings.admin_listen is not None:
+        bind(*settings.admin_listen, shared=workers > 1).close()
     if workers == 1:
         from gateway.http.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
-    else:
-        # Each worker process builds its own app from the same environment.
-        uvicorn.run("gateway.http.app:app_from_environ", factory=True, workers=workers,
-                    **common)
+        config = server_config(create_app(settings), args.host, args.port,
+                               settings.client_limits)
+        server = uvicorn.Server(config)
+        server.run(sockets=[public])
+        return 0 if server.started else 1
+    # Each worker process builds its own app from the same environment
+    # (gateway.http.app.app_from_environ) and serves the socket bound here.
+    config = server_config("gateway.http.app:app_from_environ", args.host, args.port,
+                           settings.client_limits, factory=True, workers=workers)
+    Multiprocess(config, sockets=[public]).run()
     return 0
-
-
-def _fast_server() -> dict[str, str]:
-    """uvloop's event loop and the httptools parser (both come with uvicorn[standard], a
-    dependency) when importable, else uvicorn's pure-Python defaults (asyncio, h11).
-    https://www.uvicorn.org/settings/#implementation
-    """
-    import importlib.util
-
-    options = {}
-    if importlib.util.find_spec("uvloop") is not None:
-        options["loop"] = "uvloop"
-    if importlib.util.find_spec("httptools") is not None:
-        options["http"] = "httptools"
-    return options
 
 
 async def _declare(settings: Settings, out: TextIO) -> int:

@@ -56,7 +56,9 @@ ANY_TABLE: Final = "<name>"
 ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "document": frozenset({"gateway", "tenants", "usage"}),
     "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
-                          "spool_max_bytes", "flow_secret"}),
+                          "spool_max_bytes", "flow_secret", "header_timeout_ms",
+                          "body_timeout_ms", "max_header_bytes", "max_headers",
+                          "max_connections"}),
     "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows",
                          "routing", "budget", "usage"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
@@ -256,6 +258,13 @@ class GatewayConfig:
     spool_max_bytes: int = 1 << 30
     # Seals the position of a bot call in its flow URL (gateway.flows.position).
     flow_secret: Secret | None = None
+    # What one client may cost (gateway.http.limits): time to send its request head and its
+    # body, the head's size and header count, and connections served at once per process.
+    header_timeout_ms: int = 10_000
+    body_timeout_ms: int = 10_000
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_connections: int = 1000
 
 
 # (key, minimum, maximum) of the integer keys of [gateway] besides max_body_bytes.
@@ -263,6 +272,11 @@ _GATEWAY_LIMITS: Final = (
     ("publish_timeout_ms", 50, 10_000),
     ("spool_max_events", 1, 1_000_000_000),
     ("spool_max_bytes", 1 << 20, 1 << 40),
+    ("header_timeout_ms", 100, 300_000),
+    ("body_timeout_ms", 100, 300_000),
+    ("max_header_bytes", 1024, 1 << 20),
+    ("max_headers", 10, 10_000),
+    ("max_connections", 1, 1_000_000),
 )
 
 

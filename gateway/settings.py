@@ -38,6 +38,27 @@ _LOG_LEVELS: Final[Mapping[str, LogLevel]] = {
 }  # fmt: skip
 
 
+#: Where the admin listener (/readyz, /metrics, the admin API) binds by default: loopback only.
+DEFAULT_ADMIN_LISTEN: Final = ("127.0.0.1", 9180)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What one HTTP client may cost a gateway process (enforced by gateway.http.limits).
+
+    A request head must arrive within ``header_timeout_s`` of the connection (or of its first
+    byte, on a kept-alive connection) and its body within ``body_timeout_s`` of the head, else
+    408; a head over ``max_header_bytes`` or with more than ``max_headers`` fields is 431;
+    beyond ``max_connections`` open connections a request is answered 503 at once.
+    """
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_connections: int = 1000
+
+
 def default_db_url(data_dir: Path) -> str:
     """The embedded SQLite ledger inside the data directory (SQLAlchemy-style URL)."""
     return f"sqlite:///{data_dir / 'hookline.db'}"
@@ -71,6 +92,10 @@ class Settings:
     rate_card: RateCard = field(default_factory=RateCard)
     #: False when HOOKLINE_CONFIG was unset and ./hookline.toml absent (zero tenants).
     config_found: bool = False
+    #: HOOKLINE_ADMIN_LISTEN as (host, port); None (only for Settings built in code, e.g. in
+    #: tests) serves the admin app on no socket.
+    admin_listen: tuple[str, int] | None = None
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
 
     def is_trusted_proxy(self, host: str) -> bool:
         """True when ``host`` (the TCP peer address) may set X-Forwarded-Proto/Host."""
@@ -102,6 +127,7 @@ class Settings:
             f"forwarded_hosts=[{', '.join(sorted(self.forwarded_hosts))}], "
             f"data_dir={str(self.data_dir)!r}, db_url={mask_url_password(self.db_url)!r}, "
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
+            f"admin_listen={self.admin_listen!r}, "
             f"max_body_bytes={self.max_body_bytes}, tenants=[{shown}], "
             f"config_found={self.config_found})"
         )
@@ -146,9 +172,11 @@ def load_settings(
     raw_level = get("HOOKLINE_LOG_LEVEL") or "info"
     log_level = _choice("HOOKLINE_LOG_LEVEL", raw_level, _LOG_LEVELS, problems, "info")
 
+    admin_listen = _listen_address(get("HOOKLINE_ADMIN_LISTEN"), problems)
     config_path, config = _config(get("HOOKLINE_CONFIG"), env, problems)
     if problems:
         raise ConfigProblems(problems)
+    gateway = config.gateway
     return Settings(
         config_path=config_path,
         amqp_url=amqp_url,
@@ -167,6 +195,12 @@ def load_settings(
         flow_secret=config.gateway.flow_secret,
         rate_card=config.usage,
         config_found=config.path is not None,
+        admin_listen=admin_listen,
+        client_limits=ClientLimits(
+            header_timeout_s=gateway.header_timeout_ms / 1000,
+            body_timeout_s=gateway.body_timeout_ms / 1000,
+            max_header_bytes=gateway.max_header_bytes, max_headers=gateway.max_headers,
+            max_connections=gateway.max_connections),
     )
 
 
@@ -252,6 +286,23 @@ def _trusted_proxies(raw: str | None, problems: list[str]) -> tuple[IPNetwork, .
                 f"networks, got {item!r}"
             )
     return tuple(networks)
+
+
+def _listen_address(raw: str | None, problems: list[str]) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) of the admin listener."""
+    if raw is None:
+        return DEFAULT_ADMIN_LISTEN
+    try:
+        parts = urlsplit(f"//{raw}")
+        host, port = parts.hostname, parts.port
+        valid = bool(host) and port is not None and parts.netloc == raw and not parts.username
+    except ValueError:
+        valid = False
+    if not valid or host is None or port is None:
+        problems.append(f"HOOKLINE_ADMIN_LISTEN: expected HOST:PORT (e.g. 127.0.0.1:9180, "
+                        f"[::1]:9180), got {raw!r}")
+        return DEFAULT_ADMIN_LISTEN
+    return host, port
 
 
 def _forwarded_hosts(raw: str | None, problems: list[str]) -> frozenset[str]:

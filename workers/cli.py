@@ -114,6 +114,7 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     from gateway.broker.memory import MemoryPublisher
     from gateway.broker.rpc import MemoryRpcClient
     from gateway.http.app import create_app
+    from gateway.http.serving import bind, server_config
 
     memory = url_scheme(settings.amqp_url) == "memory"
     broker = MemoryBroker() if memory else None
@@ -136,11 +137,13 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    config = uvicorn.Config(app, host=host, port=port, **gateway_cli.UVICORN_COMMON)
-    server = uvicorn.Server(config)
+    public = bind(host, port)
+    if settings.admin_listen is not None:  # taken? say so now, in one line, not mid-start
+        bind(*settings.admin_listen).close()
+    server = uvicorn.Server(server_config(app, host, port, settings.client_limits))
     workers = asyncio.create_task(run_until_stopped(runners, stop), name="workers")
     try:
-        await server.serve()
+        await server.serve(sockets=[public])
     finally:
         stop.set()
         await workers

@@ -23,6 +23,7 @@ from gateway.broker.rpc import RpcClient, create_rpc_client
 from gateway.clock import Clock, SystemClock
 from gateway.durability import Durability
 from gateway.flows.position import PositionSeal
+from gateway.http.admin import AdminListener, create_admin_app
 from gateway.http.dispatch import CallbackDispatch, RouteSpec
 from gateway.http.endpoints import (
     KALEYRA_ROUTES,
@@ -37,7 +38,6 @@ from gateway.http.flow import FLOW_ROUTE, flow_endpoint
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.twiml import TwimlAnswers
 from gateway.log import configure_logging
-from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.providers.kaleyra import KaleyraVerifier
 from gateway.providers.twilio import TwilioVerifier
@@ -52,9 +52,14 @@ def create_app(
     publisher: Publisher | None = None,
     clock: Clock | None = None,
     rpc: RpcClient | None = None,
+    shared_admin_port: bool = False,
 ) -> Starlette:
     """Build the gateway app. ``publisher``, ``clock`` and the TwiML ``rpc`` client are
-    injectable (tests; ``hookline run`` shares one embedded broker with its workers)."""
+    injectable (tests; ``hookline run`` shares one embedded broker with its workers).
+
+    The app's lifespan also serves the admin app (``app.state.admin_app``: /readyz,
+    /metrics) on ``settings.admin_listen`` when that is set; ``shared_admin_port`` lets the
+    processes of ``serve --workers N`` share that port."""
     tenant_ids = [tenant.id for tenant in settings.tenants]
     publisher = publisher or create_publisher(settings.amqp_url, tenant_ids)
     twiml = TwimlAnswers(rpc or create_rpc_client(settings.amqp_url))
@@ -69,8 +74,20 @@ def create_app(
         durability=durability, clock=clock or SystemClock(),
     )
 
+    def readiness() -> tuple[bool, dict[str, object]]:
+        state = durability.broker_state
+        spool = durability.spool
+        return state == "up", {"broker": state, "spooled": spool.count() if spool else 0}
+
+    metrics = Metrics()
+    admin_app = create_admin_app(readiness, metrics)
+    admin = AdminListener(admin_app, *settings.admin_listen, settings.client_limits,
+                          shared=shared_admin_port) if settings.admin_listen else None
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if admin is not None:
+            await admin.start()
         await durability.start()
         # Start-up objects (settings, tenants, key states, modules) live as long as the
         # process: move them out of the collector's generations so that the collections the
@@ -83,10 +100,13 @@ def create_app(
         logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid(),
                     broker=durability.broker_state,
                     spool=str(spool.path) if spool else None,
-                    spooled=spool.count() if spool else 0)
+                    spooled=spool.count() if spool else 0,
+                    admin=f"{admin.host}:{admin.port}" if admin else None)
         try:
             yield
         finally:
+            if admin is not None:
+                await admin.close()
             await twiml.rpc.close()
             counts = await durability.close()
             logger.info("gateway_stopped", pid=os.getpid(), **counts)
@@ -94,14 +114,6 @@ def create_app(
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_request: Request) -> Response:
-        state = durability.broker_state
-        spool = durability.spool
-        body = {"status": "ready" if state == "up" else "not ready", "broker": state,
-                "spooled": spool.count() if spool else 0}
-        return JSONResponse(body, status_code=200 if state == "up" else 503)
-
-    metrics = Metrics()
     metrics.gauge("hookline_broker_up", "1 while the broker confirms publishes, else 0.",
                   lambda: float(durability.broker_state == "up"))
     metrics.gauge("hookline_spool_events", "Events waiting in this process's spool.",
@@ -121,9 +133,6 @@ def create_app(
     metrics.gauge("hookline_twiml_late_replies_total",
                   "Worker replies dropped because they came after their deadline.",
                   lambda: float(twiml.rpc.late_replies), kind="counter")
-
-    async def metrics_endpoint(_request: Request) -> Response:
-        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
@@ -145,11 +154,8 @@ def create_app(
     # Bot-call steps are few (one per step of a call) and go through Starlette's routing.
     seal = PositionSeal(settings.flow_secret) if settings.flow_secret else None
     routes.append(Route(FLOW_ROUTE, flow_endpoint(ingress, seal), methods=["POST"]))
-    routes += [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]
+    # Only the liveness probe beside the callbacks: the rest is on the admin listener.
+    routes.append(Route("/healthz", healthz, methods=["GET"]))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
     # No slash redirects: Starlette would build the Location from the Host header, and a
     # provider must get an answer at the URL it signed, not a 307 elsewhere.
@@ -157,6 +163,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(CallbackDispatch, routes=callbacks)  # outermost: before Starlette's
     app.state.ingress = ingress
+    app.state.admin_app = admin_app
     return app
 
 
@@ -165,7 +172,8 @@ async def _served_by_dispatch(_request: Request) -> Response:
 
 
 def app_from_environ() -> Starlette:
-    """Factory for ``uvicorn --factory`` worker processes: settings from os.environ."""
+    """Factory for the processes of ``serve --workers N``: settings from os.environ; they
+    share the admin listener's port."""
     settings = load_settings(os.environ)
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    return create_app(settings, shared_admin_port=True)

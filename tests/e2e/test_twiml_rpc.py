@@ -104,7 +104,7 @@ async def test_silent_worker_times_out_within_deadline(
             response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN)
             elapsed = time.monotonic() - started
             await wait_until(lambda: stack.rpc.late_replies == 1)
-            metrics = await stack.http.get("/metrics")
+            metrics = await stack.admin.get("/metrics")
     assert response.text == FALLBACK
     assert 0.3 <= elapsed < 0.3 + 0.1
     assert handler.answered == 1

@@ -128,7 +128,10 @@ async def test_spool_full_answers_503_and_acknowledges_only_what_is_durable(
             for n in range(1, 7):
                 await send_one(http, base_url, fault_tenant.account, fault_tenant.token, n,
                                result)
-            ready = await http.get(f"{base_url}/readyz")
+            admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.admin_app),
+                                      base_url="http://admin.internal")
+            async with admin:
+                ready = await admin.get("/readyz")
         proxy.accepting = True
         await wait_for_queue(rabbit, fault_tenant.queue, 3, within=30)
     assert len(result.accepted) == 3 and set(result.refused.values()) == {503}

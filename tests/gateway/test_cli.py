@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import orjson
@@ -34,14 +35,29 @@ pytestmark = pytest.mark.usefixtures("reset_logging_after")
 
 
 def env(**extra: str) -> dict[str, str]:
-    """A clean environment for the command: only what the test sets."""
+    """A clean environment for the command: only what the test sets, and an admin listener
+    on a free port (never the shared default 9180)."""
     base = {
         "PATH": os.environ.get("PATH", ""),
         "HOOKLINE_CONFIG": str(EXAMPLE),
         "HOOKLINE_LOG_FORMAT": "json",
+        "HOOKLINE_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
     }
     base.update(extra)
     return base
+
+
+def admin_url(environment: dict[str, str]) -> str:
+    """The base URL of the admin listener (/readyz, /metrics) of a process run with it."""
+    return f"http://{environment['HOOKLINE_ADMIN_LISTEN']}"
+
+
+class Serving(NamedTuple):
+    """A running `hookline run`: its public URL, the process, its admin listener's URL."""
+
+    base_url: str
+    proc: subprocess.Popen[bytes]
+    admin_url: str
 
 
 
@@ -191,18 +207,18 @@ def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 @contextlib.contextmanager
-def serving_process(module: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serving_process(module: str, tmp_path: Path) -> Iterator[Serving]:
     """`python -m <module> run` with the embedded defaults, until healthy; killed after."""
     port = free_port()
+    environment = env(HOOKLINE_DATA_DIR=str(tmp_path))
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "run", "--port", str(port)],
-        env=env(HOOKLINE_DATA_DIR=str(tmp_path)), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, cwd=ROOT,
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, proc)
-        yield base_url, proc
+        yield Serving(base_url, proc, admin_url(environment))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -210,22 +226,26 @@ def serving_process(module: str, tmp_path: Path) -> Iterator[tuple[str, subproce
 
 
 @pytest.fixture
-def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def run_process(tmp_path: Path) -> Iterator[Serving]:
     """`hookline run` with the embedded defaults (the gateway module's own `run`)."""
     with serving_process("gateway.cli", tmp_path) as running:
         yield running
 
 
 def test_run_accepts_a_signed_callback_and_stops_on_sigterm(
-    run_process: tuple[str, subprocess.Popen[bytes]],
+    run_process: Serving,
 ) -> None:
     """`hookline run` on memory:// takes a signed callback, logs JSON and exits 0 on SIGTERM."""
-    base_url, proc = run_process
+    base_url, proc, admin = run_process
     url = f"{base_url}/twilio/messaging/status"
     body, headers = signed_form_request(url, message_status(DEMO_SID), DEMO_TOKEN)
     response = httpx.post(url, content=body, headers=headers)
     assert response.status_code == 204
-    assert httpx.get(f"{base_url}/readyz").status_code == 200
+    assert httpx.get(f"{admin}/readyz").status_code == 200
+    # Only providers' routes and the liveness probe on the public listener.
+    assert httpx.get(f"{base_url}/readyz").status_code == 404
+    assert httpx.get(f"{base_url}/metrics").status_code == 404
+    assert "hookline_callbacks_total" in httpx.get(f"{admin}/metrics").text
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
     assert proc.wait(15) in (0, -signal.SIGTERM)
@@ -241,9 +261,10 @@ def test_run_accepts_a_signed_callback_and_stops_on_sigterm(
 def test_serve_with_two_workers(amqp_url: str, tmp_path: Path) -> None:
     """`hookline serve --workers 2` runs two processes, both ready on the real broker."""
     port = free_port()
+    environment = env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path))
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)),
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -252,7 +273,7 @@ def test_serve_with_two_workers(amqp_url: str, tmp_path: Path) -> None:
     try:
         wait_healthy(base_url, proc)
         deadline = time.monotonic() + 20
-        while httpx.get(f"{base_url}/readyz").status_code != 200:
+        while httpx.get(f"{admin_url(environment)}/readyz").status_code != 200:
             assert time.monotonic() < deadline, "not ready in time"
             time.sleep(0.2)
         url = f"{base_url}/twilio/messaging/status"

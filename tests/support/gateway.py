@@ -35,10 +35,13 @@ def default_tenants() -> list[Tenant]:
 class GatewayClient:
     """An httpx client on the app plus the embedded broker behind it."""
 
-    def __init__(self, http: httpx.AsyncClient, broker: MemoryBroker, settings: Settings) -> None:
+    def __init__(self, http: httpx.AsyncClient, broker: MemoryBroker, settings: Settings,
+                 admin: httpx.AsyncClient) -> None:
         self.http = http
         self.broker = broker
         self.settings = settings
+        #: The admin listener's app (/readyz, /metrics), over ASGI like ``http``.
+        self.admin = admin
 
     async def post_signed(
         self,
@@ -86,5 +89,7 @@ async def gateway_client(
         app = create_app(settings, publisher=publisher, clock=FakeClock())
         transport = httpx.ASGITransport(app=app, client=client)
         http = httpx.AsyncClient(transport=transport, base_url="http://gateway.internal")
-        async with app.router.lifespan_context(app), http:
-            yield GatewayClient(http, broker, settings)
+        admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.admin_app),
+                                  base_url="http://admin.internal")
+        async with app.router.lifespan_context(app), http, admin:
+            yield GatewayClient(http, broker, settings, admin)

@@ -9,12 +9,16 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway.http.serving import server_config
+from gateway.settings import ClientLimits
+
 
 @asynccontextmanager
-async def serving(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve ``app`` on an ephemeral port; yield its base URL; shut down gracefully."""
-    config = uvicorn.Config(app, host=host, port=0, log_config=None, access_log=False,
-                            lifespan="on", server_header=False)
+async def serving(app: Starlette, host: str = "127.0.0.1",
+                  limits: ClientLimits | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` on an ephemeral port, configured as ``hookline serve`` does (the client
+    limits included); yield its base URL; shut down gracefully."""
+    config = server_config(app, host, 0, limits or ClientLimits(), lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -32,6 +32,8 @@ class Stack:
     rpc: RpcClient
     broker: MemoryBroker | None
     amqp_url: str | None
+    #: The admin listener's app (/readyz, /metrics), over ASGI.
+    admin: httpx.AsyncClient
 
     def transport(self, worker: str = "twiml") -> Transport:
         if self.broker is not None:
@@ -67,8 +69,10 @@ async def twiml_stack(tenants: Sequence[Tenant], amqp_url: str | None,
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
         http = httpx.AsyncClient(transport=transport, base_url="http://gateway.internal",
                                  timeout=30)
-        async with app.router.lifespan_context(app), http:
-            yield Stack(http, rpc, broker, amqp_url)
+        admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.admin_app),
+                                  base_url="http://admin.internal")
+        async with app.router.lifespan_context(app), http, admin:
+            yield Stack(http, rpc, broker, amqp_url, admin)
 
 
 def registry_ids(tenants: Sequence[Tenant]) -> list[str]:

@@ -20,6 +20,7 @@ from tests.gateway.test_cli import (
     DEMO_SID,
     DEMO_TOKEN,
     ROOT,
+    Serving,
     env,
     serving_process,
     wait_healthy,
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("reset_logging_after")
 
 
 @pytest.fixture
-def run_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def run_process(tmp_path: Path) -> Iterator[Serving]:
     """`hookline run` (the console script's module) on memory://, as the README starts it."""
     with serving_process("workers.cli", tmp_path) as running:
         yield running
@@ -49,11 +50,11 @@ def post(url: str, params: dict[str, str]) -> httpx.Response:
 
 
 def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
-    run_process: tuple[str, subprocess.Popen[bytes]],
+    run_process: Serving,
 ) -> None:
     """`hookline run` on memory:// answers a call and an SMS from the example's routing rules
     in the same process, then SIGTERM stops the server first and the workers after it."""
-    base_url, proc = run_process
+    base_url, proc, _admin = run_process
     voice = post(f"{base_url}/twilio/voice", {**call_incoming(DEMO_SID), "To": "+18005550000"})
     sms = post(f"{base_url}/twilio/messaging", message_incoming(DEMO_SID, body="hours?"))
     assert voice.status_code == sms.status_code == 200

@@ -27,7 +27,7 @@ async def test_metrics_count_outcomes_and_reasons() -> None:
         await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
         await gw.http.post("/twilio/messaging/status", content=b"a=1",
                            headers={"content-type": "application/x-www-form-urlencoded"})
-        response = await gw.http.get("/metrics")
+        response = await gw.admin.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     values = samples(response.text)
@@ -44,7 +44,7 @@ async def test_metrics_show_a_down_broker_and_the_spool() -> None:
     """With the broker down, broker_up is 0 and the spooled event is visible."""
     async with gateway_client(publisher=FailingPublisher()) as gw:
         await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 2))
-        values = samples((await gw.http.get("/metrics")).text)
+        values = samples((await gw.admin.get("/metrics")).text)
     assert values["hookline_broker_up"] == 0 and values["hookline_spool_events"] == 1
     assert values['hookline_callbacks_total{kind="message.status",outcome="spooled",'
                   'provider="twilio"}'] == 1
@@ -59,7 +59,7 @@ async def test_metrics_count_spooled_events_set_aside() -> None:
         assert (await gw.post_signed("/twilio/voice", call_incoming(ACME_SID))).status_code == 200
         values: dict[str, float] = {}
         for _ in range(100):  # the replayer tries it as soon as it is spooled
-            values = samples((await gw.http.get("/metrics")).text)
+            values = samples((await gw.admin.get("/metrics")).text)
             if values["hookline_spool_parked_events"] == 1:
                 break
             await asyncio.sleep(0.05)

@@ -259,7 +259,7 @@ async def test_broker_failure_spools_and_answers_2xx(captured_logs: CapturedLogs
     body, headers = form()
     async with gateway_client(publisher=FailingPublisher()) as gw:
         response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
-        ready = await gw.http.get("/readyz")
+        ready = await gw.admin.get("/readyz")
     assert response.status_code == 204
     assert ready.status_code == 503
     assert orjson.loads(ready.content) == {"status": "not ready", "broker": "down", "spooled": 1}
