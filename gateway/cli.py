@@ -1,4 +1,4 @@
-"""The ``hookline`` command (DESIGN section 3, contract)."""
+"""The ``hookline`` command (contract: docs/architecture.md#command-line)."""
 
 from __future__ import annotations
 
