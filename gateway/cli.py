@@ -1,4 +1,4 @@
-"""The ``hookline`` command (DESIGN section 3, contract)."""
+"""The ``hookline`` command (contract: docs/architecture.md#command-line)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from importlib.metadata import version
 from typing import TextIO
 
 import orjson
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hookline",
         description="Webhook gateway: verified provider callbacks become CloudEvents on RabbitMQ.",
     )
+    # The one version is pyproject's, as installed: nothing in the code repeats it.
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('hookline')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="gateway plus all workers in one process")

@@ -1,6 +1,6 @@
 """Structured logging shared by every hookline process, with redaction on every line.
 
-One JSON object per line (DESIGN section 8): ``timestamp`` (ISO 8601 UTC), ``level``, ``event``
+JSON lines (docs/architecture.md#logs): ``timestamp`` (ISO 8601 UTC), ``level``, ``event``
 and whatever context is bound. Lines from the standard library (uvicorn, aio-pika, warnings)
 go through the same processors, so stdout never carries a non-JSON line or an unredacted value.
 
@@ -40,7 +40,7 @@ _SECRET_PARTS: Final = (
     "apikey", "credential", "cookie",
 )  # fmt: skip
 # Message bodies, DTMF digits (PINs) and speech transcripts are personal content, not secrets,
-# but must never be logged either (DESIGN section 8). Exact names: "body" as a substring would
+# but must never be logged either (docs/architecture.md#logs). Exact names: a "body" substring would
 # also hide harmless keys such as "max_body_bytes".
 _CONTENT_KEYS: Final = frozenset({
     "body", "messagebody", "smsbody", "mmsbody", "message", "messagetext", "text", "content",

@@ -2,8 +2,9 @@
 
 Delivery between spool and broker is at-least-once. A row is deleted only after the broker
 confirmed its event, so a crash (or a failed delete) between the confirm and the delete
-replays that event once more. Replayed events keep their ids (deterministic, DESIGN section
-5): the duplicate carries the same ``id`` / AMQP ``message_id``, and consumers deduplicate by it.
+replays that event once more. Replayed events keep their ids (deterministic, see
+docs/architecture.md#events): the duplicate carries the same ``id`` / AMQP ``message_id``,
+and consumers deduplicate by it.
 
 Order is oldest first at publish time. A batch is published concurrently (bounded), so an event
 that fails is retried on the next pass and may then arrive after newer ones; consumers already

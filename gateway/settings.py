@@ -1,4 +1,4 @@
-"""Settings from the environment (DESIGN section 2) plus the config file, validated at start-up.
+"""Settings from the environment plus the config file (docs/configuration.md), checked at start.
 
 ``load_settings`` reads every HOOKLINE_* variable from an injected mapping (tests never touch
 os.environ), collects every problem, and raises one ConfigError naming each variable or key,

@@ -1,4 +1,4 @@
-"""The CloudEvents 1.0 envelope every hookline event travels in (DESIGN section 5, contract).
+"""The CloudEvents 1.0 envelope every hookline event travels in (docs/architecture.md#events).
 
 Events are published in structured JSON mode: the whole envelope is the AMQP body, with
 ``content_type=application/cloudevents+json`` and ``message_id`` equal to the event ``id``.
@@ -36,7 +36,7 @@ KINDS: Final = frozenset(
 
 PROVIDERS: Final = frozenset({"twilio", "kaleyra", "hookline"})
 
-# Normalized message statuses, whatever the provider (DESIGN section 5). The provider's own
+# Normalized message statuses, whatever the provider (docs/architecture.md#events). The provider's
 # value always travels beside it as ``provider_status``.
 MESSAGE_STATUSES: Final = frozenset(
     {"queued", "sent", "delivered", "undelivered", "failed", "read", "canceled", "accepted",

@@ -1,4 +1,4 @@
-"""The JSON Schemas of the event types (DESIGN section 5, contract), read from package data.
+"""The JSON Schemas of the event types (docs/architecture.md#events), read from package data.
 
 One Draft 2020-12 schema per kind, ``schemas/jsonschema/<kind>.json``, each validating the
 whole CloudEvents envelope. This module only reads them: validating is a test concern, so

@@ -1,4 +1,4 @@
-"""RabbitMQ topology as data (DESIGN section 6, contract); declared by gateway.broker.
+"""RabbitMQ topology as data (docs/architecture.md#topology); declared by gateway.broker.
 
 Keeping names and arguments here, free of I/O, lets the real broker, the embedded broker and
 the deploy definitions share one source of truth.
@@ -14,14 +14,14 @@ DEAD_LETTER_EXCHANGE: Final = "hookline.dlx"
 DEAD_QUEUE: Final = "hookline.dead"
 USAGE_QUEUE: Final = "hookline.usage"
 TENANT_QUEUE_PREFIX: Final = "hookline.tenant."
-#: Commands from tenant apps (DESIGN section 6): ``<tenant>.call.bot`` starts a bot call.
+#: Commands from tenant apps (docs/architecture.md#topology): ``<tenant>.call.bot``: a bot call.
 COMMANDS_EXCHANGE: Final = "hookline.commands"
 #: The flows worker: bot-call commands, and the call events of the calls it placed.
 BOT_COMMANDS_QUEUE: Final = "hookline.bot.commands"
 BOT_CALLS_QUEUE: Final = "hookline.bot.calls"
 BOT_COMMAND_BINDINGS: Final = ("*.call.bot",)
 BOT_CALL_BINDINGS: Final = ("*.twilio.call.flow", "*.twilio.call.status")
-#: TwiML requests (RPC, DESIGN section 6); replies go to the requester's ``reply_to``.
+#: TwiML requests (RPC, docs/architecture.md#topology); replies go to the caller's ``reply_to``.
 TWIML_QUEUE: Final = "hookline.twiml"
 #: Per-process reply queues of the RPC clients: ``hookline.reply.<host>.<pid>.<random>``.
 REPLY_QUEUE_PREFIX: Final = "hookline.reply."
@@ -39,7 +39,7 @@ DEAD_HEADERS: Final = (REASON_HEADER, ERROR_HEADER, QUEUE_HEADER, WORKER_HEADER,
 #: Back-off delays of the worker runtime, in seconds: attempt n+1 waits RETRY_DELAYS_S[n-1].
 RETRY_DELAYS_S: Final = (1, 5, 30)
 
-# The usage worker meters status events (DESIGN section 6) and the outcomes of bot calls.
+# The usage worker meters status events (docs/architecture.md#topology) and bot-call outcomes.
 USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.message.incoming", "*.*.call.status",
                           "*.*.call.bot.result")
 

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN section 1, checked by walking every module's imports."""
+"""The import rules (docs/architecture.md#dependency-rules), checked by walking the imports."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ class WorkerContext:
 
 HandlerFactory = Callable[[Settings, WorkerContext], Sequence[Handler]]
 
-#: Every kind DESIGN section 3 names, in the order ``worker all`` and ``run`` start them.
+#: Every kind of docs/operations.md#command-line, in the order ``worker all`` and ``run`` use.
 KINDS: Final = ("twiml", "usage", "flows")
 
 

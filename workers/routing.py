@@ -34,7 +34,7 @@ from gateway.routing_config import (
 from gateway.tenants import EMPTY_TWIML, Tenant
 
 STEP_URL: Final = "voice"  # relative to /twilio/voice: the same route, with a step
-FLOW_URL: Final = "voice/flow"  # served by the bot-call flows feature (DESIGN section 4)
+FLOW_URL: Final = "voice/flow"  # bot-call flows (docs/flows.md#how-it-runs)
 STATUS_URL: Final = "voice/status"
 #: A Dial that ends with one of these connected someone: the call is over after it.
 #: https://www.twilio.com/docs/voice/twiml/dial#dialcallstatus

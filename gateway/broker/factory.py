@@ -1,4 +1,4 @@
-"""Choose the publisher from HOOKLINE_AMQP_URL (DESIGN section 2), and mask broker URLs.
+"""Pick the publisher from HOOKLINE_AMQP_URL (docs/configuration.md), and mask broker URLs.
 
 ``memory://`` selects the embedded broker and never imports aio-pika, so ``hookline run`` works
 with nothing else installed; ``amqp://`` and ``amqps://`` import ``gateway.broker.fastamqp``

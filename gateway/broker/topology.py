@@ -1,4 +1,4 @@
-"""Declare the topology of ``schemas.topology`` on a RabbitMQ channel (DESIGN section 6).
+"""Declare ``schemas.topology`` on a RabbitMQ channel (docs/architecture.md#topology).
 
 Every declaration is idempotent: RabbitMQ answers ``declare-ok`` when an entity already exists
 with the same properties, so running this at every start-up (and from ``hookline topology

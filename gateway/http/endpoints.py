@@ -1,7 +1,7 @@
 """Callback endpoints as pure ASGI apps: bytes in, verify, normalize, make safe, answer.
 
 Everything provider-specific is pure code in gateway.providers; this module moves bytes between
-ASGI and that code and decides the HTTP answer (DESIGN section 4, contract). Callback routes run
+ASGI and that code and decides the answer (docs/architecture.md#http-ingress). Callback routes run
 outside Starlette's routing, request and response objects (gateway.http.dispatch sends them
 here directly): on a 2-core box that machinery cost about a third of the CPU of a callback.
 Each route does what RequestContextMiddleware does for the other routes: X-Request-Id, the
@@ -266,7 +266,7 @@ async def messaging_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Rep
     return _EMPTY_TWIML
 
 
-# Path, methods, kind. DESIGN section 4: delivery reports by GET (legacy dlrurl) or POST.
+# Path, methods, kind (docs/architecture.md#kaleyra): delivery reports by GET (dlrurl) or POST.
 KALEYRA_ROUTES: Final = (
     ("/kaleyra/{tenant}/sms/status", ["GET", "POST"], MESSAGE_STATUS),
     ("/kaleyra/{tenant}/sms/incoming", ["POST"], MESSAGE_INCOMING),

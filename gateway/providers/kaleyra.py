@@ -1,4 +1,4 @@
-"""Authenticate Kaleyra.io callbacks per tenant and read their payload (pure code, DESIGN 4.2).
+"""Authenticate Kaleyra.io callbacks, read the payload (pure code; docs/architecture.md#kaleyra).
 
 Kaleyra signs none of its SMS callbacks and sends no account SID in them. What it does send is
 whatever the customer put in the callback profile: the URL, the HTTP method, static headers and

@@ -1,4 +1,4 @@
-"""Normalize verified Kaleyra.io callbacks into hookline events (DESIGN section 5, contract).
+"""Normalize verified Kaleyra.io callbacks into hookline events (docs/architecture.md#events).
 
 Pure code: ``normalize`` is a function of the route's kind, the tenant the verifier resolved,
 the callback's fields and the receipt time; a spool replay yields the same event, id included.

@@ -1,4 +1,4 @@
-"""Normalize verified Twilio callbacks into hookline events (DESIGN section 5, contract).
+"""Normalize verified Twilio callbacks into hookline events (contract: docs/architecture.md#events).
 
 Pure code: ``normalize`` is a function of the route's kind, the tenant the verifier resolved,
 the callback's parameters and the receipt time. It reads no clock and does no I/O, so a spool

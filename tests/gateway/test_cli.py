@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -60,6 +61,25 @@ class Serving(NamedTuple):
     admin_url: str
 
 
+
+
+def test_version_is_the_one_in_pyproject(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hookline --version` prints pyproject's version and exits 0."""
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"], env())
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == f"hookline {expected}\n"
+
+
+def test_installed_console_script_prints_the_version() -> None:
+    """The installed `hookline` script (workers.cli:main) answers --version the same way."""
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    script = Path(sys.executable).parent / "hookline"
+    done = subprocess.run([str(script), "--version"], env=env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"hookline {expected}\n"
 
 
 def test_check_passes_on_the_example_config(

@@ -1,4 +1,4 @@
-"""Settings from HOOKLINE_* variables and the config file (DESIGN section 2)."""
+"""Settings from HOOKLINE_* variables and the config file (docs/architecture.md#configuration)."""
 
 from __future__ import annotations
 

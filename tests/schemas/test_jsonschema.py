@@ -1,4 +1,4 @@
-"""The JSON Schemas of the event types (schemas/jsonschema, DESIGN section 5)."""
+"""The JSON Schemas of the event types (schemas/jsonschema, docs/architecture.md#events)."""
 
 from __future__ import annotations
 

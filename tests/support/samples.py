@@ -49,7 +49,7 @@ def call_status(
             "CallbackSource": "call-progress-events"}
 
 
-# Route, event kind, sample builder: the four Twilio callbacks of DESIGN section 4.
+# Route, event kind, sample builder: the four Twilio callbacks of docs/architecture.md#twilio.
 ROUTES: Final = (
     ("/twilio/voice", "call.incoming", call_incoming),
     ("/twilio/voice/status", "call.status", call_status),

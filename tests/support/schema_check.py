@@ -1,4 +1,4 @@
-"""Validate events against the JSON Schema of their type (DESIGN section 5).
+"""Validate events against the JSON Schema of their type (docs/architecture.md#events).
 
 Every test that receives an event calls ``assert_valid_event(event.to_dict())``. Format checking
 is on; ``date-time`` is checked here because jsonschema only checks it when the optional

@@ -1,5 +1,5 @@
-"""``hookline usage report|reconcile`` (DESIGN section 3), composed into the CLI by the workers
-side: ``add_usage_commands`` adds the sub-commands, ``run_usage_command`` runs one."""
+"""``hookline usage report|reconcile`` (docs/operations.md#command-line), composed into the CLI by
+the workers side: ``add_usage_commands`` adds the sub-commands, ``run_usage_command`` runs one."""
 
 from __future__ import annotations
 

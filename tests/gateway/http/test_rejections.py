@@ -1,4 +1,4 @@
-"""DESIGN section 4.3: every bad callback gets its 4xx, one log line with a reason, no event."""
+"""Each bad callback: a 4xx, one log line with a reason, no event (docs/security.md#rejections)."""
 
 from __future__ import annotations
 
