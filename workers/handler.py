@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway.errors import ConsumerError
+from schemas.topology import ERROR_HEADER
+
+ERROR_REPLY_CONTENT_TYPE: Final = "text/plain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,12 @@ class Reply:
     body: bytes
     content_type: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def error_reply(reason: str) -> Reply:
+    """The answer to an RPC request its handler could not serve: no body, and the reason in
+    ``x-hookline-error`` (the requester's client turns it into the ``worker_error`` outcome)."""
+    return Reply(b"", ERROR_REPLY_CONTENT_TYPE, {ERROR_HEADER: reason})
 
 
 #: Per delivery: None (done, ack), a Reply (done, answer then ack), or a ConsumerError

@@ -27,6 +27,7 @@ from schemas.topology import (
     WORKER_HEADER,
 )
 from workers.handler import Delivery, Reply
+from workers.numbers import ascii_int
 
 #: Error texts in headers are cut here: a header is for a person reading ``dead list``.
 MAX_ERROR_CHARS: Final = 500
@@ -97,13 +98,7 @@ class Transport(Protocol):
 
 def attempt_of(headers: Mapping[str, object]) -> int:
     """The attempt number the runtime wrote, 1 when absent or not a positive integer."""
-    value = headers.get(ATTEMPT_HEADER)
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    try:
-        attempt = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return 1
+    attempt = ascii_int(headers.get(ATTEMPT_HEADER), default=1)
     return attempt if attempt >= 1 else 1
 
 
