@@ -462,7 +462,7 @@ def _amqp_delivery(message: AbstractIncomingMessage) -> Delivery:
     headers: dict[str, object] = dict(message.headers or {})
     return Delivery(
         body=message.body,
-        routing_key=original_routing_key(message.routing_key or "", headers),
+        routing_key=original_routing_key(message.routing_key or "", headers, message.exchange),
         message_id=message.message_id,
         content_type=message.content_type,
         headers=headers,

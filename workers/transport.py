@@ -102,8 +102,17 @@ def attempt_of(headers: Mapping[str, object]) -> int:
     return attempt if attempt >= 1 else 1
 
 
-def original_routing_key(routing_key: str, headers: Mapping[str, object]) -> str:
-    """The routing key the message was first published with (retries travel by queue name)."""
+def original_routing_key(routing_key: str, headers: Mapping[str, object],
+                         exchange: str | None) -> str:
+    """The routing key the message was first published with (retries travel by queue name).
+
+    The header is believed only on a message that came through the default exchange (``""``):
+    the runtime's retries and ``dead replay`` come that way, and no tenant may publish there.
+    A tenant publishing to ``hookline.commands`` sets any header it likes: there the real
+    routing key, which broker permissions restrict to the tenant's own prefix, wins.
+    """
+    if exchange:  # a named exchange: a publisher's own routing key
+        return routing_key
     value = headers.get(ROUTING_KEY_HEADER)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -216,7 +225,7 @@ def _delivery(message: MemoryMessage) -> Delivery:
     headers = dict(message.headers)
     return Delivery(
         body=message.body,
-        routing_key=original_routing_key(message.routing_key, headers),
+        routing_key=original_routing_key(message.routing_key, headers, message.exchange),
         message_id=message.message_id or None,
         content_type=message.content_type,
         headers=headers,

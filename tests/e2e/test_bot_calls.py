@@ -36,6 +36,7 @@ from schemas.topology import (
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
     REASON_HEADER,
+    ROUTING_KEY_HEADER,
     tenant_queue,
 )
 from tests.support.fake_twilio import FakeTwilio
@@ -387,3 +388,20 @@ async def test_a_forged_event_with_another_tenants_body_is_dead_lettered(
     await victim.status(sid, "completed", 3, CallDuration="5")
     data = await victim.result("rx-v3")
     assert data["outcome"] == "completed" and len(victim.results) == 1
+
+
+async def test_a_command_cannot_borrow_another_tenants_routing_key_by_header(
+    two_bots: list[Bot],
+) -> None:
+    """The attacker publishes its own <attacker>.call.bot command carrying the runtime's
+    original-routing-key header set to the victim's key: it stays the attacker's command
+    (placed on the attacker's subaccount), never one of the victim's."""
+    victim, attacker = two_bots
+    body = {"request_id": "rx-h1", "flow": "refill", "to": TO,
+            "vars": {"patient_name": "Ann", "pickup_time": "5 pm"}}
+    exchange = await attacker.channel.get_exchange(COMMANDS_EXCHANGE)
+    await exchange.publish(aio_pika.Message(orjson.dumps(body), headers={
+        ROUTING_KEY_HEADER: f"{victim.tenant}.call.bot"}),
+        routing_key=f"{attacker.tenant}.call.bot")
+    await eventually(lambda: len(attacker.fake.calls()) == 1)
+    assert [call.account for call in attacker.fake.calls()] == [attacker.account]
