@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
-from gateway.errors import ConsumerError
+from gateway.errors import ConsumerError, PoisonMessage
+from schemas.topology import ERROR_HEADER
+
+ERROR_REPLY_CONTENT_TYPE: Final = "text/plain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,33 @@ class Reply:
     body: bytes
     content_type: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def routing_tenant(routing_key: str) -> str:
+    """The tenant a routing key names: its first word (``<tenant>.<provider>.<kind>`` for an
+    event, ``<tenant>.call.bot`` for a command)."""
+    return routing_key.partition(".")[0]
+
+
+def require_routed_tenant(delivery: Delivery, tenant: str, what: str) -> None:
+    """PoisonMessage (``tenant_mismatch``) when ``tenant`` (from the body) is not the tenant
+    of the delivery's routing key.
+
+    The routing key is the trustworthy tenant: broker topic permissions let a tenant's
+    credentials publish only ``<its id>.*`` keys, and nothing checks a body. A retried message
+    travels by queue name but ``Delivery.routing_key`` is still the one it was published with.
+    """
+    routed = routing_tenant(delivery.routing_key)
+    if routed != tenant:
+        raise PoisonMessage(f"{what} {delivery.message_id or ''}: body names tenant "
+                            f"{tenant[:60]!r}, routing key {delivery.routing_key[:120]!r} "
+                            f"names {routed[:60]!r}", reason="tenant_mismatch")
+
+
+def error_reply(reason: str) -> Reply:
+    """The answer to an RPC request its handler could not serve: no body, and the reason in
+    ``x-hookline-error`` (the requester's client turns it into the ``worker_error`` outcome)."""
+    return Reply(b"", ERROR_REPLY_CONTENT_TYPE, {ERROR_HEADER: reason})
 
 
 #: Per delivery: None (done, ack), a Reply (done, answer then ack), or a ConsumerError

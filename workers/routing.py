@@ -32,6 +32,7 @@ from gateway.routing_config import (
     Voicemail,
 )
 from gateway.tenants import EMPTY_TWIML, Tenant
+from workers.numbers import ascii_int
 
 STEP_URL: Final = "voice"  # relative to /twilio/voice: the same route, with a step
 FLOW_URL: Final = "voice/flow"  # bot-call flows (docs/flows.md#how-it-runs)
@@ -89,7 +90,9 @@ class VoiceRouter:
             response.hangup()
             return Routed(str(response), None, None, "step hangup")
         if kind == "menu" and isinstance(action, Menu):
-            attempt = _int(parse_qs(query).get("hl_try", ["1"])[0])
+            # Twilio signs the query, but the tenant holds the token that signs it: any text.
+            attempt = ascii_int(parse_qs(query).get("hl_try", ["1"])[0], default=1,
+                                max_digits=2)
             digits = _param(raw, "Digits")
             choice = action.options.get(digits[:1]) if digits else None
             if choice is not None:
@@ -193,7 +196,3 @@ def _message(text: str) -> str:
 
 def _url(**params: str) -> str:
     return f"{STEP_URL}?{urlencode(params)}"
-
-
-def _int(text: str) -> int:
-    return int(text) if text.isdigit() and len(text) < 3 else 1

@@ -4,6 +4,10 @@ Settlement (``gateway.errors`` names the decisions):
 
 * success (``None`` or a ``Reply``): the reply is published first, then the message is acked;
   nothing is acked before its handler finished, so a crash means redelivery, never loss;
+* a failure (``PoisonMessage``, ``TransientError``, a crash) of an RPC request (one with
+  ``reply_to``): an error reply (``x-hookline-error: <reason>``, empty body) goes to the
+  requester at once, so it answers with its fallback now rather than at its deadline; then
+  the message is settled as below;
 * ``PoisonMessage``: dead-lettered at once to ``hookline.dead`` (via ``hookline.dlx``) with
   reason, error, original queue, worker and attempt count in its headers;
 * ``TransientError`` (or an unexpected exception: a bug must not dead-letter good messages at
@@ -51,7 +55,7 @@ from schemas.topology import (
     build_topology,
     retry_queues,
 )
-from workers.handler import Delivery, Handler, Reply, Result
+from workers.handler import Delivery, Handler, Reply, Result, error_reply
 from workers.transport import (
     BrokerUnavailable,
     DeadLetter,
@@ -261,6 +265,8 @@ class Runner:
             await self.transport.ack(inbound)
             return "replied"
         fields.update(reason=result.reason, error=scrub(str(result)))
+        if delivery.reply_to:
+            await self._reply_failure(inbound, result.reason, fields)
         if not isinstance(result, PoisonMessage) and delivery.attempt <= len(self.retry_delays_s):
             delay = self.retry_delays_s[delivery.attempt - 1]
             fields["retry_in_s"] = delay
@@ -273,6 +279,18 @@ class Runner:
                           attempts=delivery.attempt)
         await self.transport.dead_letter(inbound, dead)
         return "dead_lettered"
+
+    async def _reply_failure(self, inbound: Inbound, reason: str,
+                             fields: dict[str, object]) -> None:
+        """Tell an RPC requester now that no answer is coming (it would otherwise wait out its
+        deadline in silence); the message is settled as usual after. Best effort: a lost
+        error reply only means the requester waits for its deadline."""
+        try:
+            await self.transport.reply(inbound, error_reply(reason))
+        except Exception as exc:
+            fields["error_reply"] = f"failed: {type(exc).__name__}"
+        else:
+            fields["error_reply"] = "sent"
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -444,7 +462,7 @@ def _amqp_delivery(message: AbstractIncomingMessage) -> Delivery:
     headers: dict[str, object] = dict(message.headers or {})
     return Delivery(
         body=message.body,
-        routing_key=original_routing_key(message.routing_key or "", headers),
+        routing_key=original_routing_key(message.routing_key or "", headers, message.exchange),
         message_id=message.message_id,
         content_type=message.content_type,
         headers=headers,

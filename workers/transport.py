@@ -27,6 +27,7 @@ from schemas.topology import (
     WORKER_HEADER,
 )
 from workers.handler import Delivery, Reply
+from workers.numbers import ascii_int
 
 #: Error texts in headers are cut here: a header is for a person reading ``dead list``.
 MAX_ERROR_CHARS: Final = 500
@@ -97,18 +98,21 @@ class Transport(Protocol):
 
 def attempt_of(headers: Mapping[str, object]) -> int:
     """The attempt number the runtime wrote, 1 when absent or not a positive integer."""
-    value = headers.get(ATTEMPT_HEADER)
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    try:
-        attempt = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return 1
+    attempt = ascii_int(headers.get(ATTEMPT_HEADER), default=1)
     return attempt if attempt >= 1 else 1
 
 
-def original_routing_key(routing_key: str, headers: Mapping[str, object]) -> str:
-    """The routing key the message was first published with (retries travel by queue name)."""
+def original_routing_key(routing_key: str, headers: Mapping[str, object],
+                         exchange: str | None) -> str:
+    """The routing key the message was first published with (retries travel by queue name).
+
+    The header is believed only on a message that came through the default exchange (``""``):
+    the runtime's retries and ``dead replay`` come that way, and no tenant may publish there.
+    A tenant publishing to ``hookline.commands`` sets any header it likes: there the real
+    routing key, which broker permissions restrict to the tenant's own prefix, wins.
+    """
+    if exchange:  # a named exchange: a publisher's own routing key
+        return routing_key
     value = headers.get(ROUTING_KEY_HEADER)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -221,7 +225,7 @@ def _delivery(message: MemoryMessage) -> Delivery:
     headers = dict(message.headers)
     return Delivery(
         body=message.body,
-        routing_key=original_routing_key(message.routing_key, headers),
+        routing_key=original_routing_key(message.routing_key, headers, message.exchange),
         message_id=message.message_id or None,
         content_type=message.content_type,
         headers=headers,

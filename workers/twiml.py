@@ -101,7 +101,9 @@ class TwimlHandler:
         flow = flows.flows.get(name) if isinstance(flows, FlowSettings) else None
         if flow is None or self.seal is None:
             return None
-        position = Position(tenant.id, name, flow.start, call_sid, int(now.timestamp()))
+        # Bound to the call from the start: the position is refused on any other CallSid.
+        position = Position(tenant.id, name, flow.start, call_sid, int(now.timestamp()),
+                            call_sid=call_sid)
         return f"{FLOW_URL}?s={self.seal.seal(position)}"
 
 

@@ -8,7 +8,9 @@ https://www.rabbitmq.com/tutorials/tutorial-six-python (request/reply pattern)
 
 ``request`` never raises for a broker problem: the outcome says what happened and the HTTP
 layer answers with the tenant's fallback. A reply that arrives after its caller gave up (or
-for an id this process does not know) is dropped and counted in ``late_replies``.
+for an id this process does not know) is dropped and counted in ``late_replies``. A worker
+whose handler failed on the request answers at once with an error reply (the header
+``x-hookline-error``): the outcome ``worker_error``, so the caller falls back without waiting.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -27,7 +30,13 @@ from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.memory import MemoryBroker, MemoryMessage
 from gateway.errors import ConfigError, PublishError
 from schemas.events import Event
-from schemas.topology import DEADLINE_HEADER, REPLY_QUEUE_PREFIX, TWIML_QUEUE, build_topology
+from schemas.topology import (
+    DEADLINE_HEADER,
+    ERROR_HEADER,
+    REPLY_QUEUE_PREFIX,
+    TWIML_QUEUE,
+    build_topology,
+)
 
 #: Headers of a request besides its deadline (schemas.topology.DEADLINE_HEADER): the query
 #: string of the HTTP request (menus keep their state there) and the event id (message_id is
@@ -36,7 +45,7 @@ QUERY_HEADER: Final = "x-hookline-query"
 EVENT_ID_HEADER: Final = "x-hookline-event-id"
 
 Outcome = Literal["replied", "timeout", "returned", "refused", "unavailable", "no_worker",
-                  "connection_lost"]
+                  "connection_lost", "worker_error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,17 @@ class RpcClient(Protocol):
         """Replies dropped because nobody waited for them any more."""
 
     async def request(self, event: Event, *, query: str, timeout_s: float) -> RpcResult: ...
+
+
+def reply_result(body: bytes, content_type: str | None,
+                 headers: Mapping[str, object] | None) -> RpcResult:
+    """A reply as an outcome: the worker's answer, or ``worker_error`` when the worker's
+    runtime says (``x-hookline-error: <reason>``) that its handler failed on the request."""
+    error = (headers or {}).get(ERROR_HEADER)
+    if error is not None:
+        reason = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
+        return RpcResult("worker_error", detail=f"worker failed: {reason[:100]}")
+    return RpcResult("replied", body, content_type)
 
 
 def reply_queue_name() -> str:
@@ -139,8 +159,8 @@ class MemoryRpcClient:
         stream = self._broker.consume_messages(self._queue)
         async with contextlib.aclosing(stream):
             async for message in stream:
-                self._pending.resolve(message.correlation_id, RpcResult(
-                    "replied", message.body, message.content_type))
+                self._pending.resolve(message.correlation_id, reply_result(
+                    message.body, message.content_type, message.headers))
 
     async def close(self) -> None:
         if self._task is not None:

@@ -41,7 +41,13 @@ from aio_pika.exceptions import DeliveryError
 from aio_pika.exceptions import PublishError as ReturnedError
 
 from gateway.broker.factory import mask_url
-from gateway.broker.rpc import Pending, RpcResult, reply_queue_name, request_headers
+from gateway.broker.rpc import (
+    Pending,
+    RpcResult,
+    reply_queue_name,
+    reply_result,
+    request_headers,
+)
 from gateway.broker.topology import declare_topology
 from schemas.events import CONTENT_TYPE, Event
 from schemas.topology import TWIML_QUEUE, Topology, twiml_queue
@@ -140,8 +146,8 @@ class AmqpRpcClient:
             await asyncio.sleep(self._poll_s)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        self._pending.resolve(message.correlation_id,
-                              RpcResult("replied", message.body, message.content_type))
+        self._pending.resolve(message.correlation_id, reply_result(
+            message.body, message.content_type, message.headers))
 
     def _on_closed(self, _sender: object, exc: BaseException | None) -> None:
         self._up = False

@@ -7,6 +7,19 @@ is keyed by hookline's ``[gateway] flow_secret`` (per tenant by derivation), so 
 nor a tenant can jump to a step of their choosing, replay another tenant's flow, or reuse a
 position after it expires.
 
+Bound to one call. Twilio's signature does not stop a tenant from replaying a position (its
+own, or one seen in a URL) on another CallSid, its own token signs any CallSid; so a position
+carries the CallSid of its call (``call_sid``) and is refused (403 ``flow_position_invalid``)
+on a request of another CallSid. The rule, since a placed call's first URL is sealed before
+Twilio assigns its CallSid (``BotCommands._place``):
+
+* a position without a CallSid is valid only as the entry (phase ``enter``) of its flow's
+  ``start`` step, the first request of a call;
+* every position the gateway seals from a request on (the next step, a gather's action)
+  carries that request's CallSid, so from the second request on the call is pinned;
+* an incoming call handed to a flow by a routing rule knows its CallSid already: its first
+  position is bound from the start (``workers.twiml``).
+
 Token: ``base64url(payload) "." base64url(HMAC-SHA256(key, payload)[:16])``, the payload a
 compact JSON object. The variables are readable by whoever sees the URL (Twilio's call logs
 keep it): pass references rather than sensitive data where that matters.
@@ -44,11 +57,32 @@ class Position:
     phase: Phase = "enter"
     attempt: int = 1
     variables: Mapping[str, str] = field(default_factory=dict)
+    #: The CallSid of the call this position belongs to; "" only for the first request of a
+    #: placed call (sealed before Twilio named the call).
+    call_sid: str = ""
 
     def at(self, step: str, phase: Phase = "enter", attempt: int = 1) -> Position:
         """The same call at another step."""
         return Position(self.tenant, self.flow, step, self.request_id, self.issued_at, phase,
-                        attempt, self.variables)
+                        attempt, self.variables, self.call_sid)
+
+    def on_call(self, call_sid: str) -> Position:
+        """The same position, bound to the call ``call_sid``."""
+        return Position(self.tenant, self.flow, self.step, self.request_id, self.issued_at,
+                        self.phase, self.attempt, self.variables, call_sid)
+
+
+def require_call(position: Position, call_sid: str, start_step: str) -> None:
+    """AuthenticationFailed (403) unless ``position`` may serve a request of ``call_sid``:
+    bound to that call, or unbound and the entry of its flow's start step."""
+    if position.call_sid:
+        if not hmac.compare_digest(position.call_sid.encode(), call_sid.encode()):
+            raise _invalid(f"belongs to call {position.call_sid!r}, requested for call "
+                           f"{call_sid!r}")
+        return
+    if (position.step, position.phase) != (start_step, "enter"):
+        raise _invalid(f"at step {position.step!r} ({position.phase}) is bound to no call; "
+                       f"only the entry of the start step {start_step!r} may be")
 
 
 class PositionSeal:
@@ -71,7 +105,7 @@ class PositionSeal:
         payload = orjson.dumps({
             "t": position.tenant, "f": position.flow, "s": position.step,
             "r": position.request_id, "i": position.issued_at, "p": position.phase,
-            "a": position.attempt, "v": dict(position.variables),
+            "a": position.attempt, "v": dict(position.variables), "c": position.call_sid,
         })
         tag = hmac.new(self._key(position.tenant), payload, hashlib.sha256).digest()[:_TAG_BYTES]
         return f"{_b64(payload)}.{_b64(tag)}"
@@ -108,7 +142,7 @@ def _decode(payload: bytes) -> Position:
         if not (isinstance(variables, dict)
                 and all(isinstance(v, str) for v in variables.values())):
             raise TypeError("variables")
-        fields = (doc["t"], doc["f"], doc["s"], doc["r"])
+        fields = (doc["t"], doc["f"], doc["s"], doc["r"], doc.get("c", ""))
         if not all(isinstance(f, str) for f in fields) or doc["p"] not in ("enter", "input"):
             raise TypeError("fields")
         if not (isinstance(doc["i"], int) and isinstance(doc["a"], int) and doc["a"] >= 1):
@@ -116,7 +150,7 @@ def _decode(payload: bytes) -> Position:
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise _invalid(f"sealed payload is malformed ({exc})") from None
     return Position(doc["t"], doc["f"], doc["s"], doc["r"], doc["i"], doc["p"], doc["a"],
-                    variables)
+                    variables, doc.get("c", ""))
 
 
 def _invalid(why: str) -> AuthenticationFailed:

@@ -2,8 +2,10 @@
 
 The request must pass Twilio's signature (the tenant's auth token, over the URL with its
 ``s=`` position) and hookline's own seal on the position (gateway.flows.position), made for
-that same tenant. Then the step is rendered from the flow in the config, its event is made
-safe like every callback (published or spooled), and the TwiML is the answer. A position
+that same tenant, and for this call (a position is bound to its CallSid, the entry of a
+placed call's start step excepted: gateway.flows.position). Then the step is rendered from
+the flow in the config, its event is made safe like every callback (published or spooled),
+and the TwiML is the answer. A position
 that no longer fits the config (the flow or a step was removed while the call was live) gets
 the tenant's fallback TwiML, so the callee hears a message and a hang-up, not an error tone.
 """
@@ -20,7 +22,7 @@ from starlette.responses import Response
 from gateway.errors import AuthenticationFailed, HooklineError, RejectedCallback
 from gateway.flows.events import flow_event
 from gateway.flows.model import FlowSettings
-from gateway.flows.position import Position, PositionSeal
+from gateway.flows.position import Position, PositionSeal, require_call
 from gateway.flows.render import render
 from gateway.http.endpoints import Ingress, raw_request, rejection
 from gateway.http.middleware import log_fields
@@ -56,12 +58,16 @@ def flow_endpoint(
             settings = tenant.extra.get("flows")
             flow = settings.flows.get(position.flow) if isinstance(settings, FlowSettings) \
                 else None
+            call_sid = first(verified.params, "CallSid") or ""
+            if flow is not None:  # a removed flow gets the fallback below, bound or not
+                require_call(position, call_sid, flow.start)
             here = raw.url.partition("?")[0]
             status_url = here.removesuffix(FLOW_ROUTE) + STATUS_ROUTE
             params = {name: values[0] for name, values in verified.params.items() if values}
 
             def url(at: Position) -> str:
-                return f"{here}?s={seal.seal(at)}"
+                # Every position sealed from here on is pinned to this call.
+                return f"{here}?s={seal.seal(at.on_call(call_sid))}"
 
             try:
                 if flow is None:

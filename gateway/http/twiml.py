@@ -4,7 +4,8 @@ The endpoint has already made the event safe (published or spooled); this step o
 what Twilio hears. It asks the TwiML workers over the broker (``gateway.broker.rpc``) and waits
 up to the tenant's deadline (``[tenants.routing] answer_timeout_ms``, default 3 s, at most 10 s,
 well inside Twilio's 15 s). Any other outcome - no reply in time, a returned or refused
-request, no broker connection, a reply that is not TwiML - gives the tenant's fallback: its
+request, no broker connection, a worker that failed on the request (its error reply,
+``worker_error``, comes at once), a reply that is not TwiML - gives the tenant's fallback: its
 ``fallback_voice_twiml`` for a call, an empty ``<Response/>`` (no reply SMS) for a message. The
 request's log line says which (``twiml`` = ``worker`` or ``fallback``, ``twiml_reason``).
 """

@@ -9,9 +9,11 @@ import contextlib
 import itertools
 import secrets
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +30,15 @@ from gateway.flows.position import PositionSeal
 from gateway.http.app import create_app
 from gateway.secrets import Secret
 from gateway.settings import Settings
-from schemas.topology import COMMANDS_EXCHANGE, tenant_queue
+from schemas.events import CONTENT_TYPE, Event
+from schemas.topology import (
+    COMMANDS_EXCHANGE,
+    DEAD_QUEUE,
+    EVENTS_EXCHANGE,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    tenant_queue,
+)
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.flows import REFILL_FLOW_TOML
 from tests.support.rabbit import RabbitClient
@@ -74,6 +84,12 @@ class Bot:
         assert call.account == self.account
         return call.sid, call.params["Url"][0]
 
+    async def events(self) -> list[dict[str, Any]]:
+        """Drain the tenant's queue; the results are kept for result()."""
+        docs = [doc for _props, doc in await self.rabbit.read_all(tenant_queue(self.tenant))]
+        self.results.extend(doc for doc in docs if doc["type"] == "io.hookline.call.bot.result")
+        return docs
+
     async def twilio(self, url: str, params: dict[str, str], *,
                      token: str | None = None) -> httpx.Response:
         """POST as Twilio does: the public URL signed with the tenant's token."""
@@ -98,9 +114,7 @@ class Bot:
 
     async def result(self, request_id: str) -> dict[str, Any]:
         async def arrived() -> bool:
-            for _props, doc in await self.rabbit.read_all(tenant_queue(self.tenant)):
-                if doc["type"] == "io.hookline.call.bot.result":
-                    self.results.append(doc)
+            await self.events()
             return any(r["data"]["request_id"] == request_id for r in self.results)
 
         await eventually(arrived, within=10)
@@ -116,22 +130,24 @@ def action_of(root: ET.Element) -> str:
 
 
 @contextlib.asynccontextmanager
-async def bot_system(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
-                     calls_per_second: int = 10) -> AsyncIterator[Bot]:
-    tenant, account, token = f"bot-{secrets.token_hex(3)}", "AC" + secrets.token_hex(16), \
-        secrets.token_hex(16)
+async def bot_systems(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
+                      calls_per_second: int = 10, count: int = 1) -> AsyncIterator[list[Bot]]:
+    """One gateway, fake Twilio and flows workers serving ``count`` tenants, each with its own
+    subaccount and token: one Bot per tenant."""
+    made = [(f"bot-{secrets.token_hex(3)}", "AC" + secrets.token_hex(16), secrets.token_hex(16))
+            for _ in range(count)]
+    flows = REFILL_FLOW_TOML.replace("calls_per_second = 1",
+                                     f"calls_per_second = {calls_per_second}")
     config = tmp_path / "hookline.toml"
-    config.write_text(
-        f'[gateway]\nflow_secret = "unused"\n[[tenants]]\nid = "{tenant}"\n'
-        f'[tenants.twilio]\naccount_sid = "{account}"\nauth_token = "{token}"\n'
-        + REFILL_FLOW_TOML.replace("calls_per_second = 1",
-                                   f"calls_per_second = {calls_per_second}"), "utf-8")
+    config.write_text('[gateway]\nflow_secret = "unused"\n' + "".join(
+        f'[[tenants]]\nid = "{tenant}"\n[tenants.twilio]\naccount_sid = "{account}"\n'
+        f'auth_token = "{token}"\n{flows}\n' for tenant, account, token in made), "utf-8")
     tenants = load_config(config, {}).tenants
     settings = Settings(tenants=tenants, amqp_url=amqp_url, public_url=PUBLIC,
                         data_dir=tmp_path, flow_secret=SECRET)
-    fake = FakeTwilio({account: token})
+    fake = FakeTwilio({account: token for _tenant, account, token in made})
     app = create_app(settings)
-    publisher = create_publisher(amqp_url, [tenant])
+    publisher = create_publisher(amqp_url, [tenant for tenant, _account, _token in made])
     store_url = f"sqlite:///{tmp_path / 'hookline.db'}"
     connection = await aio_pika.connect(amqp_url)
     async with serving(fake.app()) as fake_url, serving(app) as gateway_url:
@@ -147,17 +163,33 @@ async def bot_system(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
                     running(Runner(calls, AmqpTransport(amqp_url, "flows-calls"))), \
                     httpx.AsyncClient(base_url=gateway_url) as http:
                 channel = await connection.channel()
-                yield Bot(tenant, account, token, http, fake, rabbit, channel, [])
+                yield [Bot(tenant, account, token, http, fake, rabbit, channel, [])
+                       for tenant, account, token in made]
         finally:
             await api.close()
             await publisher.close()
             await connection.close()
 
 
+@contextlib.asynccontextmanager
+async def bot_system(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
+                     calls_per_second: int = 10) -> AsyncIterator[Bot]:
+    async with bot_systems(amqp_url, rabbit, tmp_path, calls_per_second) as (system,):
+        yield system
+
+
 @pytest.fixture
 async def bot(amqp_url: str, rabbit: RabbitClient, tmp_path: Path) -> AsyncIterator[Bot]:
     async with bot_system(amqp_url, rabbit, tmp_path) as system:
         yield system
+
+
+@pytest.fixture
+async def two_bots(amqp_url: str, rabbit: RabbitClient, tmp_path: Path
+                   ) -> AsyncIterator[list[Bot]]:
+    """Two tenants on one system: the victim (first) and the attacker holding its own token."""
+    async with bot_systems(amqp_url, rabbit, tmp_path, count=2) as systems:
+        yield systems
 
 
 async def test_human_answers_and_presses_1(bot: Bot) -> None:
@@ -270,3 +302,106 @@ async def test_twenty_commands_at_one_call_per_second(
     assert min(gaps) >= 0.8, gaps
     assert all(stamp - stamps[0] >= n - 0.2 for n, stamp in enumerate(stamps)), stamps
     assert stamps[-1] - stamps[0] >= 18.8
+
+
+async def test_another_tenants_status_callback_cannot_end_the_call(
+    two_bots: list[Bot], amqp_url: str
+) -> None:
+    """The attacker signs, with its own token, a no-answer status naming the victim's CallSid:
+    the victim gets no forged result, and its real result still comes with its inputs."""
+    victim, attacker = two_bots
+    await victim.command("rx-v1")
+    sid, url = await victim.placed()
+    root = await victim.step(url, sid, AnsweredBy="human")
+    await attacker.status(sid, "no-answer", 2)
+    await victim.step(action_of(root), sid, Digits="1")
+    await victim.status(sid, "completed", 3, CallDuration="40", AnsweredBy="human")
+    data = await victim.result("rx-v1")
+    assert (data["outcome"], data["inputs"], data["call_sid"]) == ("completed", {"menu": "1"},
+                                                                   sid)
+    assert len(victim.results) == 1
+    assert [d for d in await attacker.events() if d["type"] == "io.hookline.call.bot.result"] \
+        == []
+
+
+async def test_another_tenants_flow_step_cannot_touch_the_call(two_bots: list[Bot]) -> None:
+    """The attacker replays its own sealed step URL, signed with its token, with the victim's
+    CallSid: 403 (the position is bound to the attacker's call); its own unbound entry URL
+    with the victim's CallSid is served but merges nothing into the victim's call nor marks
+    the victim's text sent."""
+    victim, attacker = two_bots
+    await victim.command("rx-v2")
+    victim_sid, victim_url = await victim.placed()
+    await attacker.command("rx-a2")
+    attacker_sid, attacker_url = await attacker.placed(2)
+    attacker_menu = action_of(await attacker.step(attacker_url, attacker_sid,
+                                                  AnsweredBy="human"))
+    replayed = await attacker.twilio(attacker_menu, {"CallSid": victim_sid, "Digits": "1",
+                                                     "CallStatus": "in-progress"})
+    assert replayed.status_code == 403
+    # The entry URL is unbound (sealed before Twilio named the call): served, but as the
+    # attacker's own call under the attacker's tenant.
+    entry = await attacker.step(attacker_url, victim_sid, AnsweredBy="machine_end_beep")
+    assert entry.find("Hangup") is not None
+    root = await victim.step(victim_url, victim_sid, AnsweredBy="human")
+    await victim.step(action_of(root), victim_sid, Digits="1")
+    await eventually(lambda: any(m.account == victim.account for m in victim.fake.messages()))
+    await victim.status(victim_sid, "completed", 3, CallDuration="20", AnsweredBy="human")
+    data = await victim.result("rx-v2")
+    assert (data["outcome"], data["answered_by"], data["inputs"]) == (
+        "completed", "human", {"menu": "1"})
+
+
+async def test_a_sealed_position_replayed_on_another_call_is_403(bot: Bot) -> None:
+    """A step URL of one call (bound to its CallSid), posted with another CallSid: 403."""
+    await bot.command("rx-8")
+    sid, url = await bot.placed()
+    menu = action_of(await bot.step(url, sid, AnsweredBy="human"))
+    response = await bot.twilio(menu, {"CallSid": "CA" + "0" * 32, "Digits": "1",
+                                       "CallStatus": "in-progress"})
+    assert response.status_code == 403
+
+
+async def test_a_forged_event_with_another_tenants_body_is_dead_lettered(
+    two_bots: list[Bot], amqp_url: str
+) -> None:
+    """A call.status event published straight to hookline.events under the attacker's routing
+    key with the victim's tenant in its body: dead-lettered (tenant_mismatch), no result."""
+    victim, attacker = two_bots
+    await victim.command("rx-v3")
+    sid, _url = await victim.placed()
+    event = Event(id=str(uuid.uuid4()), kind="call.status", tenant=victim.tenant,
+                  provider="twilio", source=f"twilio/{victim.account}", subject=sid,
+                  time=datetime.now(UTC), data={"call_sid": sid, "status": "no-answer",
+                                                "raw": {}})
+    exchange = await victim.channel.get_exchange(EVENTS_EXCHANGE)
+    await exchange.publish(aio_pika.Message(event.to_json(), message_id=event.id,
+                                            content_type=CONTENT_TYPE),
+                           routing_key=f"{attacker.tenant}.twilio.call.status")
+
+    async def dead() -> bool:
+        found = [props for props, _doc in await victim.rabbit.read_all(DEAD_QUEUE)
+                 if props.message_id == event.id]
+        return bool(found) and found[0].headers[REASON_HEADER] == "tenant_mismatch"
+
+    await eventually(dead, within=10)
+    await victim.status(sid, "completed", 3, CallDuration="5")
+    data = await victim.result("rx-v3")
+    assert data["outcome"] == "completed" and len(victim.results) == 1
+
+
+async def test_a_command_cannot_borrow_another_tenants_routing_key_by_header(
+    two_bots: list[Bot],
+) -> None:
+    """The attacker publishes its own <attacker>.call.bot command carrying the runtime's
+    original-routing-key header set to the victim's key: it stays the attacker's command
+    (placed on the attacker's subaccount), never one of the victim's."""
+    victim, attacker = two_bots
+    body = {"request_id": "rx-h1", "flow": "refill", "to": TO,
+            "vars": {"patient_name": "Ann", "pickup_time": "5 pm"}}
+    exchange = await attacker.channel.get_exchange(COMMANDS_EXCHANGE)
+    await exchange.publish(aio_pika.Message(orjson.dumps(body), headers={
+        ROUTING_KEY_HEADER: f"{victim.tenant}.call.bot"}),
+        routing_key=f"{attacker.tenant}.call.bot")
+    await eventually(lambda: len(attacker.fake.calls()) == 1)
+    assert [call.account for call in attacker.fake.calls()] == [attacker.account]

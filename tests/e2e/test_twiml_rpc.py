@@ -16,6 +16,7 @@ from tests.support.routing import ACME_SID, ACME_TOKEN, OFFICE_NUMBER, routed_te
 from tests.support.samples import call_incoming, message_incoming
 from tests.support.twiml_check import check_twiml
 from tests.support.twiml_stack import EchoHandler, twiml_stack, worker
+from workers.handler import Reply
 from workers.twiml import TwimlHandler
 
 FALLBACK = "<Response><Say>Acme fallback</Say></Response>"
@@ -131,7 +132,6 @@ async def test_200_concurrent_calls_get_their_own_answers(
 
 async def test_reply_that_is_not_twiml_falls_back(broker_url: str | None, cleanup: None) -> None:
     """A broken worker reply (not TwiML) never reaches Twilio: the fallback goes instead."""
-    from workers.handler import Reply
 
     class Broken(EchoHandler):
         async def handle(self, batch: object) -> list[Reply]:
@@ -177,3 +177,47 @@ async def _reply_queues(amqp_url: str) -> list[str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     stdout, _ = await asyncio.wait_for(process.communicate(), 30)
     return [name for name in stdout.decode().split() if name.startswith("hookline.reply.")]
+
+
+async def test_crashing_worker_gets_the_fallback_at_once(
+    broker_url: str | None, cleanup: None, captured_logs: CapturedLogs
+) -> None:
+    """A handler that raises answers the requester with an error reply: the fallback comes
+    well before the deadline, logged as twiml_reason=worker_error, and the request is
+    dead-lettered."""
+    class Crashing(EchoHandler):
+        async def handle(self, batch: object) -> list[Reply]:
+            raise ValueError("invalid literal for int() with base 10: '²'")
+
+    async with twiml_stack([tenant(timeout_ms=3000)], broker_url) as stack, \
+            worker(stack, Crashing()) as runner:
+        started = time.monotonic()
+        response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN)
+        elapsed = time.monotonic() - started
+        await wait_until(lambda: runner.counts.get("dead_lettered") == 1)
+    assert response.text == FALLBACK and elapsed < 1.0
+    line = next(line for line in captured_logs.events("callback_accepted")
+                if line["path"] == "/twilio/voice")
+    assert line["twiml"] == "fallback" and line["twiml_reason"] == "worker_error"
+    handled = next(line for line in captured_logs.events("message_handled")
+                   if line.get("worker") == "twiml")
+    assert handled["outcome"] == "dead_lettered" and handled["error_reply"] == "sent"
+
+
+async def test_superscript_menu_attempt_is_answered_not_crashed(
+    broker_url: str | None, cleanup: None, captured_logs: CapturedLogs
+) -> None:
+    """A signed menu step with hl_try=² (a Unicode digit int() refuses) gets the menu's retry
+    TwiML from the routing worker at once, not silence until the deadline."""
+    acme = tenant(timeout_ms=3000)
+    async with twiml_stack([acme], broker_url) as stack, \
+            worker(stack, TwimlHandler(StaticTenantRegistry([acme]))):
+        started = time.monotonic()
+        response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN,
+                                           query="hl_step=menu%3Amain&hl_try=%C2%B2")
+        elapsed = time.monotonic() - started
+    root = check_twiml(response.text, "voice")
+    assert [el.tag for el in root] == ["Say", "Gather", "Redirect"] and elapsed < 1.0
+    line = next(line for line in captured_logs.events("callback_accepted")
+                if line["path"] == "/twilio/voice")
+    assert line["twiml"] == "worker"

@@ -101,7 +101,8 @@ def test_voicemail_records_with_status_callback() -> None:
 
 def test_reject_and_flow() -> None:
     """A blocked number is rejected busy; the bot number is redirected to its flow's first
-    step, sealed for the tenant (the gateway refuses an unsealed position)."""
+    step, sealed for the tenant and bound to the call's CallSid (the gateway refuses an
+    unsealed position, or one replayed on another call)."""
     reject = check_twiml(call(to="+18005559999"), "voice")
     assert [(el.tag, el.get("reason")) for el in reject] == [("Reject", "busy")]
     routing = TENANT.extra["routing"]
@@ -116,7 +117,8 @@ def test_reject_and_flow() -> None:
     assert (redirect.text or "").startswith("voice/flow?s=")
     token = parse_qs(urlsplit(redirect.text or "").query)["s"][0]
     position = seal.open(token, tenant="acme", now=int(OPEN.timestamp()))
-    assert (position.flow, position.step, position.request_id) == ("refill", "hello", "CA42")
+    assert (position.flow, position.step, position.request_id, position.call_sid) == (
+        "refill", "hello", "CA42", "CA42")
     # Without a seal (no flow_secret) the call is ended rather than sent to a 403.
     assert [el.tag for el in check_twiml(call(to="+18005558888"), "voice")] == ["Hangup"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.broker.rpc import QUERY_HEADER
@@ -67,6 +67,9 @@ queries = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(raw=params, query=queries)
+# int('²') raises although '²'.isdigit() is true: found by this test 1 run in 20 before.
+@example(raw={}, query="hl_step=menu:main&hl_try=²")
+@example(raw={}, query="hl_step=menu:main&hl_try=%D9%A3")  # Arabic-Indic 3: int() takes it
 def test_any_call_step_gives_documented_twiml(raw: dict[str, object], query: str) -> None:
     """Whatever parameters and step query arrive, the reply is valid, documented TwiML."""
     reply = HANDLER.answer(request("call.incoming", raw, query=query))

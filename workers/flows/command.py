@@ -1,10 +1,11 @@
 """The ``call.bot`` command a tenant app publishes, and its validation.
 
 Published to the ``hookline.commands`` topic exchange with routing key ``<tenant>.call.bot``
-and a JSON body ``{"to", "flow", "vars", "from"?, "request_id"}``. The tenant comes from the
-routing key; RabbitMQ permissions let a tenant's credentials publish only under its own prefix,
-so the body cannot name another tenant. Every way a command can be wrong is a ``Rejection``
-with a reason the tenant app can act on; none is retried.
+and a JSON body ``{"to", "flow", "vars", "from"?, "request_id", "tenant"?}``. The tenant comes
+from the routing key: RabbitMQ topic permissions let a tenant's credentials publish only under
+its own prefix, while nothing vouches for a body. A body that names another tenant is rejected
+(``tenant_mismatch``), reported to the routing key's tenant only. Every way a command can be
+wrong is a ``Rejection`` with a reason the tenant app can act on; none is retried.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gateway.tenants import E164_PATTERN, Tenant, TenantRegistry
 COMMAND_SUFFIX: Final = ".call.bot"
 MAX_REQUEST_ID: Final = 128
 MAX_VARIABLE_CHARS: Final = 500
-_KEYS: Final = frozenset({"to", "flow", "vars", "from", "request_id"})
+_KEYS: Final = frozenset({"to", "flow", "vars", "from", "request_id", "tenant"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,12 @@ def parse_command(routing_key: str, body: bytes, tenants: TenantRegistry) -> Bot
     if tenant is None:
         return reject("unknown_tenant", f"routing key {routing_key!r} names no configured "
                                         f"tenant (expected <tenant>{COMMAND_SUFFIX})")
+    body_tenant = doc.get("tenant", tenant.id)
+    if body_tenant != tenant.id:
+        # Told to the routing key's tenant (who published it) only, never to the one named.
+        return reject("tenant_mismatch", f"body names tenant {str(body_tenant)[:60]!r}, routing "
+                                         f"key {routing_key!r} names {tenant.id!r} (the routing "
+                                         "key is the tenant; omit tenant from the body)")
     if request_id is None:
         return reject("invalid_command", f"request_id must be a string of 1 to "
                                          f"{MAX_REQUEST_ID} characters, got {raw_id!r}")

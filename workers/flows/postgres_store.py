@@ -21,7 +21,7 @@ from gateway.log import mask_url_password
 from workers.flows.store import BotCall, Claim
 
 _T = TypeVar("_T")
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _MIGRATION_LOCK: Final = 0x626F7463  # pg_advisory_xact_lock key: "botc"
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -35,6 +35,19 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             finished boolean NOT NULL DEFAULT false)""",
         """CREATE TABLE bot_sms (
             call_sid text NOT NULL, step text NOT NULL, PRIMARY KEY (call_sid, step))""",
+    ),
+    # Calls and texts keyed by (tenant, CallSid): a CallSid alone let one tenant's signed
+    # callback reach another tenant's call. Migrated in place (rows kept; a text's tenant is
+    # its call's).
+    2: (
+        "ALTER TABLE bot_sms ADD COLUMN tenant text",
+        "UPDATE bot_sms s SET tenant = c.tenant FROM bot_calls c WHERE c.call_sid = s.call_sid",
+        "UPDATE bot_sms SET tenant = '' WHERE tenant IS NULL",
+        """ALTER TABLE bot_sms ALTER COLUMN tenant SET NOT NULL,
+           DROP CONSTRAINT bot_sms_pkey, ADD PRIMARY KEY (tenant, call_sid, step)""",
+        """ALTER TABLE bot_calls DROP CONSTRAINT bot_calls_pkey,
+           ADD PRIMARY KEY (tenant, call_sid)""",
+        "CREATE INDEX bot_calls_by_sid ON bot_calls (call_sid)",
     ),
 }
 
@@ -74,7 +87,7 @@ class PostgresBotCallStore:
                     """INSERT INTO bot_calls (call_sid, tenant, request_id, flow, to_number,
                                               from_number)
                        VALUES (%s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (call_sid) DO UPDATE SET tenant = excluded.tenant,
+                       ON CONFLICT (tenant, call_sid) DO UPDATE SET
                            request_id = excluded.request_id, flow = excluded.flow,
                            to_number = excluded.to_number, from_number = excluded.from_number""",
                     (call.call_sid, call.tenant, call.request_id, call.flow, call.to,
@@ -91,32 +104,34 @@ class PostgresBotCallStore:
                 await conn.execute(
                     """INSERT INTO bot_calls (call_sid, tenant, request_id, flow, to_number,
                                               from_number)
-                       VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (call_sid) DO NOTHING""",
+                       VALUES (%s, %s, %s, %s, %s, %s)
+                       ON CONFLICT (tenant, call_sid) DO NOTHING""",
                     (call.call_sid, call.tenant, call.request_id, call.flow, call.to,
                      call.from_))
                 await conn.execute(
                     """UPDATE bot_calls SET answered_by = coalesce(answered_by, %s),
-                           inputs = inputs || %s WHERE call_sid = %s""",
-                    (call.answered_by, Jsonb(dict(call.inputs)), call.call_sid))
+                           inputs = inputs || %s WHERE tenant = %s AND call_sid = %s""",
+                    (call.answered_by, Jsonb(dict(call.inputs)), call.tenant, call.call_sid))
         await self._run(write)
 
-    async def sms_sent(self, call_sid: str, step: str) -> bool:
+    async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
         async def read(conn: psycopg.AsyncConnection[Any]) -> bool:
-            cur = await conn.execute("SELECT 1 FROM bot_sms WHERE call_sid = %s AND step = %s",
-                                     (call_sid, step))
+            cur = await conn.execute(
+                "SELECT 1 FROM bot_sms WHERE tenant = %s AND call_sid = %s AND step = %s",
+                (tenant, call_sid, step))
             return await cur.fetchone() is not None
         return await self._run(read)
 
-    async def mark_sms_sent(self, call_sid: str, step: str) -> None:
-        await self._execute("INSERT INTO bot_sms VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            (call_sid, step))
+    async def mark_sms_sent(self, tenant: str, call_sid: str, step: str) -> None:
+        await self._execute("""INSERT INTO bot_sms (tenant, call_sid, step) VALUES (%s, %s, %s)
+                               ON CONFLICT DO NOTHING""", (tenant, call_sid, step))
 
-    async def get(self, call_sid: str) -> BotCall | None:
+    async def get(self, tenant: str, call_sid: str) -> BotCall | None:
         async def read(conn: psycopg.AsyncConnection[Any]) -> BotCall | None:
             cur = await conn.execute(
                 """SELECT call_sid, tenant, request_id, flow, to_number, from_number,
-                          answered_by, inputs, finished FROM bot_calls WHERE call_sid = %s""",
-                (call_sid,))
+                          answered_by, inputs, finished FROM bot_calls
+                   WHERE tenant = %s AND call_sid = %s""", (tenant, call_sid))
             row = await cur.fetchone()
             if row is None:
                 return None
@@ -124,9 +139,17 @@ class PostgresBotCallStore:
                            dict(row[7]), bool(row[8]))
         return await self._run(read)
 
-    async def mark_finished(self, call_sid: str) -> None:
-        await self._execute("UPDATE bot_calls SET finished = true WHERE call_sid = %s",
-                            (call_sid,))
+    async def owners(self, call_sid: str) -> tuple[str, ...]:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[str, ...]:
+            cur = await conn.execute(
+                "SELECT tenant FROM bot_calls WHERE call_sid = %s ORDER BY tenant", (call_sid,))
+            return tuple(str(row[0]) for row in await cur.fetchall())
+        return await self._run(read)
+
+    async def mark_finished(self, tenant: str, call_sid: str) -> None:
+        await self._execute(
+            "UPDATE bot_calls SET finished = true WHERE tenant = %s AND call_sid = %s",
+            (tenant, call_sid))
 
     async def claim(self, tenant: str, request_id: str) -> Claim:
         async def write(conn: psycopg.AsyncConnection[Any]) -> Claim:

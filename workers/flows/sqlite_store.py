@@ -23,7 +23,7 @@ from workers.flows.store import BotCall, Claim
 from workers.sqlite_file import connect_wal
 
 _T = TypeVar("_T")
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 30_000
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -39,14 +39,35 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             call_sid TEXT NOT NULL, step TEXT NOT NULL, PRIMARY KEY (call_sid, step))
             WITHOUT ROWID""",
     ),
+    # Calls and texts keyed by (tenant, CallSid): a CallSid alone let one tenant's signed
+    # callback reach another tenant's call. SQLite cannot change a primary key in place, so
+    # the tables are copied (rows kept; a text's tenant is its call's).
+    2: (
+        """CREATE TABLE bot_calls_v2 (
+            call_sid TEXT NOT NULL, tenant TEXT NOT NULL, request_id TEXT NOT NULL,
+            flow TEXT NOT NULL, to_number TEXT NOT NULL, from_number TEXT NOT NULL,
+            answered_by TEXT, inputs TEXT NOT NULL, finished INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (tenant, call_sid)) WITHOUT ROWID""",
+        "INSERT INTO bot_calls_v2 SELECT * FROM bot_calls",
+        """CREATE TABLE bot_sms_v2 (
+            tenant TEXT NOT NULL, call_sid TEXT NOT NULL, step TEXT NOT NULL,
+            PRIMARY KEY (tenant, call_sid, step)) WITHOUT ROWID""",
+        """INSERT INTO bot_sms_v2 SELECT coalesce(c.tenant, ''), s.call_sid, s.step
+           FROM bot_sms s LEFT JOIN bot_calls c ON c.call_sid = s.call_sid""",
+        "DROP TABLE bot_sms",
+        "DROP TABLE bot_calls",
+        "ALTER TABLE bot_calls_v2 RENAME TO bot_calls",
+        "ALTER TABLE bot_sms_v2 RENAME TO bot_sms",
+        "CREATE INDEX bot_calls_by_sid ON bot_calls (call_sid)",
+    ),
 }
 # Placement fills in what a flow event that overtook it left empty, and keeps its facts.
 _PLACED: Final = """
     INSERT INTO bot_calls (call_sid, tenant, request_id, flow, to_number, from_number,
                            answered_by, inputs)
     VALUES (?, ?, ?, ?, ?, ?, NULL, '{}')
-    ON CONFLICT (call_sid) DO UPDATE SET
-        tenant = excluded.tenant, request_id = excluded.request_id, flow = excluded.flow,
+    ON CONFLICT (tenant, call_sid) DO UPDATE SET
+        request_id = excluded.request_id, flow = excluded.flow,
         to_number = excluded.to_number, from_number = excluded.from_number"""
 
 
@@ -111,8 +132,8 @@ class SqliteBotCallStore:
     async def stepped(self, call: BotCall) -> None:
         def write(db: sqlite3.Connection) -> None:
             with _transaction(db):
-                row = db.execute("SELECT answered_by, inputs FROM bot_calls WHERE call_sid = ?",
-                                 (call.call_sid,)).fetchone()
+                row = db.execute("SELECT answered_by, inputs FROM bot_calls WHERE tenant = ? "
+                                 "AND call_sid = ?", (call.tenant, call.call_sid)).fetchone()
                 if row is None:
                     db.execute("INSERT INTO bot_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
                                (call.call_sid, call.tenant, call.request_id, call.flow,
@@ -120,32 +141,41 @@ class SqliteBotCallStore:
                                 orjson.dumps(dict(call.inputs)).decode()))
                     return
                 inputs = {**orjson.loads(row[1]), **call.inputs}
-                db.execute("UPDATE bot_calls SET answered_by = ?, inputs = ? WHERE call_sid = ?",
-                           (row[0] or call.answered_by, orjson.dumps(inputs).decode(),
-                            call.call_sid))
+                db.execute("UPDATE bot_calls SET answered_by = ?, inputs = ? WHERE tenant = ? "
+                           "AND call_sid = ?", (row[0] or call.answered_by,
+                                                orjson.dumps(inputs).decode(), call.tenant,
+                                                call.call_sid))
         await self._run(write)
 
-    async def sms_sent(self, call_sid: str, step: str) -> bool:
+    async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
         return await self._run(lambda db: db.execute(
-            "SELECT 1 FROM bot_sms WHERE call_sid = ? AND step = ?", (call_sid, step)
-        ).fetchone() is not None)
+            "SELECT 1 FROM bot_sms WHERE tenant = ? AND call_sid = ? AND step = ?",
+            (tenant, call_sid, step)).fetchone() is not None)
 
-    async def mark_sms_sent(self, call_sid: str, step: str) -> None:
+    async def mark_sms_sent(self, tenant: str, call_sid: str, step: str) -> None:
         await self._run(lambda db: db.execute(
-            "INSERT OR IGNORE INTO bot_sms VALUES (?, ?)", (call_sid, step)))
+            "INSERT OR IGNORE INTO bot_sms VALUES (?, ?, ?)", (tenant, call_sid, step)))
 
-    async def get(self, call_sid: str) -> BotCall | None:
+    async def get(self, tenant: str, call_sid: str) -> BotCall | None:
         row = await self._run(lambda db: db.execute(
             "SELECT call_sid, tenant, request_id, flow, to_number, from_number, answered_by, "
-            "inputs, finished FROM bot_calls WHERE call_sid = ?", (call_sid,)).fetchone())
+            "inputs, finished FROM bot_calls WHERE tenant = ? AND call_sid = ?",
+            (tenant, call_sid)).fetchone())
         if row is None:
             return None
         return BotCall(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
                        orjson.loads(row[7]), bool(row[8]))
 
-    async def mark_finished(self, call_sid: str) -> None:
+    async def owners(self, call_sid: str) -> tuple[str, ...]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT tenant FROM bot_calls WHERE call_sid = ? ORDER BY tenant",
+            (call_sid,)).fetchall())
+        return tuple(str(row[0]) for row in rows)
+
+    async def mark_finished(self, tenant: str, call_sid: str) -> None:
         await self._run(lambda db: db.execute(
-            "UPDATE bot_calls SET finished = 1 WHERE call_sid = ?", (call_sid,)))
+            "UPDATE bot_calls SET finished = 1 WHERE tenant = ? AND call_sid = ?",
+            (tenant, call_sid)))
 
     async def claim(self, tenant: str, request_id: str) -> Claim:
         def write(db: sqlite3.Connection) -> Claim:

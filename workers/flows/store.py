@@ -6,6 +6,11 @@ final status (``call.status``). The result needs all of them, so they are joined
 database (HOOKLINE_DB_URL), never in process memory: a restarted or second worker sees the
 same calls. Every write is idempotent, so a redelivered event changes nothing; a command's
 request_id is claimed before its call is placed, so a redelivered command never dials twice.
+
+Every key is scoped by tenant: a call is (tenant, CallSid), a sent text (tenant, CallSid,
+step), a claim (tenant, request_id). A tenant holding its own Twilio token can sign a
+callback naming another tenant's CallSid; keyed by the tenant the gateway verified, such an
+event only ever reaches rows of its own tenant.
 """
 
 from __future__ import annotations
@@ -47,18 +52,21 @@ class BotCallStore(Protocol):
         have recorded."""
 
     async def stepped(self, call: BotCall) -> None:
-        """Merge a flow request's facts (answered_by, inputs) into the call, creating it when
-        the flow event overtook the placement."""
+        """Merge a flow request's facts (answered_by, inputs) into the call of ``call.tenant``,
+        creating it when the flow event overtook the placement."""
 
-    async def sms_sent(self, call_sid: str, step: str) -> bool:
-        """True when the sms step of this call was already sent."""
+    async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
+        """True when the sms step of this tenant's call was already sent."""
 
-    async def mark_sms_sent(self, call_sid: str, step: str) -> None: ...
+    async def mark_sms_sent(self, tenant: str, call_sid: str, step: str) -> None: ...
 
-    async def get(self, call_sid: str) -> BotCall | None:
-        """The call, or None when it is not a bot call hookline placed."""
+    async def get(self, tenant: str, call_sid: str) -> BotCall | None:
+        """The tenant's call, or None when it is not a bot call hookline placed for it."""
 
-    async def mark_finished(self, call_sid: str) -> None:
+    async def owners(self, call_sid: str) -> tuple[str, ...]:
+        """The tenants that have a call of this SID (one, unless one of them forged it)."""
+
+    async def mark_finished(self, tenant: str, call_sid: str) -> None:
         """Its result is published; later status events for it change nothing."""
 
     async def claim(self, tenant: str, request_id: str) -> Claim:
@@ -72,8 +80,8 @@ class MemoryBotCallStore:
     """The store in process memory: for unit tests and the embedded ``hookline run``."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, BotCall] = {}
-        self.sent: set[tuple[str, str]] = set()
+        self.calls: dict[tuple[str, str], BotCall] = {}  # (tenant, call SID) -> call
+        self.sent: set[tuple[str, str, str]] = set()  # (tenant, call SID, step)
         self.claims: dict[tuple[str, str], str | None] = {}  # -> call SID once placed
 
     async def open(self) -> None:
@@ -84,32 +92,37 @@ class MemoryBotCallStore:
 
     async def placed(self, call: BotCall) -> None:
         self.claims[(call.tenant, call.request_id)] = call.call_sid
-        known = self.calls.get(call.call_sid)
-        self.calls[call.call_sid] = call if known is None else replace(
+        key = (call.tenant, call.call_sid)
+        known = self.calls.get(key)
+        self.calls[key] = call if known is None else replace(
             call, answered_by=known.answered_by, inputs=known.inputs, finished=known.finished)
 
     async def stepped(self, call: BotCall) -> None:
-        known = self.calls.get(call.call_sid)
+        key = (call.tenant, call.call_sid)
+        known = self.calls.get(key)
         if known is None:
-            self.calls[call.call_sid] = call
+            self.calls[key] = call
             return
-        self.calls[call.call_sid] = replace(
+        self.calls[key] = replace(
             known, answered_by=known.answered_by or call.answered_by,
             inputs={**known.inputs, **call.inputs})
 
-    async def sms_sent(self, call_sid: str, step: str) -> bool:
-        return (call_sid, step) in self.sent
+    async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
+        return (tenant, call_sid, step) in self.sent
 
-    async def mark_sms_sent(self, call_sid: str, step: str) -> None:
-        self.sent.add((call_sid, step))
+    async def mark_sms_sent(self, tenant: str, call_sid: str, step: str) -> None:
+        self.sent.add((tenant, call_sid, step))
 
-    async def get(self, call_sid: str) -> BotCall | None:
-        return self.calls.get(call_sid)
+    async def get(self, tenant: str, call_sid: str) -> BotCall | None:
+        return self.calls.get((tenant, call_sid))
 
-    async def mark_finished(self, call_sid: str) -> None:
-        known = self.calls.get(call_sid)
+    async def owners(self, call_sid: str) -> tuple[str, ...]:
+        return tuple(sorted(tenant for tenant, sid in self.calls if sid == call_sid))
+
+    async def mark_finished(self, tenant: str, call_sid: str) -> None:
+        known = self.calls.get((tenant, call_sid))
         if known is not None:
-            self.calls[call_sid] = replace(known, finished=True)
+            self.calls[(tenant, call_sid)] = replace(known, finished=True)
 
     async def claim(self, tenant: str, request_id: str) -> Claim:
         key = (tenant, request_id)

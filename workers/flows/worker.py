@@ -28,7 +28,7 @@ from workers.flows.outcome import FINAL_STATUSES, outcome_of, result_event
 from workers.flows.pacing import Pacer
 from workers.flows.store import BotCall, BotCallStore
 from workers.flows.twilio_api import CallRefused, CallRequest, TwilioApi
-from workers.handler import Delivery, Result
+from workers.handler import Delivery, Result, require_routed_tenant
 
 log = structlog.get_logger("hookline.flows")
 
@@ -174,6 +174,7 @@ class BotCalls:
             event = Event.from_json(delivery.body)
         except ValueError as exc:
             return PoisonMessage(f"not a hookline event: {exc}", reason="malformed_event")
+        require_routed_tenant(delivery, event.tenant, f"flows: {event.kind} event")
         if event.kind == CALL_FLOW:
             await self._stepped(event)
         elif event.kind == CALL_STATUS:
@@ -193,12 +194,13 @@ class BotCalls:
         call = BotCall(event.subject, event.tenant, str(data.get("request_id") or ""),
                        str(data.get("flow") or ""), theirs, ours, data.get("answered_by"),
                        dict(data.get("inputs") or {}))
+        await self._mismatch(event)  # logged only: the writes below are the tenant's own
         await self._store.stepped(call)
         for sms in data.get("sms") or ():
             await self._send_sms(event.tenant, call, str(sms["step"]), str(sms["text"]))
 
     async def _send_sms(self, tenant_id: str, call: BotCall, step: str, text: str) -> None:
-        if await self._store.sms_sent(call.call_sid, step):
+        if await self._store.sms_sent(tenant_id, call.call_sid, step):
             return
         tenant = self._tenants.by_id(tenant_id)
         if tenant is None:
@@ -213,15 +215,20 @@ class BotCalls:
                      step=step)
         # Recorded after the send: a crash in between sends the text once more on redelivery,
         # which beats never sending it.
-        await self._store.mark_sms_sent(call.call_sid, step)
+        await self._store.mark_sms_sent(tenant_id, call.call_sid, step)
 
     async def _status(self, event: Event) -> None:
         status = event.data.get("status")
         if status not in FINAL_STATUSES:
             return
-        call = await self._store.get(event.subject)
-        if call is None or call.finished:
-            return  # not a call hookline placed, or its result is out already
+        # By the verified tenant and the SID: another tenant's callback naming this CallSid
+        # (its own token signs any CallSid) finds nothing here.
+        call = await self._store.get(event.tenant, event.subject)
+        if call is None:
+            await self._mismatch(event)
+            return  # not a call hookline placed for this tenant
+        if call.finished:
+            return  # its result is out already
         answered_by = event.data.get("answered_by") or call.answered_by
         duration = event.data.get("duration_s")
         await _publish(self._publisher, result_event(
@@ -231,8 +238,18 @@ class BotCalls:
             duration_s=duration if isinstance(duration, int) else None))
         # After the publish: a crash in between publishes the same result id again, which
         # consumers deduplicate; the other order could lose it.
-        await self._store.mark_finished(call.call_sid)
+        await self._store.mark_finished(call.tenant, call.call_sid)
         log.info("bot_call_finished", tenant=call.tenant, sid=call.call_sid, status=status)
+
+
+    async def _mismatch(self, event: Event) -> None:
+        """Warn when the event's CallSid is a call of another tenant: a forgery by one of
+        them (CallSids are unique). Nothing of the other tenant's is read or changed."""
+        others = [tenant for tenant in await self._store.owners(event.subject)
+                  if tenant != event.tenant]
+        if others:
+            log.warning("bot_call_tenant_mismatch", tenant=event.tenant, sid=event.subject,
+                        kind=event.kind, event_id=event.id, known_under=others)
 
 
 class _Resource(Protocol):

@@ -26,7 +26,7 @@ from gateway.tenants import TENANT_ID_PATTERN
 from gateway.usage_config import Budget, decimal_text, tenant_budget
 from schemas.events import Event
 from schemas.topology import USAGE_QUEUE
-from workers.handler import Delivery, Result
+from workers.handler import Delivery, Result, require_routed_tenant
 from workers.usage.facts import UsageFact, fact_from_event
 from workers.usage.ledger import Ledger, LedgerUnavailable, UsagePolicy
 from workers.usage.store import create_ledger
@@ -59,7 +59,8 @@ async def budget_exhausted(ledger: Ledger, budgets: Mapping[str, Budget], tenant
 
 
 def parse_delivery(delivery: Delivery) -> UsageFact | None:
-    """The fact of one delivery, None when it meters nothing; PoisonMessage when unparsable."""
+    """The fact of one delivery, None when it meters nothing; PoisonMessage when unparsable
+    or when its tenant is not the one of its routing key (``tenant_mismatch``)."""
     try:
         event = Event.from_json(delivery.body)
     except ValueError as exc:
@@ -68,6 +69,8 @@ def parse_delivery(delivery: Delivery) -> UsageFact | None:
         raise PoisonMessage(f"usage: event {event.id}: tenant must match "
                             f"{TENANT_ID_PATTERN.pattern}, got {event.tenant[:60]!r}",
                             reason="malformed_event")
+    # Never meter tenant B's bill from an event published under tenant A's routing key.
+    require_routed_tenant(delivery, event.tenant, "usage: event")
     return fact_from_event(event)
 
 

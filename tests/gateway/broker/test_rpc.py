@@ -12,7 +12,7 @@ from gateway.broker.memory import MemoryBroker, MemoryMessage
 from gateway.broker.rpc import QUERY_HEADER, MemoryRpcClient
 from gateway.broker.rpc_amqp import AmqpRpcClient
 from schemas.events import Event
-from schemas.topology import DEADLINE_HEADER, TWIML_QUEUE, twiml_queue
+from schemas.topology import DEADLINE_HEADER, ERROR_HEADER, TWIML_QUEUE, twiml_queue
 from tests.support.net import free_port
 from tests.support.rabbit import RabbitClient, TcpProxy, wait_until
 from tests.support.twiml_stack import EchoHandler
@@ -55,6 +55,32 @@ async def test_memory_round_trip_carries_query_and_deadline() -> None:
     assert headers[QUERY_HEADER] == "hl_step=hangup"
     deadline = headers[DEADLINE_HEADER]
     assert isinstance(deadline, int) and before + 900 <= deadline <= before + 1100 + 50
+
+
+async def test_memory_error_reply_is_a_worker_error_at_once() -> None:
+    """A reply with x-hookline-error is the worker_error outcome, not a body to serve."""
+    broker = MemoryBroker()
+    client = MemoryRpcClient(broker)
+    await client.start()
+
+    async def worker() -> None:
+        async for message in broker.consume_messages(TWIML_QUEUE):
+            assert message.reply_to is not None
+            broker.publish(MemoryMessage(exchange="", routing_key=message.reply_to, body=b"",
+                                         message_id="r", type="reply", content_type="text/plain",
+                                         headers={ERROR_HEADER: "unexpected_kind"},
+                                         correlation_id=message.correlation_id))
+
+    task = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    try:
+        started = time.monotonic()
+        result = await client.request(event(), query="", timeout_s=2.0)
+    finally:
+        task.cancel()
+        await client.close()
+    assert result.outcome == "worker_error" and result.body is None
+    assert "unexpected_kind" in result.detail and time.monotonic() - started < 0.5
 
 
 async def test_memory_full_queue_is_refused_at_once() -> None:

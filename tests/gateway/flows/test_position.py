@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import AuthenticationFailed
-from gateway.flows.position import DEFAULT_LIFETIME_S, Position, PositionSeal
+from gateway.flows.position import DEFAULT_LIFETIME_S, Position, PositionSeal, require_call
 from gateway.secrets import Secret
 
 NOW = 1_800_000_000
@@ -27,6 +27,22 @@ def test_at_moves_the_call_keeping_its_identity() -> None:
     assert (moved.step, moved.phase, moved.attempt) == ("thanks", "enter", 1)
     assert (moved.tenant, moved.request_id, moved.variables) == (
         POSITION.tenant, POSITION.request_id, POSITION.variables)
+
+
+def test_a_position_is_bound_to_its_call() -> None:
+    """A bound position serves its own CallSid only, and keeps the binding through at() and
+    sealing; an unbound one serves only the entry of the start step."""
+    bound = SEAL.open(SEAL.seal(POSITION.on_call("CA1")), tenant="acme", now=NOW)
+    assert bound.call_sid == "CA1" and bound.at("thanks").call_sid == "CA1"
+    require_call(bound, "CA1", "detect")
+    with pytest.raises(AuthenticationFailed, match="belongs to call 'CA1'") as caught:
+        require_call(bound, "CA2", "detect")
+    assert caught.value.reason == "flow_position_invalid"
+    entry = Position("acme", "refill", "detect", "req-1", NOW)
+    require_call(entry, "CA9", "detect")
+    for unbound in (POSITION, entry.at("detect", "input")):
+        with pytest.raises(AuthenticationFailed, match="bound to no call"):
+            require_call(unbound, "CA9", "detect")
 
 
 def test_a_tampered_payload_is_refused() -> None:

@@ -43,8 +43,12 @@ def tenants(flow_toml: str = REFILL_FLOW_TOML) -> list[Tenant]:
         return list(load_config(path, {}).tenants)
 
 
-def at(step: str = "detect", tenant: str = "acme", phase: str = "enter") -> str:
-    position = Position(tenant, "refill", step, "rx-1", NOW, variables=VARS)
+def at(step: str = "detect", tenant: str = "acme", phase: str = "enter",
+       call_sid: str | None = None) -> str:
+    """A sealed position; past the entry of the start step it is bound to CALL by default."""
+    bound = call_sid if call_sid is not None else (
+        "" if (step, phase) == ("detect", "enter") else CALL)
+    position = Position(tenant, "refill", step, "rx-1", NOW, variables=VARS, call_sid=bound)
     return "s=" + SEAL.seal(position.at(step, "input") if phase == "input" else position)
 
 
@@ -71,7 +75,8 @@ async def test_answered_call_gets_the_menu_and_a_call_flow_event() -> None:
     assert action is not None
     assert action.startswith("https://hooks.example.com/twilio/voice/flow?s=")
     token = urlsplit(action).query.removeprefix("s=")
-    assert SEAL.open(token, tenant="acme", now=NOW).step == "menu"
+    menu = SEAL.open(token, tenant="acme", now=NOW)
+    assert (menu.step, menu.call_sid) == ("menu", CALL)  # pinned to the call from now on
     assert_valid_event(event.to_dict())
     assert event.kind == "call.flow" and event.data["ran"] == ["detect", "greet", "menu"]
 
@@ -135,4 +140,27 @@ async def test_without_a_flow_secret_every_step_is_403(captured_logs: CapturedLo
     """A gateway with no flow_secret cannot open positions: 403."""
     async with gateway_client(tenants(), flow_secret=None) as gw:
         response = await gw.post_signed("/twilio/voice/flow", call(), query=at())
+        await expect_rejection(gw, captured_logs, response, 403, "flow_position_invalid")
+
+
+async def test_a_position_replayed_on_another_call_is_403(captured_logs: CapturedLogs) -> None:
+    """A position bound to one CallSid, posted (validly signed) with another CallSid: 403;
+    with its own CallSid: served."""
+    other = "CA" + "0d" * 16
+    async with gateway_client(tenants(), flow_secret=SECRET) as gw:
+        response = await gw.post_signed("/twilio/voice/flow", call(CallSid=other, Digits="1"),
+                                        query=at("menu", phase="input"))
+        await expect_rejection(gw, captured_logs, response, 403, "flow_position_invalid")
+        assert gw.total_messages() == 0
+        await post(gw, at("menu", phase="input"), call(Digits="1"))
+
+
+async def test_an_unbound_position_serves_only_the_entry_of_the_start_step(
+    captured_logs: CapturedLogs,
+) -> None:
+    """A position without a CallSid past the start step's entry (the menu input) is 403: only
+    a placed call's first URL may be unbound."""
+    async with gateway_client(tenants(), flow_secret=SECRET) as gw:
+        response = await gw.post_signed("/twilio/voice/flow", call(Digits="2"),
+                                        query=at("menu", phase="input", call_sid=""))
         await expect_rejection(gw, captured_logs, response, 403, "flow_position_invalid")

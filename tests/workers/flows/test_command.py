@@ -49,7 +49,8 @@ def test_a_good_command_parses_with_the_tenant_caller_id(tenants: TenantRegistry
     ("acme.call.bot", {"vars": {"patient_name": 3, "pickup_time": "x"}}, "invalid_variables",
      "object of strings"),
     ("acme.call.bot", {"request_id": ""}, "invalid_command", "request_id must be"),
-    ("acme.call.bot", {"tenant": "beta"}, "invalid_command", "unknown fields ['tenant']"),
+    ("acme.call.bot", {"tenant": "beta"}, "tenant_mismatch", "routing key 'acme.call.bot'"),
+    ("acme.call.bot", {"tenant": "acme", "x": 1}, "invalid_command", "unknown fields ['x']"),
 ])
 def test_bad_commands_are_rejections_naming_the_problem(
     tenants: TenantRegistry, key: str, change: dict[str, object], reason: str, detail: str
@@ -58,6 +59,16 @@ def test_bad_commands_are_rejections_naming_the_problem(
     result = parse_command(key, orjson.dumps({**GOOD, **change}), tenants)
     assert isinstance(result, Rejection)
     assert result.reason == reason and detail in result.detail
+
+
+def test_the_routing_key_is_the_tenant_not_the_body(tenants: TenantRegistry) -> None:
+    """A body naming another tenant is rejected to the routing key's tenant, never to the one
+    named; a body naming the routing key's own tenant is a good command."""
+    forged = parse_command("plain.call.bot", orjson.dumps({**GOOD, "tenant": "acme"}), tenants)
+    assert isinstance(forged, Rejection)
+    assert (forged.reason, forged.tenant) == ("tenant_mismatch", "plain")
+    same = parse_command("acme.call.bot", orjson.dumps({**GOOD, "tenant": "acme"}), tenants)
+    assert isinstance(same, BotCommand) and same.tenant.id == "acme"
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"\xff\xfe"])

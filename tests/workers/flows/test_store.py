@@ -52,7 +52,7 @@ async def test_steps_merge_inputs_and_keep_the_first_answer(store: BotCallStore)
     await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "", "", None, {"menu": "9"}))
     await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "", "", "machine_start",
                                 {"menu": "1"}))
-    got = await store.get("CA1")
+    got = await store.get("acme", "CA1")
     assert got is not None
     assert (got.answered_by, dict(got.inputs), got.to) == ("human", {"menu": "1"}, CALL.to)
 
@@ -62,22 +62,40 @@ async def test_a_flow_event_may_overtake_the_placement(store: BotCallStore) -> N
     await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "+1415", "", "human",
                                 {"menu": "2"}))
     await store.placed(CALL)
-    got = await store.get("CA1")
+    got = await store.get("acme", "CA1")
     assert got is not None and dict(got.inputs) == {"menu": "2"} and got.from_ == CALL.from_
 
 
 async def test_sms_and_finish_marks_are_idempotent(store: BotCallStore) -> None:
     """Marking twice is harmless; get() tells finished calls apart; unknown calls are None."""
     await store.placed(CALL)
-    assert not await store.sms_sent("CA1", "confirmed")
-    await store.mark_sms_sent("CA1", "confirmed")
-    await store.mark_sms_sent("CA1", "confirmed")
-    assert await store.sms_sent("CA1", "confirmed")
-    await store.mark_finished("CA1")
-    await store.mark_finished("CA1")
-    got = await store.get("CA1")
+    assert not await store.sms_sent("acme", "CA1", "confirmed")
+    await store.mark_sms_sent("acme", "CA1", "confirmed")
+    await store.mark_sms_sent("acme", "CA1", "confirmed")
+    assert await store.sms_sent("acme", "CA1", "confirmed")
+    await store.mark_finished("acme", "CA1")
+    await store.mark_finished("acme", "CA1")
+    got = await store.get("acme", "CA1")
     assert got is not None and got.finished
-    assert await store.get("CA-unknown") is None
+    assert await store.get("acme", "CA-unknown") is None
+
+
+async def test_calls_and_texts_are_keyed_by_tenant_and_call_sid(store: BotCallStore) -> None:
+    """Another tenant's step, text mark or finish naming acme's CallSid touches none of
+    acme's rows; owners() names both tenants of that SID."""
+    await store.placed(CALL)
+    await store.stepped(BotCall("CA1", "evil", "rx-e", "refill", "", "", "machine_start",
+                                {"menu": "9"}))
+    await store.mark_sms_sent("evil", "CA1", "confirmed")
+    await store.mark_finished("evil", "CA1")
+    mine = await store.get("acme", "CA1")
+    assert mine is not None and mine.tenant == "acme" and mine.request_id == "rx-1"
+    assert (mine.answered_by, dict(mine.inputs), mine.finished) == (None, {}, False)
+    assert not await store.sms_sent("acme", "CA1", "confirmed")
+    theirs = await store.get("evil", "CA1")
+    assert theirs is not None and theirs.finished and dict(theirs.inputs) == {"menu": "9"}
+    assert await store.owners("CA1") == ("acme", "evil")
+    assert await store.owners("CA-unknown") == ()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
@@ -110,7 +128,79 @@ async def test_the_schema_is_created_once_and_reopened(tmp_path: Path) -> None:
     again = SqliteBotCallStore(tmp_path / "hookline.db")
     await again.open()
     try:
-        assert await again.get("CA1") is not None
+        assert await again.get("acme", "CA1") is not None
     finally:
         await again.close()
 
+
+
+V1_ROWS = (
+    "INSERT INTO bot_requests VALUES ('acme', 'rx-1', 'CA1')",
+    """INSERT INTO bot_calls (call_sid, tenant, request_id, flow, to_number, from_number,
+       answered_by, inputs, finished)
+       VALUES ('CA1', 'acme', 'rx-1', 'refill', '+14155550123', '+14155550100', 'human',
+               '{"menu": "1"}', true)""",
+    "INSERT INTO bot_sms VALUES ('CA1', 'confirmed')",
+    "INSERT INTO bot_sms VALUES ('CA-gone', 'confirmed')",  # a text whose call is unknown
+    "INSERT INTO flows_schema_version VALUES (1)",
+)
+
+
+async def _check_migrated(store: BotCallStore) -> None:
+    got = await store.get("acme", "CA1")
+    assert got is not None and (got.answered_by, dict(got.inputs), got.finished) == (
+        "human", {"menu": "1"}, True)
+    assert await store.sms_sent("acme", "CA1", "confirmed")
+    assert await store.claim("acme", "rx-1") == "CA1"
+    # The new key admits another tenant's row for the same SID beside acme's.
+    await store.stepped(BotCall("CA1", "evil", "rx-e", "refill", "", "", None, {}))
+    assert await store.owners("CA1") == ("acme", "evil")
+
+
+async def test_sqlite_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """A version-1 SQLite database (calls keyed by CallSid) opens as version 2 with its rows,
+    texts taking their call's tenant."""
+    import sqlite3
+
+    from workers.flows import sqlite_store
+
+    path = tmp_path / "hookline.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE flows_schema_version (version INTEGER)")
+    for statement in (*sqlite_store.MIGRATIONS[1], *V1_ROWS):
+        db.execute(statement)
+    db.commit()
+    db.close()
+    store = SqliteBotCallStore(path)
+    await store.open()
+    try:
+        await _check_migrated(store)
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT max(version) FROM flows_schema_version").fetchone() == (2,)
+    assert db.execute("SELECT tenant FROM bot_sms WHERE call_sid = 'CA-gone'").fetchone() \
+        == ("",)
+    db.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_version_1_database_is_migrated_in_place(postgres_url: str) -> None:
+    """A version-1 PostgreSQL database opens as version 2 with its rows kept."""
+    import psycopg
+
+    from workers.flows import postgres_store
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE flows_schema_version (version integer)")
+        for statement in (*postgres_store.MIGRATIONS[1], *V1_ROWS):
+            conn.execute(statement.encode())
+    store = create_store(postgres_url)
+    await store.open()
+    try:
+        await _check_migrated(store)
+    finally:
+        await store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        version = conn.execute("SELECT max(version) FROM flows_schema_version").fetchone()
+        assert version == (2,)

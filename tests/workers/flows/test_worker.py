@@ -30,6 +30,7 @@ from schemas.events import Event
 from schemas.topology import tenant_queue
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.flows import REFILL_FLOW_TOML
+from tests.support.logs import CapturedLogs
 from tests.support.schema_check import assert_valid_event
 from tests.support.server import serving
 from workers.flows.pacing import Pacer
@@ -40,6 +41,7 @@ from workers.handler import Delivery
 
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "acme-token"
+EVIL_ACCOUNT = "AC" + "e" * 32  # another tenant of the same platform, holding its own token
 PUBLIC = "https://hooks.example.com"
 SEAL = PositionSeal(Secret("seal"))
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -62,31 +64,36 @@ class Rig:
         (result,) = await self.commands.handle([Delivery(payload, key)])
         return result
 
-    def results(self) -> list[Event]:
-        return [e for e in self.broker.drain(tenant_queue("acme"))
+    def results(self, tenant: str = "acme") -> list[Event]:
+        return [e for e in self.broker.drain(tenant_queue(tenant))
                 if e.kind == "call.bot.result"]
 
-    async def step(self, call_sid: str, url: str, params: dict[str, str]) -> str:
+    async def step(self, call_sid: str, url: str, params: dict[str, str],
+                   tenant_id: str = "acme") -> str:
         """Twilio requests a step URL: render it as the gateway does, feed its call.flow event
         to the calls handler; return the TwiML."""
         token = parse_qs(urlsplit(url).query)["s"][0]
-        position = SEAL.open(token, tenant="acme", now=int(NOW.timestamp()))
-        tenant = self.tenants.by_id("acme")
+        position = SEAL.open(token, tenant=tenant_id, now=int(NOW.timestamp()))
+        tenant = self.tenants.by_id(tenant_id)
         assert tenant is not None and isinstance(tenant.extra["flows"], FlowSettings)
         flow = tenant.extra["flows"].flows[position.flow]
         rendered = render(flow, position, params,
                           lambda p: f"{PUBLIC}/twilio/voice/flow?s={SEAL.seal(p)}",
                           f"{PUBLIC}/twilio/voice/status")
-        full = {"CallSid": call_sid, "AccountSid": ACCOUNT, "To": COMMAND["to"],
+        account = ACCOUNT if tenant_id == "acme" else EVIL_ACCOUNT
+        full = {"CallSid": call_sid, "AccountSid": account, "To": COMMAND["to"],
                 "From": "+14155550100", "Direction": "outbound-api", **params}
-        event = flow_event("acme", position, rendered, {k: [v] for k, v in full.items()}, NOW)
+        event = flow_event(tenant_id, position, rendered, {k: [v] for k, v in full.items()},
+                           NOW)
         assert await self.calls.handle([Delivery(event.to_json(), event.routing_key)]) == [None]
         return rendered.twiml
 
-    async def status(self, call_sid: str, status: str, **extra: object) -> None:
+    async def status(self, call_sid: str, status: str, tenant: str = "acme",
+                     **extra: object) -> None:
         data = {"call_sid": call_sid, "status": status, "raw": {}, **extra}
-        event = Event(f"status-{call_sid}-{status}", "call.status", "acme", "twilio",
-                      f"twilio/{ACCOUNT}", call_sid, NOW, data)
+        account = ACCOUNT if tenant == "acme" else EVIL_ACCOUNT
+        event = Event(f"status-{tenant}-{call_sid}-{status}", "call.status", tenant, "twilio",
+                      f"twilio/{account}", call_sid, NOW, data)
         assert await self.calls.handle([Delivery(event.to_json(), event.routing_key)]) == [None]
 
 
@@ -111,11 +118,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     path = tmp_path / "hookline.toml"
     path.write_text('[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n'
                     f'[tenants.twilio]\naccount_sid = "{ACCOUNT}"\nauth_token = "{TOKEN}"\n'
+                    + REFILL_FLOW_TOML + '\n[[tenants]]\nid = "evil"\n[tenants.twilio]\n'
+                    f'account_sid = "{EVIL_ACCOUNT}"\nauth_token = "evil-token"\n'
                     + REFILL_FLOW_TOML, "utf-8")
     tenants = load_config(path, {}).tenants
-    fake = FakeTwilio({ACCOUNT: TOKEN})
+    fake = FakeTwilio({ACCOUNT: TOKEN, EVIL_ACCOUNT: "evil-token"})
     broker = MemoryBroker()
-    publisher = MemoryPublisher(broker, ["acme"])
+    publisher = MemoryPublisher(broker, ["acme", "evil"])
     await publisher.start()
     store = MemoryBotCallStore()
     exhausted: set[str] = set()
@@ -296,3 +305,52 @@ async def test_a_worker_stopped_while_waiting_for_its_slot_leaves_nothing_claime
     rig.commands._pacer = Pacer()
     assert await rig.command(COMMAND) is None
     assert len(rig.fake.calls()) == 1 and rig.results() == []
+
+
+async def test_another_tenants_status_for_the_call_publishes_nothing_for_it(
+    rig: Rig, captured_logs: CapturedLogs
+) -> None:
+    """evil's signed status callback naming acme's CallSid gives acme no (forged) result and
+    does not stop acme's real one; the mismatch is logged."""
+    sid, _url = await placed_call(rig)
+    await rig.status(sid, "no-answer", tenant="evil")
+    assert rig.results() == [] and rig.results("evil") == []
+    (warning,) = captured_logs.events("bot_call_tenant_mismatch")
+    assert (warning["tenant"], warning["known_under"], warning["level"]) == (
+        "evil", ["acme"], "warning")
+    await rig.status(sid, "completed", duration_s=30)
+    (result,) = rig.results()
+    assert (result.tenant, result.data["outcome"]) == ("acme", "completed")
+
+
+async def test_another_tenants_flow_step_does_not_touch_the_call(rig: Rig) -> None:
+    """evil's flow step naming acme's CallSid merges nothing into acme's call and does not
+    mark acme's text sent: acme's callee still gets acme's text, acme's result its inputs."""
+    sid, url = await placed_call(rig)
+    evil_url = f"{PUBLIC}/twilio/voice/flow?s=" + SEAL.seal(
+        Position("evil", "refill", "menu", "rx-e", int(NOW.timestamp()), "input", 1,
+                 {"patient_name": "Eve", "pickup_time": "never"}))
+    await rig.step(sid, evil_url, {"Digits": "1", "AnsweredBy": "machine_start"},
+                   tenant_id="evil")
+    twiml = await rig.step(sid, url, {"AnsweredBy": "human"})
+    menu_url = twiml.split('action="')[1].split('"')[0].replace("&amp;", "&")
+    await rig.step(sid, menu_url, {"Digits": "1"})
+    acme_texts = [m for m in rig.fake.messages() if m.account == ACCOUNT]
+    assert [m.params["Body"] for m in acme_texts] == [
+        ["Acme Pharmacy: pickup confirmed for 5 pm."]]
+    await rig.status(sid, "completed", duration_s=30)
+    (result,) = rig.results()
+    assert (result.data["answered_by"], result.data["inputs"]) == ("human", {"menu": "1"})
+
+
+async def test_an_event_whose_body_names_another_tenant_than_its_key_is_poison(
+    rig: Rig,
+) -> None:
+    """An event under routing key acme.* whose body says evil (or the reverse) is dead-lettered
+    as tenant_mismatch and acts on nothing."""
+    sid, _url = await placed_call(rig)
+    event = Event("forged-1", "call.status", "acme", "twilio", f"twilio/{ACCOUNT}", sid, NOW,
+                  {"call_sid": sid, "status": "no-answer", "raw": {}})
+    (result,) = await rig.calls.handle([Delivery(event.to_json(), "evil.twilio.call.status")])
+    assert isinstance(result, PoisonMessage) and result.reason == "tenant_mismatch"
+    assert rig.results() == [] and rig.results("evil") == []

@@ -148,3 +148,19 @@ def test_budget_event_money_never_uses_exponents() -> None:
     event = alert.to_event()
     assert_valid_event(event.to_dict())
     assert event.data["spent"] == "0.0000001" and event.data["used_percent"] == "100.00"
+
+
+async def test_an_event_whose_body_names_another_tenant_than_its_key_is_never_metered() -> None:
+    """A status event published under routing key evil.* whose body says acme (or retried,
+    with the original key in its header) is tenant_mismatch poison and meters nothing."""
+    ledger = MemoryLedger()
+    usage = handler(ledger)
+    forged = message(1, "sent")
+    key = forged.routing_key.replace("acme.", "evil.", 1)
+    results = await usage.handle([
+        Delivery(body=forged.to_json(), routing_key=key, message_id=forged.id),
+        Delivery(body=forged.to_json(), routing_key=key, message_id=forged.id, attempt=2),
+    ])
+    for result in results:
+        assert isinstance(result, PoisonMessage) and result.reason == "tenant_mismatch"
+    assert ledger.items == {}
