@@ -141,16 +141,26 @@ def _grant(*, configure: Iterable[str] = (), write: Iterable[str] = (),
 
 
 def _declare(topology: Topology, tenant_queues: bool) -> Grant:
-    """What declaring ``topology`` takes: configure every entity, and for each binding write
-    on the queue and read on the exchange."""
+    """What declaring ``topology`` takes: configure every entity; for each binding write on the
+    queue and read on the exchange; and for a queue with a dead-letter exchange, read on the
+    queue and write on that exchange (RabbitMQ checks both at every ``queue.declare`` with
+    ``x-dead-letter-exchange``, even of an existing queue; ``""`` is amq.default)."""
     queues = [literal(queue.name) for queue in topology.queues]
     bound = [literal(queue.name) for queue in topology.queues if queue.bindings]
     sources = [literal(exchange) for queue in topology.queues for exchange, _ in queue.bindings]
+    dead_lettered = [queue for queue in topology.queues
+                     if "x-dead-letter-exchange" in queue.arguments]
+    readable = [literal(queue.name) for queue in dead_lettered]
+    dlx = [literal(str(queue.arguments["x-dead-letter-exchange"]) or DEFAULT_EXCHANGE)
+           for queue in dead_lettered]
     if tenant_queues:
+        # Tenant queues are quorum queues dead-lettering to hookline.dlx, like the others.
         queues.append(ANY_TENANT_QUEUE)
         bound.append(ANY_TENANT_QUEUE)
+        readable.append(ANY_TENANT_QUEUE)
+        dlx.append(literal(DEAD_LETTER_EXCHANGE))
     exchanges = [literal(exchange.name) for exchange in topology.exchanges]
-    return _grant(configure=exchanges + queues, write=bound, read=sources)
+    return _grant(configure=exchanges + queues, write=bound + dlx, read=sources + readable)
 
 
 def _holding(queue: str) -> list[str]:
@@ -162,9 +172,10 @@ def _holding(queue: str) -> list[str]:
 def _consumer(queue: str) -> Grant:
     """A worker runtime on ``queue``: consume it; retry through its holding queues (default
     exchange); dead-letter to hookline.dlx."""
+    # A holding queue dead-letters to the default exchange: declaring one takes read on it.
     return _grant(configure=_holding(queue),
                   write=[literal(DEFAULT_EXCHANGE), literal(DEAD_LETTER_EXCHANGE)],
-                  read=[literal(queue)])
+                  read=[literal(queue), *_holding(queue)])
 
 
 #: Declaring every tenant's topology: the gateway, and every process that publishes events

@@ -16,8 +16,10 @@ from schemas.permissions import (
 )
 from schemas.topology import (
     COMMANDS_EXCHANGE,
+    DEAD_LETTER_EXCHANGE,
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
+    TWIML_QUEUE,
     USAGE_QUEUE,
     build_topology,
     tenant_queue,
@@ -75,11 +77,23 @@ def test_declaring_services_cover_the_whole_topology() -> None:
         assert matches(gateway.configure, entity.name), entity.name
 
 
-def test_only_consumers_read_their_queues() -> None:
-    """No service reads a tenant queue; only the usage worker (and the union) reads usage."""
+def test_declaring_a_dead_lettered_queue_takes_read_on_it() -> None:
+    """RabbitMQ checks read on a queue and write on its dead-letter exchange at each declare:
+    every service that declares the tenant queues may read them (docs/broker-users.md)."""
+    for service in ("gateway", "usage", "flows", "operator"):
+        permissions = SERVICE_PERMISSIONS[service]
+        assert matches(permissions.read, tenant_queue("acme")), service
+        assert matches(permissions.write, DEAD_LETTER_EXCHANGE), service
+
+
+def test_what_no_service_but_its_owner_reads() -> None:
+    """Only the operator reads hookline.dead; only the twiml worker (and the union) reads
+    hookline.twiml; the twiml worker, which publishes no event, reads no tenant queue."""
     for service, permissions in SERVICE_PERMISSIONS.items():
-        assert not matches(permissions.read, tenant_queue("acme")), service
-        assert matches(permissions.read, USAGE_QUEUE) == (service in ("usage", "workers"))
+        assert matches(permissions.read, DEAD_QUEUE) == (service == "operator"), service
+        assert matches(permissions.read, TWIML_QUEUE) == (service in ("twiml", "workers"))
+    assert not matches(SERVICE_PERMISSIONS["twiml"].read, tenant_queue("acme"))
+    assert not matches(SERVICE_PERMISSIONS["twiml"].write, EVENTS_EXCHANGE)
 
 
 def test_usernames_are_per_vhost() -> None:
