@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from schemas.permissions import (
     SERVICE_PERMISSIONS,
+    SERVICE_ROLES,
     any_of,
     literal,
     service_username,
@@ -102,3 +104,18 @@ def test_usernames_are_per_vhost() -> None:
     assert service_username("gateway", "prod") == "hookline-gateway@prod"
     with pytest.raises(ValueError, match="no hookline service"):
         service_username("admin", "/")
+
+
+def test_the_documented_regexes_are_the_generated_ones() -> None:
+    """docs/broker-users.md shows exactly the permissions schemas.permissions generates."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "broker-users.md").read_text()
+    for service, permissions in SERVICE_PERMISSIONS.items():
+        block = (f"### `hookline-{service}`: {SERVICE_ROLES[service]}\n\n```text\n"
+                 f"configure {permissions.configure}\nwrite     {permissions.write}\n"
+                 f"read      {permissions.read}\n```")
+        assert block in doc, service
+    acme = tenant_permissions("acme")
+    topics = {topic.exchange: topic for topic in acme.topics}
+    for regex in (acme.configure, acme.write, acme.read, topics[EVENTS_EXCHANGE].read,
+                  topics[COMMANDS_EXCHANGE].write):
+        assert regex and regex in doc
