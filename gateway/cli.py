@@ -41,12 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     topology = commands.add_parser("topology", help="RabbitMQ topology")
     topology_commands = topology.add_subparsers(dest="action", required=True, metavar="ACTION")
-    topology_commands.add_parser("declare", help="declare exchanges, queues and bindings")
+    declare = topology_commands.add_parser("declare",
+                                           help="declare exchanges, queues and bindings")
+    declare.add_argument("--users", action="store_true",
+                         help="also make hookline's service users (docs/broker-users.md)")
 
     spool = commands.add_parser("spool", help="the local spool of unconfirmed events")
     spool_commands = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
     spool_commands.add_parser("status", help="what is waiting in the local spool files")
     spool_commands.add_parser("replay", help="push orphan spool files to the broker now")
+
+    tenant = commands.add_parser("tenant", help="tenants")
+    tenant_commands = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
+    credentials = tenant_commands.add_parser(
+        "credentials", help="the tenant's own RabbitMQ user: one JSON object, password once")
+    credentials.add_argument("--tenant", required=True, help="tenant id")
+    change = credentials.add_mutually_exclusive_group()
+    change.add_argument("--rotate", action="store_true", help="give the user a new password")
+    change.add_argument("--delete", action="store_true", help="delete the user")
 
     tail = commands.add_parser("tail", help="print a tenant's events live, one JSON line each")
     tail.add_argument("--tenant", required=True, help="tenant id")
@@ -55,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # `tail` prints events on stdout: its own log lines go to stderr so stdout stays pure JSON.
-    settings = settings_and_logging(environ, logs_to_stderr=args.command == "tail")
+    # `tail`, `tenant` and `topology declare --users` print data (events, credentials) on
+    # stdout: their own log lines go to stderr so stdout stays pure.
+    data_on_stdout = args.command in ("tail", "tenant") or getattr(args, "users", False)
+    settings = settings_and_logging(environ, logs_to_stderr=data_on_stdout)
     if settings is None:
         return 1
     try:
@@ -67,7 +81,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
             return asyncio.run(run_checks(settings, sys.stdout))
         if args.command == "topology":
-            return asyncio.run(_declare(settings, sys.stdout))
+            status = asyncio.run(_declare(settings, sys.stdout))
+            if status or not args.users:
+                return status
+            from gateway.broker_users import service_users
+
+            return asyncio.run(service_users(settings, sys.stdout))
+        if args.command == "tenant":
+            from gateway.broker_users import tenant_credentials
+
+            return asyncio.run(tenant_credentials(settings, args.tenant, sys.stdout,
+                                                  rotate=args.rotate, delete=args.delete))
         if args.command == "spool":
             from gateway import spool_admin
 

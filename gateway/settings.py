@@ -96,6 +96,9 @@ class Settings:
     #: tests) serves the admin app on no socket.
     admin_listen: tuple[str, int] | None = None
     client_limits: ClientLimits = field(default_factory=ClientLimits)
+    #: RabbitMQ management HTTP API (tenant broker users): HOOKLINE_RABBITMQ_API_URL, else
+    #: http://<AMQP host>:15672 with the AMQP URL's credentials; None with memory://.
+    rabbitmq_api_url: str | None = None
 
     def is_trusted_proxy(self, host: str) -> bool:
         """True when ``host`` (the TCP peer address) may set X-Forwarded-Proto/Host."""
@@ -129,6 +132,7 @@ class Settings:
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
             f"admin_listen={self.admin_listen!r}, "
             f"max_body_bytes={self.max_body_bytes}, tenants=[{shown}], "
+            f"rabbitmq_api_url={mask_url_password(self.rabbitmq_api_url or '')!r}, "
             f"config_found={self.config_found})"
         )
 
@@ -150,6 +154,7 @@ def load_settings(
 
     amqp_url = _amqp_url(get("HOOKLINE_AMQP_URL"), problems)
     public_url = _public_url(get("HOOKLINE_PUBLIC_URL"), problems)
+    rabbitmq_api_url = _rabbitmq_api_url(get("HOOKLINE_RABBITMQ_API_URL"), amqp_url, problems)
     proxies = _trusted_proxies(get("HOOKLINE_TRUSTED_PROXIES"), problems)
     forwarded_hosts = _forwarded_hosts(get("HOOKLINE_FORWARDED_HOSTS"), problems)
     if proxies and not forwarded_hosts and public_url is None:
@@ -201,6 +206,7 @@ def load_settings(
             body_timeout_s=gateway.body_timeout_ms / 1000,
             max_header_bytes=gateway.max_header_bytes, max_headers=gateway.max_headers,
             max_connections=gateway.max_connections),
+        rabbitmq_api_url=rabbitmq_api_url,
     )
 
 
@@ -248,6 +254,36 @@ def _amqp_url(raw: str | None, problems: list[str]) -> str:
         valid = False
     if not valid:
         problems.append(f"HOOKLINE_AMQP_URL: expected {expected}, got {mask_url_password(raw)!r}")
+    return raw
+
+
+def default_rabbitmq_api_url(amqp_url: str) -> str | None:
+    """``http://<AMQP host>:15672`` with the AMQP URL's user and password (DESIGN section 9);
+    None for memory:// (no broker, no management API)."""
+    parts = urlsplit(amqp_url)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        return None
+    # The raw user-info, not parts.username/password: a percent-escaped password stays as is.
+    authority = amqp_url.partition("://")[2].partition("/")[0]
+    userinfo, at, _ = authority.rpartition("@")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{userinfo}{at}{host}:15672"
+
+
+def _rabbitmq_api_url(raw: str | None, amqp_url: str, problems: list[str]) -> str | None:
+    if raw is None:
+        try:
+            return default_rabbitmq_api_url(amqp_url)
+        except ValueError:  # an invalid AMQP URL, already reported
+            return None
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an out-of-range port
+        valid = False
+    if not valid:
+        problems.append("HOOKLINE_RABBITMQ_API_URL: expected http[s]://[user:password@]host"
+                        f"[:port] (the management API), got {mask_url_password(raw)!r}")
     return raw
 
 

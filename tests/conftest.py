@@ -75,6 +75,25 @@ def amqp_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq_api_url(amqp_url: str) -> str:
+    """The test broker's management HTTP API (HOOKLINE_TEST_RABBITMQ_API_URL, else port 15672
+    of the AMQP host with the AMQP credentials); the vhost is ``amqp_url``'s."""
+    from gateway.settings import default_rabbitmq_api_url
+
+    url = os.environ.get("HOOKLINE_TEST_RABBITMQ_API_URL") or default_rabbitmq_api_url(amqp_url)
+    if url is None:
+        pytest.fail(f"no management API URL for {amqp_url}", pytrace=False)
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 15672),
+                                 timeout=1.0).close()
+    except OSError as exc:
+        _unavailable(f"no RabbitMQ management API at {parts.hostname}:{parts.port} "
+                     f"(rabbitmq-plugins enable rabbitmq_management): {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """URL of a PostgreSQL database private to this test session, dropped at the end.
 

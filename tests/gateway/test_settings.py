@@ -174,6 +174,44 @@ def test_invalid_amqp_url_is_named_without_password(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("amqp", "expected"),
+    [
+        ("memory://", None),
+        ("amqp://guest:guest@localhost/", "http://guest:guest@localhost:15672"),
+        ("amqps://u:p%2Fq@rabbit.example:5671/vh", "http://u:p%2Fq@rabbit.example:15672"),
+        ("amqp://[::1]/", "http://[::1]:15672"),
+    ],
+)
+def test_rabbitmq_api_url_defaults_to_the_amqp_host(amqp: str, expected: str | None) -> None:
+    """Unset, HOOKLINE_RABBITMQ_API_URL is port 15672 of the AMQP host with the AMQP
+    credentials (escaped as they were), and None with memory://."""
+    assert load_settings({"HOOKLINE_AMQP_URL": amqp}).rabbitmq_api_url == expected
+
+
+def test_rabbitmq_api_url_given_is_kept() -> None:
+    """An explicit management API URL is used as given."""
+    settings = load_settings({"HOOKLINE_AMQP_URL": "amqp://u:p@rabbit/",
+                              "HOOKLINE_RABBITMQ_API_URL": "https://admin:pw@mgmt.example/"})
+    assert settings.rabbitmq_api_url == "https://admin:pw@mgmt.example/"
+
+
+@pytest.mark.parametrize("url", ["amqp://admin:hunter2@rabbit/", "http://", "rabbit:15672",
+                                 "http://admin:hunter2@rabbit:99999/"])
+def test_invalid_rabbitmq_api_url_is_named_without_password(url: str) -> None:
+    """A bad HOOKLINE_RABBITMQ_API_URL names the variable and masks the password it carried."""
+    message = error_of({"HOOKLINE_RABBITMQ_API_URL": url})
+    assert message.startswith("HOOKLINE_RABBITMQ_API_URL: expected http[s]://")
+    assert "hunter2" not in message
+
+
+def test_repr_masks_the_management_api_password() -> None:
+    """The management API URL, derived from the AMQP URL's credentials, is masked in repr."""
+    settings = load_settings({"HOOKLINE_AMQP_URL": "amqp://hook:amqp-pass-123@rabbit/"})
+    assert "rabbitmq_api_url='http://hook:***@rabbit:15672'" in repr(settings)
+    assert "amqp-pass-123" not in repr(settings)
+
+
+@pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("https://hooks.example.com", "https://hooks.example.com"),

@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.tail import CLOSE_TIMEOUT_S, tail_events
+from gateway.errors import HooklineError
 from schemas.events import Event
 from schemas.topology import tenant_queue
+from tests.support.broker_users import broker_settings, credentials, delete_users, tenant_id
 from tests.support.rabbit import RabbitClient, TcpProxy
 
 pytestmark = pytest.mark.broker
@@ -104,3 +106,44 @@ async def test_tail_ends_promptly_when_the_broker_stops_answering(
         broker_proxy.resume()
     assert CLOSE_TIMEOUT_S - 0.1 <= elapsed < CLOSE_TIMEOUT_S + 1
     assert [entry["event"] for entry in logs][-2:] == ["tail_close_failed", "tail_stopped"]
+
+
+async def test_a_tenant_tails_itself_with_its_own_credentials(
+    amqp_url: str, rabbitmq_api_url: str
+) -> None:
+    """With the login `hookline tenant credentials` made, tail needs no configure permission
+    on hookline.events and sees the tenant's events."""
+    acme, other = tenant_id("tail"), tenant_id("tail")
+    settings = broker_settings(amqp_url, rabbitmq_api_url, [acme, other])
+    publisher = FastAmqpPublisher(amqp_url, [acme, other])
+    await publisher.start()
+    login = await credentials(settings, acme)
+    try:
+        ready = asyncio.Event()
+        tail = asyncio.create_task(follow(login["amqp_url"], acme, 1, ready))
+        await asyncio.wait_for(ready.wait(), 5)
+        mine = make_event(acme)
+        for event in (make_event(other), mine):
+            await publisher.publish(event)
+        assert await asyncio.wait_for(tail, 5) == [mine.to_dict()]
+    finally:
+        await publisher.close()
+        await delete_users(settings, [login["username"]])
+
+
+async def test_tailing_another_tenant_is_refused_in_one_clear_line(
+    amqp_url: str, rabbitmq_api_url: str
+) -> None:
+    """Tenant A's login tailing tenant B: an error naming the user and the refused binding."""
+    acme, other = tenant_id("tail"), tenant_id("tail")
+    settings = broker_settings(amqp_url, rabbitmq_api_url, [acme, other])
+    login = await credentials(settings, acme)
+    try:
+        with pytest.raises(HooklineError) as refused:
+            await follow(login["amqp_url"], other, 1, asyncio.Event())
+    finally:
+        await delete_users(settings, [login["username"]])
+    message = str(refused.value)
+    assert f"user {login['username']!r} may not bind a queue to hookline.events with " \
+           f"{other}.#" in message
+    assert "ACCESS_REFUSED" in message and login["password"] not in message
