@@ -70,7 +70,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusing:
             return
         self._unset_keepalive_if_required()
-        in_head = self._in_head
         self._read_bytes = len(data)
         try:
             self.parser.feed_data(data)
@@ -83,8 +82,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(HTTPStatus.BAD_REQUEST, "invalid_http")
             return
         if self._in_head:
-            # Every byte of a read that ended inside the head is head.
-            self._head_bytes += len(data) if in_head else 0
+            # A read that ended inside the head is head (a pipelined request's tail aside).
+            self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header_limit")
             elif self._timer is None:
@@ -141,7 +140,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _expired(self, reason: str) -> None:
         self._timer = None
         cycle = self.cycle
-        if cycle is not None and cycle.response_started:
+        if self._in_body and cycle is not None and cycle.response_started:
             # Answered already (say a 413 before the body): the rest is not worth waiting for.
             self.transport.close()
             return
