@@ -53,7 +53,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False  # its head is, its body is not
         self._head_bytes = 0  # bytes of reads that ended inside the head
         self._read_bytes = 0  # size of the read being parsed
-        self._header_count = 0
         self._refusing = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -94,21 +93,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif self._timer is not None:
             self._disarm()
 
-    # Parser callbacks (uvicorn's, plus the bookkeeping of the limits).
+    # Parser callbacks (uvicorn's, plus the bookkeeping of the limits). Header fields are
+    # counted once the head is complete: until then their memory is bounded by the head's size.
 
     def on_message_begin(self) -> None:
-        self._in_head, self._in_body = True, False
-        self._head_bytes = self._header_count = 0
+        self._in_head, self._head_bytes = True, 0
         super().on_message_begin()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            raise _HeadRefused(f"more than {self.limits.max_headers} header fields")
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._in_body = False, True
+        if len(self.headers) > self.limits.max_headers:
+            raise _HeadRefused(f"more than {self.limits.max_headers} header fields")
         if self._head_bytes + self._read_bytes > self.limits.max_header_bytes:
             # The read that completed the head may hold a large part of it: size it exactly
             # (only then: the common small request skips the sum).
