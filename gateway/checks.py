@@ -19,8 +19,12 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
     """
     failures = 0
     tenants = list(settings.tenants)
-    print(f"ok   config: {settings.config_path} ({len(tenants)} tenant(s), secrets resolved)",
-          file=out)
+    if settings.config_found:
+        print(f"ok   config: {settings.config_path} ({len(tenants)} tenant(s), secrets "
+              "resolved)", file=out)
+    else:
+        print(f"warn config: no config file: {settings.config_path} does not exist and "
+              "HOOKLINE_CONFIG is unset, so there are no tenants", file=out)
     if not tenants:
         print("warn config: no tenants configured, every callback will be refused (403)",
               file=out)

@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookline",
         description="Webhook gateway: verified provider callbacks become CloudEvents on RabbitMQ.",
+        epilog="Configured by the environment: HOOKLINE_CONFIG (the TOML file of tenants, "
+               "routing, flows and rates; default ./hookline.toml), HOOKLINE_AMQP_URL "
+               "(amqp[s]://user:password@host/vhost, default memory://, the embedded broker), "
+               "HOOKLINE_PUBLIC_URL, HOOKLINE_DB_URL, HOOKLINE_DATA_DIR, "
+               "HOOKLINE_ADMIN_LISTEN, HOOKLINE_LOG_FORMAT, HOOKLINE_LOG_LEVEL. "
+               "Every variable: docs/configuration.md.",
     )
     # The one version is pyproject's, as installed: nothing in the code repeats it.
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('hookline')}")

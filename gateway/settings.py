@@ -254,6 +254,10 @@ def _amqp_url(raw: str | None, problems: list[str]) -> str:
         valid = False
     if not valid:
         problems.append(f"HOOKLINE_AMQP_URL: expected {expected}, got {mask_url_password(raw)!r}")
+    elif parts.query:
+        # One rule for every command: `check` used to pass what `run` then refused.
+        problems.append(f"HOOKLINE_AMQP_URL: query options (?{parts.query.split('=')[0]}=...) "
+                        f"are not supported, got {mask_url_password(raw)!r}")
     return raw
 
 

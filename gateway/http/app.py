@@ -97,6 +97,10 @@ def create_app(
         gc.freeze()
         await twiml.rpc.start()
         spool = durability.spool
+        if not settings.config_found:
+            logger.warning("config_missing", config=str(settings.config_path),
+                           detail="no config file and HOOKLINE_CONFIG unset: no tenants, "
+                                  "every callback is refused (403)")
         logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid(),
                     broker=durability.broker_state,
                     spool=str(spool.path) if spool else None,

@@ -44,6 +44,7 @@ ACCOUNT_SID_PARAM: Final = "AccountSid"
 _MEDIA_TYPES: Final = (FORM_CONTENT_TYPE, JSON_CONTENT_TYPE)
 # Attacker-controlled values end up in log lines: keep them short.
 _SHOWN: Final = 64
+_URL_SHOWN: Final = 200
 _URL_CACHE_MAX: Final = 1024
 
 
@@ -282,9 +283,13 @@ class TwilioVerifier:
             )
         if not _signature_matches(self._keys_for(account), self._variants(url), signed_params,
                                   signature):
+            # Name the URL that was checked: most failures in a new set-up are a public URL
+            # that differs from what Twilio signed (localhost vs 127.0.0.1, a tunnel, a proxy).
             raise AuthenticationFailed(
                 f"X-Twilio-Signature does not match any auth token of tenant {tenant.id!r} "
-                f"(AccountSid {account_sid!r})",
+                f"(AccountSid {account_sid!r}) for the URL {url[:_URL_SHOWN]!r}; if Twilio "
+                "called another URL (a proxy, a tunnel, another host name), set "
+                "HOOKLINE_PUBLIC_URL to the base URL configured in Twilio",
                 reason="signature_invalid",
             )
         return VerifiedCallback(

@@ -309,3 +309,33 @@ def test_serve_with_two_workers(amqp_url: str, tmp_path: Path) -> None:
     assert proc.stdout is not None
     lines = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
     assert sum(line["event"] == "callback_accepted" for line in lines) == 20
+
+
+def test_check_and_run_agree_on_amqp_url_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """`?heartbeat=30` is refused by `check` as by every other command (one validation)."""
+    code = main(["check"], env(HOOKLINE_AMQP_URL="amqp://u:secret@127.0.0.1/?heartbeat=30"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "HOOKLINE_AMQP_URL: query options (?heartbeat=...) are not supported" in err
+    assert "secret" not in err
+
+
+def test_check_warns_loudly_without_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No HOOKLINE_CONFIG and no ./hookline.toml: `check` says so instead of 'ok config'."""
+    monkeypatch.chdir(tmp_path)
+    environment = env(HOOKLINE_DATA_DIR=str(tmp_path / "data"))
+    del environment["HOOKLINE_CONFIG"]
+    assert main(["check"], environment) == 0
+    out = capsys.readouterr().out
+    assert "ok   config" not in out
+    assert "warn config: no config file: hookline.toml does not exist" in out
+
+
+def test_help_names_the_configuration_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hookline --help` tells a newcomer where the configuration comes from."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "HOOKLINE_CONFIG" in out and "HOOKLINE_AMQP_URL" in out

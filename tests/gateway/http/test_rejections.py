@@ -314,3 +314,16 @@ async def test_signed_callback_with_an_absurd_segment_count(captured_logs: Captu
         await expect_rejection(gw, captured_logs, response, 400, "field_out_of_range")
     assert response.text == "Bad Request"
     assert "NumSegments" in captured_logs.events("callback_rejected")[0]["error"]
+
+
+async def test_signature_failure_names_the_url_checked(captured_logs: CapturedLogs) -> None:
+    """A signature made for another URL (say localhost vs the public host) is logged with the
+    URL hookline checked and a pointer to HOOKLINE_PUBLIC_URL, never a token."""
+    body, headers = signed_form_request(f"http://localhost:8080{STATUS_PATH}",
+                                        message_status(ACME_SID), ACME_TOKEN)
+    async with gateway_client() as gw:
+        response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
+        await expect_rejection(gw, captured_logs, response, 403, "signature_invalid")
+    error = captured_logs.events("callback_rejected")[0]["error"]
+    assert f"for the URL '{PUBLIC_URL}{STATUS_PATH}'" in error
+    assert "HOOKLINE_PUBLIC_URL" in error and ACME_TOKEN not in error
