@@ -75,6 +75,12 @@ class UsageFact:
         return (self.tenant, self.provider, self.kind, self.sid)
 
     @property
+    def once(self) -> tuple[str, str]:
+        """The exactly-once key: event ids are only unique within a tenant (two tenants on one
+        provider account get the same deterministic ids for the same callback)."""
+        return (self.tenant, self.event_id)
+
+    @property
     def rank(self) -> int:
         if self.kind == MESSAGE:
             return MESSAGE_RANK.get(self.status, 0)
@@ -235,12 +241,13 @@ def _max_opt(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def new_facts(facts: Iterable[UsageFact], seen: set[str]) -> list[UsageFact]:
-    """The facts whose event id is in ``seen`` (just inserted), each once, in input order."""
+def new_facts(facts: Iterable[UsageFact], seen: set[tuple[str, str]]) -> list[UsageFact]:
+    """The facts whose (tenant, event id) is in ``seen`` (just inserted), each once, in input
+    order."""
     out: list[UsageFact] = []
     for fact in facts:
-        if fact.event_id in seen:
-            seen.discard(fact.event_id)
+        if fact.once in seen:
+            seen.discard(fact.once)
             out.append(fact)
     return out
 

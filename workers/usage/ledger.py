@@ -1,11 +1,14 @@
 """The usage ledger interface, what it stores and returns, and an in-memory fake for tests.
 
-Exactly once per event id: every implementation inserts the batch's event ids into a table
-whose primary key is the event id (``INSERT ... ON CONFLICT DO NOTHING``) and applies only the
-facts whose id was actually inserted, all in one transaction with the item, month and budget
-alert writes. A redelivered batch (a worker killed before its ack) finds its ids already there
-and changes nothing; two workers racing on the same id are serialized by the unique key, so
-one inserts and the other does nothing. Nothing is ever checked first and inserted later.
+Exactly once per (tenant, event id): every implementation inserts the batch's event ids into a
+table whose primary key is (tenant, event_id) (``INSERT ... ON CONFLICT DO NOTHING``) and
+applies only the facts whose key was actually inserted, all in one transaction with the item,
+month and budget alert writes. A redelivered batch (a worker killed before its ack) finds its
+ids already there and changes nothing; two workers racing on the same id are serialized by the
+unique key, so one inserts and the other does nothing. Nothing is ever checked first and
+inserted later. The tenant is part of the key because event ids are derived from the provider
+account: two tenants configured with the same account would otherwise share ids, and the second
+tenant's genuine events would be dropped as already seen.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from workers.usage.facts import (
 ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
                        "status", "rank", "destination", "segments", "duration_s", "minutes",
                        "rated", "billed", "unit_price", "cost", "events")
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 class LedgerUnavailable(TransientError):
@@ -135,7 +138,8 @@ class Ledger(Protocol):
 
     async def ingest(self, facts: Sequence[UsageFact], policy: UsagePolicy,
                      now: datetime) -> IngestOutcome:
-        """Apply the facts whose event id is new, in one transaction (LedgerUnavailable)."""
+        """Apply the facts whose (tenant, event id) is new, in one transaction
+        (LedgerUnavailable)."""
         ...
 
     async def pending_alerts(self) -> list[BudgetAlert]:
@@ -213,7 +217,7 @@ class MemoryLedger:
     """The ledger rules on dicts (no durability): for unit tests of handlers and reports."""
 
     def __init__(self) -> None:
-        self.events: set[str] = set()
+        self.events: set[tuple[str, str]] = set()  # (tenant, event_id)
         self.items: dict[tuple[str, str, str, str], Item] = {}
         self.months: dict[tuple[str, str], Decimal] = {}
         self.alerts: dict[tuple[str, str, int], tuple[BudgetAlert, datetime | None]] = {}
@@ -230,7 +234,7 @@ class MemoryLedger:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise LedgerUnavailable(f"memory ledger: {error}") from error
-        inserted = {f.event_id for f in facts} - self.events
+        inserted = {f.once for f in facts} - self.events
         self.events |= inserted
         fresh = new_facts(facts, set(inserted))
         changed, deltas = merge_batch(self.items, fresh, policy.card)

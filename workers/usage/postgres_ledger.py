@@ -6,12 +6,13 @@ batch goes in one ``INSERT ... SELECT FROM unnest(...)`` round trip), loads ``nu
 Decimal, pipelines ``executemany``, and ships type hints, which strict mypy needs; asyncpg is
 as fast on this workload but untyped, and would add a second driver for the synchronous tools.
 
-Concurrency: a batch is one transaction. Event ids go in first (the primary key decides who
-counts an event: a concurrent copy waits for the first transaction, then does nothing); item
-rows are created if missing and then locked ``FOR UPDATE`` in key order, so two workers never
-merge the same message at once; month totals are incremented in SQL (``cost = cost + delta``,
-exact numeric), whose row lock orders the budget checks of one tenant. Every lock is taken in
-a fixed order, and a deadlock or serialization failure PostgreSQL still reports is retried.
+Concurrency: a batch is one transaction. Event ids go in first (the primary key, (tenant,
+event_id), decides who counts an event: a concurrent copy waits for the first transaction, then
+does nothing); item rows are created if missing and then locked ``FOR UPDATE`` in key order, so
+two workers never merge the same message at once; month totals are incremented in SQL (``cost =
+cost + delta``, exact numeric), whose row lock orders the budget checks of one tenant. Every
+lock is taken in a fixed order, and a deadlock or serialization failure PostgreSQL still
+reports is retried.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY (tenant, month, threshold))""",
         "CREATE INDEX budget_alerts_pending ON budget_alerts (crossed_at) "
         "WHERE published_at IS NULL",
+    ),
+    # Events keyed by (tenant, event_id): an id alone let one tenant's recorded event hide
+    # another tenant's event with the same id (same provider account). The primary key is
+    # swapped in place, inside migrate()'s transaction and advisory lock; rows are kept.
+    2: (
+        """ALTER TABLE usage_events DROP CONSTRAINT usage_events_pkey,
+           ADD PRIMARY KEY (tenant, event_id)""",
     ),
 }
 
@@ -217,14 +225,15 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
 
 async def _ingest(conn: psycopg.AsyncConnection[Any], facts: Sequence[UsageFact],
                   policy: UsagePolicy, now: datetime) -> IngestOutcome:
-    unique = sorted({f.event_id: f for f in facts}.values(), key=lambda f: f.event_id)
+    # Sorted by key, so that concurrent batches take the key locks in the same order.
+    unique = sorted({f.once: f for f in facts}.values(), key=lambda f: f.once)
     cur = await conn.execute(
         "INSERT INTO usage_events (event_id, tenant, kind, sid, recorded_at) "
         "SELECT e, t, k, s, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
-        "AS v(e, t, k, s) ON CONFLICT DO NOTHING RETURNING event_id",
+        "AS v(e, t, k, s) ON CONFLICT (tenant, event_id) DO NOTHING RETURNING tenant, event_id",
         (now, [f.event_id for f in unique], [f.tenant for f in unique],
          [f.kind for f in unique], [f.sid for f in unique]))
-    inserted = {row[0] for row in await cur.fetchall()}
+    inserted = {(tenant, event) for tenant, event in await cur.fetchall()}
     fresh = new_facts(facts, inserted)
     keys = sorted({f.key for f in fresh})
     existing: dict[tuple[str, str, str, str], Item] = {}

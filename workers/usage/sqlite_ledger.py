@@ -66,6 +66,19 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             currency TEXT NOT NULL, crossed_at TEXT NOT NULL, published_at TEXT,
             PRIMARY KEY (tenant, month, threshold)) WITHOUT ROWID""",
     ),
+    # Events keyed by (tenant, event_id): an id alone let one tenant's recorded event hide
+    # another tenant's event with the same id (same provider account). SQLite cannot change a
+    # primary key in place, so the table is copied, inside migrate()'s one transaction.
+    2: (
+        """CREATE TABLE usage_events_v2 (
+            event_id TEXT NOT NULL, tenant TEXT NOT NULL, kind TEXT NOT NULL,
+            sid TEXT NOT NULL, recorded_at TEXT NOT NULL,
+            PRIMARY KEY (tenant, event_id)) WITHOUT ROWID""",
+        """INSERT INTO usage_events_v2 (event_id, tenant, kind, sid, recorded_at)
+           SELECT event_id, tenant, kind, sid, recorded_at FROM usage_events""",
+        "DROP TABLE usage_events",
+        "ALTER TABLE usage_events_v2 RENAME TO usage_events",
+    ),
 }
 
 
@@ -234,15 +247,16 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
             now: datetime) -> IngestOutcome:
     stamp = now.isoformat()
     with _transaction(db):
-        inserted: set[str] = set()
-        unique = list({f.event_id: f for f in facts}.values())
+        inserted: set[tuple[str, str]] = set()
+        unique = list({f.once: f for f in facts}.values())
         for chunk in _chunks(unique):
             values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
             params = [v for f in chunk for v in (f.event_id, f.tenant, f.kind, f.sid, stamp)]
             rows = db.execute(
                 f"INSERT INTO usage_events (event_id, tenant, kind, sid, recorded_at) "  # noqa: S608
-                f"VALUES {values} ON CONFLICT DO NOTHING RETURNING event_id", params).fetchall()
-            inserted.update(r[0] for r in rows)
+                f"VALUES {values} ON CONFLICT (tenant, event_id) DO NOTHING "
+                f"RETURNING tenant, event_id", params).fetchall()
+            inserted.update((tenant, event) for tenant, event in rows)
         fresh = new_facts(facts, set(inserted))
         keys = sorted({f.key for f in fresh})
         existing: dict[tuple[str, str, str, str], Item] = {}
