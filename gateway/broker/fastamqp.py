@@ -29,6 +29,7 @@ from typing import Final
 from urllib.parse import unquote, urlsplit
 
 import structlog
+from pamqp import commands
 
 from gateway.broker import wire
 from gateway.broker.factory import mask_url
@@ -66,7 +67,8 @@ class EventEncoder:
         routing_key = event.routing_key
         method = self._methods.get(routing_key)
         if method is None:
-            method = wire.publish_method(self.channel, self.exchange, routing_key)
+            method = wire.encode_method(self.channel, commands.Basic.Publish(
+                exchange=self.exchange, routing_key=routing_key, mandatory=True))
             if len(self._methods) < 4096:  # tenants x providers x kinds: a small set
                 self._methods[routing_key] = method
         headers = self._headers.get(event.tenant)
@@ -270,19 +272,22 @@ async def declare(link: Link, topology: Topology) -> None:
         if exchange.type not in _EXCHANGE_TYPES:
             raise ValueError(f"exchange {exchange.name!r}: unsupported type {exchange.type!r}, "
                              f"expected one of {sorted(_EXCHANGE_TYPES)}")
-        await link.call(wire.exchange_declare(1, exchange.name, exchange.type),
-                        wire.EXCHANGE_DECLARE_OK)
+        await link.call(commands.Exchange.Declare(exchange=exchange.name,
+                                                  exchange_type=exchange.type, durable=True),
+                        commands.Exchange.DeclareOk)
     for queue in topology.queues:
         # Quorum queues must be durable; classic ones are durable too so no event is lost
         # on a broker restart. https://www.rabbitmq.com/docs/quorum-queues#declaring
-        await link.call(wire.queue_declare(1, queue.name, dict(queue.arguments)),
-                        wire.QUEUE_DECLARE_OK)
+        await link.call(commands.Queue.Declare(queue=queue.name, durable=True,
+                                               arguments=dict(queue.arguments)),
+                        commands.Queue.DeclareOk)
         for exchange_name, pattern in queue.bindings:
             if exchange_name not in declared:
                 raise ValueError(f"queue {queue.name!r} binds to exchange {exchange_name!r}, "
                                  "which the topology does not declare")
-            await link.call(wire.queue_bind(1, queue.name, exchange_name, pattern),
-                            wire.QUEUE_BIND_OK)
+            await link.call(commands.Queue.Bind(queue=queue.name, exchange=exchange_name,
+                                                routing_key=pattern),
+                            commands.Queue.BindOk)
 
 
 def _ignore(_link: Link, _exc: BaseException | None) -> None:
