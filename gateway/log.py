@@ -53,6 +53,23 @@ _PHONE_KEYS: Final = frozenset({
 _PHONE_PARTS: Final = ("phone", "mobile", "msisdn")
 
 _CHATTY_LIBRARIES: Final = ("aiormq", "aio_pika", "pamqp", "httpcore", "httpx", "hpack")
+# A failed broker connection is reported once, in plain words, by the hookline code that
+# connects (gateway.broker.failures); these client-library lines would say it again, worse.
+_CONNECTION_NOISE: Final = {
+    "aiormq.connection": ("error when creating transport",),
+    "aio_pika.robust_connection": ("Connection to %s closed. Reconnecting",),
+}
+
+
+class _DropConnectionNoise(logging.Filter):
+    """Drops a library logger's records whose message template starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
 
 _PLAIN, _SECRET, _PHONE = 0, 1, 2
 _KEY_CACHE: dict[str, int] = {}
@@ -308,6 +325,10 @@ def configure_logging(
     # keep them at info or above whatever hookline's own level is.
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(LOG_LEVELS[level], logging.INFO))
+    for name, prefixes in _CONNECTION_NOISE.items():
+        lib_logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropConnectionNoise) for f in lib_logger.filters):
+            lib_logger.addFilter(_DropConnectionNoise(prefixes))
     logging.captureWarnings(True)
     _state = (format, level, out)
 

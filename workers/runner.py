@@ -41,6 +41,7 @@ from aio_pika.abc import (
 )
 
 from gateway.broker.factory import mask_url, url_scheme
+from gateway.broker.failures import connect_failure
 from gateway.broker.memory import MemoryBroker
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
@@ -357,15 +358,15 @@ class AmqpTransport:
         self._holding: set[int] = set()  # delays whose holding queue is declared
 
     async def open(self, queue: str, prefetch: int, deliver: Deliver) -> None:
-        masked = mask_url(self._url)
         try:
             self._connection = await aio_pika.connect_robust(
                 self._url, timeout=self._connect_timeout,
                 client_properties={"connection_name": f"hookline-worker-{self._worker}"},
             )
         except Exception as exc:
-            raise BrokerUnavailable(f"worker {self._worker}: cannot connect to the broker at "
-                                    f"{masked}: {type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable(f"worker {self._worker}: "
+                                    f"{connect_failure(exc, self._url, self._connect_timeout)}"
+                                    ) from None
         consuming = await self._connection.channel()
         await consuming.set_qos(prefetch_count=prefetch)
         self._confirming = await self._connection.channel(publisher_confirms=True)

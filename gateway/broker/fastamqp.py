@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
 import structlog
+from pamqp import commands
 
 from gateway.broker import wire
 from gateway.broker.factory import mask_url
+from gateway.broker.failures import connect_failure
 from gateway.broker.link import Link, Unconfirmed, tls_context
 from gateway.errors import ConfigError, PublishError, UnroutableEvent
 from schemas.events import CONTENT_TYPE, TYPE_PREFIX, Event
@@ -66,7 +68,8 @@ class EventEncoder:
         routing_key = event.routing_key
         method = self._methods.get(routing_key)
         if method is None:
-            method = wire.publish_method(self.channel, self.exchange, routing_key)
+            method = wire.encode_method(self.channel, commands.Basic.Publish(
+                exchange=self.exchange, routing_key=routing_key, mandatory=True))
             if len(self._methods) < 4096:  # tenants x providers x kinds: a small set
                 self._methods[routing_key] = method
         headers = self._headers.get(event.tenant)
@@ -96,8 +99,9 @@ class FastAmqpPublisher:
         reconnect_interval: float = 2.0,
         heartbeat: int = DEFAULT_HEARTBEAT,
     ) -> None:
+        self._url = url  # for gateway.broker.failures, which masks it
         self._masked_url = mask_url(url)
-        self._target = _parse_url(url, self._masked_url)
+        self._target = parse_url(url, self._masked_url)
         self._password = _password_of(url)
         self._topology = build_topology(tuple(tenant_ids))
         self._tenant_count = len(tenant_ids)
@@ -173,34 +177,21 @@ class FastAmqpPublisher:
     # -- connection lifecycle ------------------------------------------------------------------
 
     async def _connect(self) -> Link:
-        scheme, host, port, username, password, vhost = self._target
-        link: Link | None = None
-        step = "connect to the broker at"
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                loop = asyncio.get_running_loop()
-                _transport, link = await loop.create_connection(
-                    lambda: Link(self._confirm_timeout, self._on_lost), host, port,
-                    ssl=tls_context(scheme), server_hostname=host if scheme == "amqps" else None,
-                )
-                await link.handshake(username, password, vhost, self._heartbeat, {
-                    "connection_name": CONNECTION_NAME, "product": "hookline",
-                    "capabilities": {"publisher_confirms": True, "basic.nack": True,
-                                     "connection.blocked": True,
-                                     "authentication_failure_close": True},
-                })
-            step = "declare the topology on"
+            link = await open_link(self._target, CONNECTION_NAME, self._connect_timeout,
+                                   self._confirm_timeout, self._on_lost, self._heartbeat)
+        except Exception as exc:
+            raise PublishError(connect_failure(exc, self._url, self._connect_timeout)) from None
+        try:
             async with asyncio.timeout(self._connect_timeout):
                 await declare(link, self._topology)
         except BaseException as exc:
-            if link is not None:
-                link.on_lost = _ignore
-                link.abort(ConnectionError(f"could not {step} the broker"))
+            link.on_lost = _ignore
+            link.abort(ConnectionError("could not declare the topology on the broker"))
             if not isinstance(exc, Exception):
                 raise  # cancelled: propagate as is
-            raise PublishError(
-                f"cannot {step} {self._masked_url}: {self._describe(exc)}"
-            ) from exc
+            raise PublishError(f"cannot declare the topology on {self._masked_url}: "
+                               f"{self._describe(exc)}") from exc
         return link
 
     def _install(self, link: Link) -> None:
@@ -270,19 +261,50 @@ async def declare(link: Link, topology: Topology) -> None:
         if exchange.type not in _EXCHANGE_TYPES:
             raise ValueError(f"exchange {exchange.name!r}: unsupported type {exchange.type!r}, "
                              f"expected one of {sorted(_EXCHANGE_TYPES)}")
-        await link.call(wire.exchange_declare(1, exchange.name, exchange.type),
-                        wire.EXCHANGE_DECLARE_OK)
+        await link.call(commands.Exchange.Declare(exchange=exchange.name,
+                                                  exchange_type=exchange.type, durable=True),
+                        commands.Exchange.DeclareOk)
     for queue in topology.queues:
         # Quorum queues must be durable; classic ones are durable too so no event is lost
         # on a broker restart. https://www.rabbitmq.com/docs/quorum-queues#declaring
-        await link.call(wire.queue_declare(1, queue.name, dict(queue.arguments)),
-                        wire.QUEUE_DECLARE_OK)
+        await link.call(commands.Queue.Declare(queue=queue.name, durable=True,
+                                               arguments=dict(queue.arguments)),
+                        commands.Queue.DeclareOk)
         for exchange_name, pattern in queue.bindings:
             if exchange_name not in declared:
                 raise ValueError(f"queue {queue.name!r} binds to exchange {exchange_name!r}, "
                                  "which the topology does not declare")
-            await link.call(wire.queue_bind(1, queue.name, exchange_name, pattern),
-                            wire.QUEUE_BIND_OK)
+            await link.call(commands.Queue.Bind(queue=queue.name, exchange=exchange_name,
+                                                routing_key=pattern),
+                            commands.Queue.BindOk)
+
+
+async def open_link(target: Target, connection_name: str, connect_timeout: float,
+                    confirm_timeout: float, on_lost: Callable[[Link, BaseException | None], None],
+                    heartbeat: int = DEFAULT_HEARTBEAT) -> Link:
+    """A connection through the handshake, with its confirming channel open, within
+    ``connect_timeout``; any failure propagates (``connect_failure`` words it)."""
+    scheme, host, port, username, password, vhost = target
+    link: Link | None = None
+    try:
+        async with asyncio.timeout(connect_timeout):
+            loop = asyncio.get_running_loop()
+            _transport, link = await loop.create_connection(
+                lambda: Link(confirm_timeout, on_lost), host, port,
+                ssl=tls_context(scheme), server_hostname=host if scheme == "amqps" else None,
+            )
+            await link.handshake(username, password, vhost, heartbeat, {
+                "connection_name": connection_name, "product": "hookline",
+                "capabilities": {"publisher_confirms": True, "basic.nack": True,
+                                 "connection.blocked": True,
+                                 "authentication_failure_close": True},
+            })
+    except BaseException:
+        if link is not None:
+            link.on_lost = _ignore
+            link.abort(ConnectionError("could not connect to the broker"))
+        raise
+    return link
 
 
 def _ignore(_link: Link, _exc: BaseException | None) -> None:
@@ -295,7 +317,11 @@ def _password_of(url: str) -> str:
     return unquote(userinfo.partition(":")[2]) if at else ""
 
 
-def _parse_url(url: str, masked: str) -> tuple[str, str, int, str, str, str]:
+#: (scheme, host, port, user, password, vhost) of an amqp(s) URL.
+Target = tuple[str, str, int, str, str, str]
+
+
+def parse_url(url: str, masked: str) -> Target:
     """(scheme, host, port, user, password, vhost) of an amqp(s) URL, as RabbitMQ reads it:
     https://www.rabbitmq.com/docs/uri-spec (an empty path is the default vhost ``/``)."""
     try:

@@ -1,8 +1,8 @@
 """One AMQP 0-9-1 connection with one confirming channel, as an asyncio.Protocol.
 
 The transport half of gateway.broker.fastamqp: handshake, declarations, pipelined publishes with
-publisher confirms, and everything the broker may send back. Frames come from
-gateway.broker.wire. Why it is shaped this way:
+publisher confirms, and everything the broker may send back. Frames are pamqp's objects
+(gateway.broker.wire). Why it is shaped this way:
 
 * Writes are coalesced: every frame of one event loop iteration leaves in one
   ``transport.write`` (many concurrent callbacks, one syscall).
@@ -24,10 +24,14 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
+
+from pamqp import body, commands, header, heartbeat
 
 from gateway.broker import wire
 from gateway.broker.wire import FrameError, Method
+
+M = TypeVar("M", bound=Method)
 
 CHANNEL: Final = 1
 CLIENT_FRAME_MAX: Final = 131072
@@ -43,7 +47,16 @@ class Unconfirmed(Exception):
 
 
 class BrokerClosed(Exception):
-    """The broker closed the connection or the channel (e.g. ACCESS_REFUSED, NOT_FOUND)."""
+    """The broker closed the connection or the channel (e.g. ACCESS_REFUSED, NOT_FOUND).
+
+    ``reply_code`` and ``reply_text`` are the broker's (0 and "" when the client gave up);
+    gateway.broker.failures turns them into a sentence.
+    """
+
+    def __init__(self, message: str, reply_code: int = 0, reply_text: str = "") -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
 
 
 @dataclass(slots=True)
@@ -59,7 +72,7 @@ class _Pending:
 class _Incoming:
     """A basic.return being received: its method, then its header, then its body frames."""
 
-    args: dict[str, Any]
+    method: commands.Basic.Return
     message_id: str | None = None
     remaining: int = -1  # -1: header not received yet
     body: list[bytes] = field(default_factory=list)
@@ -81,7 +94,7 @@ class Link(asyncio.Protocol):
         self._parser = wire.FrameParser(CLIENT_FRAME_MAX)
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        self._waiter: tuple[frozenset[tuple[int, int]], asyncio.Future[Method]] | None = None
+        self._waiter: tuple[type[Method], asyncio.Future[Method]] | None = None
         self._pending: dict[int, _Pending] = {}
         self._next_tag = 1
         self._incoming: _Incoming | None = None
@@ -91,6 +104,7 @@ class Link(asyncio.Protocol):
         self._lost = False
         self._early: list[Method] = []  # replies that came before their waiter was set
         self.closed: asyncio.Future[BaseException | None] = self.loop.create_future()
+        self.server_properties: dict[str, Any] = {}
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -102,8 +116,8 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_received = self.loop.time()
         try:
-            for frame in self._parser.feed(data):
-                self._dispatch(frame)
+            for channel, frame in self._parser.feed(data):
+                self._dispatch(channel, frame)
         except BrokerClosed as exc:  # close-ok is written: let it leave, then close
             transport = self._transport
             self._lost_with(exc)
@@ -120,43 +134,46 @@ class Link(asyncio.Protocol):
     async def handshake(self, username: str, password: str, vhost: str, heartbeat: int,
                         client_properties: dict[str, Any]) -> None:
         """connection.start .. open-ok, channel.open, confirm.select (spec 2.2.4)."""
-        start = await self._expect(0, wire.CONNECTION_START)
-        mechanisms = str(start.args["mechanisms"]).split()
+        start = await self._expect(0, commands.Connection.Start)
+        self.server_properties = dict(start.server_properties or {})
+        mechanisms = str(start.mechanisms).split()
         if "PLAIN" not in mechanisms:
             raise BrokerClosed(f"the broker offers {mechanisms}, this client speaks PLAIN only")
-        self._write(wire.start_ok(client_properties, username, password))
-        tune = await self._expect(0, wire.CONNECTION_TUNE)
-        server_frame_max = int(tune.args["frame_max"])
-        self.frame_max = min(server_frame_max or CLIENT_FRAME_MAX, CLIENT_FRAME_MAX)
-        self.heartbeat = negotiate_heartbeat(int(tune.args["heartbeat"]), heartbeat)
-        self._write(wire.tune_ok(int(tune.args["channel_max"]) or 2047, self.frame_max,
-                                 self.heartbeat))
-        self._write(wire.connection_open(vhost))
-        await self._expect(0, wire.CONNECTION_OPEN_OK)
-        self._write(wire.channel_open(CHANNEL))
-        await self._expect(CHANNEL, wire.CHANNEL_OPEN_OK)
-        self._write(wire.confirm_select(CHANNEL))
-        await self._expect(CHANNEL, wire.CONFIRM_SELECT_OK)
+        # PLAIN: "\0user\0password" (RFC 4616), the mechanism RabbitMQ enables by default.
+        self._send(0, commands.Connection.StartOk(
+            client_properties=client_properties, mechanism="PLAIN",
+            response=f"\0{username}\0{password}", locale="en_US"))
+        tune = await self._expect(0, commands.Connection.Tune)
+        self.frame_max = min(tune.frame_max or CLIENT_FRAME_MAX, CLIENT_FRAME_MAX)
+        self.heartbeat = negotiate_heartbeat(tune.heartbeat, heartbeat)
+        self._send(0, commands.Connection.TuneOk(tune.channel_max or 2047, self.frame_max,
+                                                 self.heartbeat))
+        self._send(0, commands.Connection.Open(vhost))
+        await self._expect(0, commands.Connection.OpenOk)
+        self._send(CHANNEL, commands.Channel.Open())
+        await self._expect(CHANNEL, commands.Channel.OpenOk)
+        self._send(CHANNEL, commands.Confirm.Select())
+        await self._expect(CHANNEL, commands.Confirm.SelectOk)
         self.is_open = True
         if self.heartbeat:
             self._beat = self.loop.call_later(self.heartbeat / 2, self._heartbeat)
 
-    async def call(self, request: bytes, reply: tuple[int, int]) -> Method:
+    async def call(self, request: Method, reply: type[M]) -> M:
         """Send one synchronous method on the channel and wait for its reply."""
-        self._write(request)
+        self._send(CHANNEL, request)
         return await self._expect(CHANNEL, reply)
 
-    async def _expect(self, channel: int, method: tuple[int, int]) -> Method:
+    async def _expect(self, channel: int, method: type[M]) -> M:
         if self._lost:
             raise ConnectionError("connection closed")
         for early in self._early:
-            if early.id == method:
+            if isinstance(early, method):
                 self._early.remove(early)
                 return early
         future: asyncio.Future[Method] = self.loop.create_future()
-        self._waiter = (frozenset({method}), future)
+        self._waiter = (method, future)
         try:
-            return await future
+            return cast(M, await future)
         finally:
             self._waiter = None
 
@@ -204,12 +221,12 @@ class Link(asyncio.Protocol):
             future.set_result(None)
 
     def _returned(self, incoming: _Incoming) -> None:
-        args = incoming.args
-        routing_key, message_id = args["routing_key"], incoming.message_id
+        method = incoming.method
+        routing_key, message_id = method.routing_key, incoming.message_id
         for entry in self._pending.values():
             if (entry.returned is None and entry.routing_key == routing_key
                     and entry.message_id == message_id):
-                entry.returned = f"{args['reply_code']} {args['reply_text']}"
+                entry.returned = f"{method.reply_code} {method.reply_text}"
                 return
         # No match: its publish already expired or was cancelled; the ack settles nothing.
 
@@ -230,69 +247,69 @@ class Link(asyncio.Protocol):
 
     # -- frames in -----------------------------------------------------------------------------
 
-    def _dispatch(self, frame: wire.Frame) -> None:
-        kind = frame.kind
-        if kind == wire.FRAME_METHOD:
-            method = wire.decode_method(frame.payload)
-            mid = method.id
-            if mid == wire.BASIC_ACK or mid == wire.BASIC_NACK:
-                self._settle(method.args["delivery_tag"], method.args["multiple"],
-                             mid == wire.BASIC_NACK)
-            elif mid == wire.BASIC_RETURN:
-                self._incoming = _Incoming(method.args)
-            else:
-                self._control(frame.channel, method)
-        elif kind == wire.FRAME_HEADER:
+    def _dispatch(self, channel: int, frame: wire.Incoming) -> None:
+        kind = type(frame)
+        if kind is commands.Basic.Ack or kind is commands.Basic.Nack:
+            ack = cast(commands.Basic.Ack, frame)
+            self._settle(ack.delivery_tag, ack.multiple, kind is commands.Basic.Nack)
+        elif kind is commands.Basic.Return:
+            self._incoming = _Incoming(cast(commands.Basic.Return, frame))
+        elif kind is header.ContentHeader:
             incoming = self._incoming
             if incoming is None or incoming.remaining >= 0:
                 raise FrameError("content header frame without a basic.return before it")
-            header = wire.decode_content_header(frame.payload)
-            incoming.message_id = header.properties.get("message_id")
-            incoming.remaining = header.body_size
-            if header.body_size == 0:
+            content = cast(header.ContentHeader, frame)
+            incoming.message_id = content.properties.message_id
+            incoming.remaining = content.body_size
+            if content.body_size == 0:
                 self._incoming = None
                 self._returned(incoming)
-        elif kind == wire.FRAME_BODY:
+        elif kind is body.ContentBody:
             incoming = self._incoming
             if incoming is None or incoming.remaining < 0:
                 raise FrameError("content body frame without a content header before it")
-            incoming.remaining -= len(frame.payload)
+            incoming.remaining -= len(cast(body.ContentBody, frame).value)
             if incoming.remaining <= 0:
                 self._incoming = None
                 self._returned(incoming)
-        elif kind != wire.FRAME_HEARTBEAT:
-            raise FrameError(f"unknown frame type {kind}")
+        elif isinstance(frame, Method):
+            self._control(channel, frame)
+        elif kind is not heartbeat.Heartbeat:
+            raise FrameError(f"unexpected frame {frame!r}")
 
     def _control(self, channel: int, method: Method) -> None:
-        mid = method.id
-        if mid == wire.CONNECTION_BLOCKED:
-            self.blocked = str(method.args["reason"]) or "resource alarm"
-        elif mid == wire.CONNECTION_UNBLOCKED:
+        if isinstance(method, commands.Connection.Blocked):
+            self.blocked = str(method.reason) or "resource alarm"
+        elif isinstance(method, commands.Connection.Unblocked):
             self.blocked = None
-        elif mid == wire.CHANNEL_FLOW:
+        elif isinstance(method, commands.Channel.Flow):
             # RabbitMQ no longer sends it, but the spec lets a peer pause our publishes.
-            active = bool(method.args["active"])
-            self.blocked = None if active else "channel.flow"
-            self._write(wire.flow_ok(channel, active))
-        elif mid in (wire.CONNECTION_CLOSE, wire.CHANNEL_CLOSE):
-            self._write(wire.close_ok(channel))
+            self.blocked = None if method.active else "channel.flow"
+            self._send(channel, commands.Channel.FlowOk(method.active))
+        elif isinstance(method, (commands.Connection.Close, commands.Channel.Close)):
+            is_connection = isinstance(method, commands.Connection.Close)
+            self._send(channel, commands.Connection.CloseOk() if is_connection
+                       else commands.Channel.CloseOk())
             self._flush()
-            what = "connection" if mid == wire.CONNECTION_CLOSE else "channel"
-            raise BrokerClosed(f"the broker closed the {what}: {method.args['reply_code']} "
-                               f"{method.args['reply_text']}")
-        elif mid == wire.CONNECTION_CLOSE_OK:
+            what = "connection" if is_connection else "channel"
+            code, text = method.reply_code or 0, method.reply_text or ""
+            raise BrokerClosed(f"the broker closed the {what}: {code} {text}", code, text)
+        elif isinstance(method, commands.Connection.CloseOk):
             if self._transport is not None:
                 self._transport.close()
-        elif self._waiter is not None and mid in self._waiter[0]:
+        elif self._waiter is not None and isinstance(method, self._waiter[0]):
             future = self._waiter[1]
             if not future.done():
                 future.set_result(method)
         elif not self.is_open and len(self._early) < 8:
             self._early.append(method)
         else:
-            raise FrameError(f"unexpected method {mid} on channel {channel}")
+            raise FrameError(f"unexpected method {method.name} on channel {channel}")
 
     # -- frames out ----------------------------------------------------------------------------
+
+    def _send(self, channel: int, method: Method) -> None:
+        self._write(wire.encode_method(channel, method))
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
@@ -329,7 +346,7 @@ class Link(asyncio.Protocol):
         if self._lost:
             return
         self.is_open = False
-        self._write(wire.close(0))
+        self._send(0, commands.Connection.Close(200, "Goodbye", 0, 0))
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self.closed)

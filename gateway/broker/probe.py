@@ -1,25 +1,33 @@
-"""Reachability probe for `hookline check`: open and close one AMQP connection, declare nothing."""
+"""Reachability probe for `hookline check`: open and close one AMQP connection, declare nothing.
+
+It connects exactly as the gateway's publisher does (gateway.broker.fastamqp), so what `check`
+says about the broker is what `serve` will meet; a failure is one plain sentence
+(gateway.broker.failures).
+"""
 
 from __future__ import annotations
 
-import asyncio
-
-import aio_pika
-
+from gateway.broker.factory import mask_url
+from gateway.broker.failures import connect_failure
+from gateway.broker.fastamqp import open_link, parse_url
+from gateway.broker.link import Link
 from gateway.errors import PublishError
 
 
 async def probe_broker(url: str, timeout: float = 5.0) -> str:
     """Connect to RabbitMQ and return the server's product and version; raise PublishError."""
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url), timeout)
-    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-        raise PublishError(f"broker not reachable within {timeout:g} s: {exc!r}") from exc
+        link = await open_link(parse_url(url, mask_url(url)), "hookline-check", timeout,
+                               timeout, _ignore, heartbeat=0)
+    except Exception as exc:
+        raise PublishError(connect_failure(exc, url, timeout)) from None
     try:
-        transport = connection.transport
-        properties = transport.connection.server_properties if transport else {}
-        product = properties.get("product", "AMQP broker")
-        version = properties.get("version", "?")
-        return f"{product!s} {version!s}"
+        properties = link.server_properties
+        return f"{properties.get('product', 'AMQP broker')!s} {properties.get('version', '?')!s}"
     finally:
-        await connection.close()
+        link.on_lost = _ignore
+        await link.close(timeout=min(timeout, 2.0))
+
+
+def _ignore(_link: Link, _exc: BaseException | None) -> None:
+    return None

@@ -41,6 +41,7 @@ from aio_pika.exceptions import DeliveryError
 from aio_pika.exceptions import PublishError as ReturnedError
 
 from gateway.broker.factory import mask_url
+from gateway.broker.failures import connect_failure
 from gateway.broker.rpc import (
     Pending,
     RpcResult,
@@ -105,7 +106,8 @@ class AmqpRpcClient:
                 client_properties={"connection_name": "hookline-gateway-rpc"},
             )
         except Exception as exc:
-            log.warning("rpc_connect_failed", url=self._masked, error=type(exc).__name__)
+            log.warning("rpc_connect_failed", retry_in_s=RECONNECT_INTERVAL_S,
+                        error=connect_failure(exc, self._url, self._connect_timeout))
             return False
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)

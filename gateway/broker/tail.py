@@ -25,6 +25,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from gateway.broker.factory import mask_url
+from gateway.broker.failures import connect_failure
 from gateway.errors import HooklineError
 from schemas.topology import EVENTS_EXCHANGE
 
@@ -65,13 +66,11 @@ async def tail_events(
         )
     except aiormq.exceptions.ProbableAuthenticationError as exc:
         raise HooklineError(
-            f"the broker at {masked} refused the login of user {user!r}: check the user and "
-            "password (`hookline tenant credentials --rotate` gives a tenant's user a new one)"
-        ) from exc
+            f"{connect_failure(exc, amqp_url)}; `hookline tenant credentials --rotate` gives "
+            "a tenant's user a new password"
+        ) from None
     except Exception as exc:
-        raise HooklineError(
-            f"cannot reach the broker at {masked}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise HooklineError(connect_failure(exc, amqp_url)) from None
     try:
         step = f"find or declare the exchange {EVENTS_EXCHANGE}"
         try:

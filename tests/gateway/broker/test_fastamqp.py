@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import uvloop
 
-from gateway.broker.fastamqp import FastAmqpPublisher, _parse_url
+from gateway.broker.fastamqp import FastAmqpPublisher, parse_url
 from gateway.errors import ConfigError
 from schemas.events import Event
 
@@ -23,7 +23,7 @@ from schemas.events import Event
 ])
 def test_url_is_read_as_rabbitmq_reads_it(url: str, expected: tuple[object, ...]) -> None:
     """Scheme, host, default ports, percent-decoded credentials and vhost (empty path = /)."""
-    assert _parse_url(url, "masked") == expected
+    assert parse_url(url, "masked") == expected
 
 
 @pytest.mark.parametrize("url", ["amqp://u:s3cret@h/v?heartbeat=5", "amqp://u:s3cret@h:99999/",

@@ -10,8 +10,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from pamqp import body, commands
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
 
-from gateway.broker import wire
 from gateway.broker.link import Link, Unconfirmed, negotiate_heartbeat
 
 
@@ -36,10 +38,21 @@ class RecordingTransport(asyncio.Transport):
         self.closing = True
 
 
-def returned_content(routing_key: str, message_id: str, body: bytes = b"{}") -> bytes:
-    flags, props = wire.properties({"message_id": message_id})
-    return (wire.basic_return(1, 312, "NO_ROUTE", "hookline.events", routing_key)
-            + wire.content_frames(1, flags, props, body, 4096))
+def method(value: Any, channel: int = 1) -> bytes:
+    """A method frame as the broker sends it, marshalled by pamqp."""
+    return pamqp_frame.marshal(value, channel)
+
+
+def ack(tag: int, multiple: bool = False) -> bytes:
+    return method(commands.Basic.Ack(tag, multiple))
+
+
+def returned_content(routing_key: str, message_id: str, payload: bytes = b"{}") -> bytes:
+    props = commands.Basic.Properties(message_id=message_id)
+    content = method(pamqp_header.ContentHeader(0, len(payload), props))
+    if payload:
+        content += method(body.ContentBody(payload))
+    return method(commands.Basic.Return(312, "NO_ROUTE", "hookline.events", routing_key)) + content
 
 
 async def open_link(confirm_timeout: float = 5.0) -> tuple[Link, RecordingTransport, list[Any]]:
@@ -62,9 +75,9 @@ async def test_multiple_ack_settles_every_tag_up_to_it() -> None:
     """ack(3, multiple) confirms tags 1-3 and leaves 4 pending; a later single ack confirms 4."""
     link, _, _ = await open_link()
     futures = [link.publish(b"", "acme.twilio.message.status", f"id-{n}") for n in range(4)]
-    link.data_received(wire.basic_ack(1, 3, multiple=True))
+    link.data_received(ack(3, multiple=True))
     assert [outcome(f) for f in futures] == ["ok", "ok", "ok", "pending"]
-    link.data_received(wire.basic_ack(1, 4))
+    link.data_received(ack(4))
     assert outcome(futures[3]) == "ok"
 
 
@@ -73,7 +86,7 @@ async def test_return_is_matched_by_order_inside_a_multiple_ack() -> None:
     link, _, _ = await open_link()
     keys = ["acme.twilio.message.status", "ghost.twilio.message.status", "acme.twilio.call.status"]
     futures = [link.publish(b"", key, f"id-{n}") for n, key in enumerate(keys)]
-    link.data_received(returned_content(keys[1], "id-1") + wire.basic_ack(1, 3, multiple=True))
+    link.data_received(returned_content(keys[1], "id-1") + ack(3, multiple=True))
     assert [outcome(f) for f in futures] == ["ok", "returned", "ok"]
     assert "312 NO_ROUTE" in str(futures[1].exception())
 
@@ -85,7 +98,7 @@ async def test_two_copies_of_one_event_returned_both_fail() -> None:
     second = link.publish(b"", "ghost.twilio.message.status", "same")
     stream = (returned_content("ghost.twilio.message.status", "same")
               + returned_content("ghost.twilio.message.status", "same", b"")
-              + wire.basic_ack(1, 2, multiple=True))
+              + ack(2, multiple=True))
     for byte in range(len(stream)):  # one byte at a time: frames split anywhere
         link.data_received(stream[byte:byte + 1])
     assert [outcome(first), outcome(second)] == ["returned", "returned"]
@@ -95,7 +108,7 @@ async def test_nack_multiple_fails_the_range() -> None:
     """nack(2, multiple) fails tags 1 and 2 as nacked; tag 3 still waits."""
     link, _, _ = await open_link()
     futures = [link.publish(b"", "acme.x.y", str(n)) for n in range(3)]
-    link.data_received(wire.basic_nack(1, 2, multiple=True))
+    link.data_received(method(commands.Basic.Nack(2, multiple=True)))
     assert [outcome(f) for f in futures] == ["nacked", "nacked", "pending"]
 
 
@@ -110,7 +123,7 @@ async def test_one_timer_expires_publishes_oldest_first() -> None:
     await asyncio.sleep(0.04)
     assert outcome(late) == "expired"
     assert "no confirm within 0.05 s" in str(late.exception())
-    link.data_received(wire.basic_ack(1, 2, multiple=True))  # late acks are ignored
+    link.data_received(ack(2, multiple=True))  # late acks are ignored
 
 
 async def test_writes_of_one_iteration_leave_in_one_write() -> None:
@@ -127,14 +140,15 @@ async def test_blocked_then_unblocked_and_broker_close() -> None:
     """connection.blocked sets a reason until unblocked; a connection.close fails the pending
     publishes, is answered close-ok and reports the loss with the broker's reason."""
     link, transport, lost = await open_link()
-    link.data_received(wire.method_frame(0, wire.CONNECTION_BLOCKED, wire.shortstr("low memory")))
+    link.data_received(method(commands.Connection.Blocked("low memory"), 0))
     assert link.blocked == "low memory"
-    link.data_received(wire.method_frame(0, wire.CONNECTION_UNBLOCKED))
+    link.data_received(method(commands.Connection.Unblocked(), 0))
     assert link.blocked is None
     future = link.publish(b"", "acme.x.y", "a")
-    link.data_received(wire.close(0, 320, "CONNECTION_FORCED - broker shutdown"))
+    forced = commands.Connection.Close(320, "CONNECTION_FORCED - broker shutdown", 0, 0)
+    link.data_received(method(forced, 0))
     assert outcome(future) == "lost"
-    assert transport.written[-1] == wire.close_ok(0)
+    assert transport.written[-1] == method(commands.Connection.CloseOk(), 0)
     assert transport.closing and not link.is_open
     assert "CONNECTION_FORCED" in str(lost[0])
 
@@ -147,8 +161,9 @@ async def test_garbage_from_the_broker_aborts_the_connection() -> None:
     assert outcome(future) == "lost" and transport.closing and lost
 
 
-@pytest.mark.parametrize("stream", [wire.frame(wire.FRAME_HEADER, 1, b"x" * 14),
-                                    wire.frame(wire.FRAME_BODY, 1, b"body")])
+@pytest.mark.parametrize("stream", [
+    method(pamqp_header.ContentHeader(0, 5, commands.Basic.Properties())),
+    method(body.ContentBody(b"body"))])
 async def test_content_without_a_return_is_a_protocol_error(stream: bytes) -> None:
     """A content header or body that no basic.return announced aborts the connection."""
     link, transport, lost = await open_link()
