@@ -15,7 +15,6 @@ from typing import Any, Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.log import HotLogger
 from gateway.metrics import CALLBACKS, DISCONNECTS, REJECTIONS, Metrics
 
 # A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
@@ -23,8 +22,7 @@ _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 LOG_STATE_KEY: Final = "hookline_log"
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
-logger = structlog.get_logger("hookline.http")
-_request_logger = HotLogger("hookline.http")  # the one line per request
+logger = structlog.get_logger("hookline.http")  # cached on first use (gateway.log)
 
 
 class ClientDisconnected(Exception):
@@ -121,7 +119,7 @@ def log_request(
 ) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     path = scope.get("path", "")
-    bound = _request_logger.get()
+    bound = logger.bind()  # the cached bound logger: no proxy lookup per call
     if path in _QUIET_PATHS:  # probes poll every few seconds: not worth a line each
         bound.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
         return
@@ -147,9 +145,9 @@ def client_went_away(
 ) -> None:
     """The one line of a request whose client hung up before sending its whole body."""
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    _request_logger.get().info("client_disconnected", method=scope.get("method"),
-                               path=scope.get("path", ""), outcome="disconnected",
-                               latency_ms=latency_ms, **safe_fields(fields))
+    logger.bind().info("client_disconnected", method=scope.get("method"),
+                       path=scope.get("path", ""), outcome="disconnected",
+                       latency_ms=latency_ms, **safe_fields(fields))
     if metrics is not None:
         metrics.count(DISCONNECTS[0], provider=str(fields.get("provider", "none")),
                       kind=str(fields.get("kind", "none")))
