@@ -179,6 +179,8 @@ class Acceptor:
     breaker_seconds: float = DEFAULT_BREAKER_SECONDS
     dedupe: DedupeWindow = field(default_factory=DedupeWindow)
     on_spooled: Callable[[], None] | None = None
+    # Called with the seconds from publish to the broker's confirm (the latency histogram).
+    on_confirmed: Callable[[float], None] | None = None
     counts: AcceptanceCounts = field(default_factory=AcceptanceCounts)
     _inflight: dict[DedupeKey, asyncio.Future[Outcome]] = field(default_factory=dict)
     _breaker_until: float = 0.0
@@ -241,6 +243,7 @@ class Acceptor:
             # The publish runs in this task under the deadline (not wait_for): a shutdown that
             # cancels the request cancels the publish with it.
             deadline = deadlines.start()
+            sent = time.perf_counter()
             try:
                 try:
                     await self.publisher.publish(event)
@@ -263,6 +266,8 @@ class Acceptor:
                 logger.warning("publish_failed", event_id=event.id, error=str(exc))
             else:
                 self.counts.published += 1
+                if self.on_confirmed is not None:
+                    self.on_confirmed(time.perf_counter() - sent)
                 return "published"
         if self.spool is None:
             raise PublishError(f"event {event.id} not published: broker {self.broker_state} "

@@ -17,6 +17,7 @@ from gateway.settings import Settings, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+METRICS_DIR = "metrics"  # under HOOKLINE_DATA_DIR: serve --workers N's shared metric files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +153,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server.run(sockets=[public])
         return 0 if server.started else 1
     # Each worker process builds its own app from the same environment
-    # (gateway.http.app.app_from_environ) and serves the socket bound here.
+    # (gateway.http.app.app_from_environ) and serves the socket bound here. They share one
+    # set of metrics through files in a directory that this run starts empty; the variable is
+    # set before the processes start because prometheus_client reads it on import.
+    from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    metrics_dir = prepare_multiprocess_dir(settings.data_dir / METRICS_DIR)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
     config = server_config("gateway.http.app:app_from_environ", args.host, args.port,
                            settings.client_limits, factory=True, workers=workers)
     Multiprocess(config, sockets=[public]).run()

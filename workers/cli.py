@@ -21,6 +21,7 @@ import orjson
 from gateway import cli as gateway_cli
 from gateway.broker.memory import MemoryBroker
 from gateway.errors import ConfigError, HooklineError
+from gateway.metrics import Metrics, WorkerMetrics
 from gateway.settings import Settings
 from workers.registry import HANDLERS, KINDS, WorkerContext
 from workers.runner import Runner, create_transport, run_until_stopped
@@ -76,11 +77,13 @@ def _kinds(kind: str) -> list[str]:
     return list(KINDS) if kind == "all" else [kind]
 
 
-def _runners(settings: Settings, kinds: list[str], context: WorkerContext | None = None
-             ) -> list[Runner]:
+def _runners(settings: Settings, kinds: list[str], context: WorkerContext | None = None,
+             metrics: Metrics | None = None) -> list[Runner]:
     context = context or WorkerContext()
+    worker_metrics = WorkerMetrics(metrics) if metrics is not None else None
     return [Runner(handler, create_transport(settings.amqp_url, handler.name,
-                                             memory_broker=context.memory_broker))
+                                             memory_broker=context.memory_broker),
+                   metrics=worker_metrics)
             for kind in kinds for handler in HANDLERS[kind](settings, context)]
 
 
@@ -91,10 +94,27 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _workers(settings: Settings, kind: str) -> int:
-    runners = _runners(settings, _kinds(kind))
+    """The workers of ``kind``, with /readyz and /metrics on HOOKLINE_ADMIN_LISTEN."""
+    metrics = Metrics()
+    runners = _runners(settings, _kinds(kind), metrics=metrics)
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    await run_until_stopped(runners, stop)
+    admin = None
+    if settings.admin_listen is not None:
+        from gateway.http.admin import AdminListener, create_admin_app
+
+        def readiness() -> tuple[bool, dict[str, object]]:
+            ready = {runner.handler.name: runner.ready.is_set() for runner in runners}
+            return all(ready.values()), {"workers": ready}
+
+        admin = AdminListener(create_admin_app(readiness, metrics), *settings.admin_listen,
+                              settings.client_limits)
+        await admin.start()  # a taken port is a ConfigError: one clear line, nothing started
+    try:
+        await run_until_stopped(runners, stop)
+    finally:
+        if admin is not None:
+            await admin.close()
     return 0
 
 
@@ -118,15 +138,16 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
 
     memory = url_scheme(settings.amqp_url) == "memory"
     broker = MemoryBroker() if memory else None
+    metrics = Metrics()  # one registry: the gateway's admin listener shows the workers' too
     if broker is not None:
         tenant_ids = [tenant.id for tenant in settings.tenants]
         app = create_app(settings, publisher=MemoryPublisher(broker, tenant_ids),
-                         rpc=MemoryRpcClient(broker))
+                         rpc=MemoryRpcClient(broker), metrics=metrics)
     else:
-        app = create_app(settings)
+        app = create_app(settings, metrics=metrics)
     # Without HOOKLINE_PUBLIC_URL, bot-call step URLs point at the address served here.
     served = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    runners = _runners(settings, list(KINDS), WorkerContext(broker, served))
+    runners = _runners(settings, list(KINDS), WorkerContext(broker, served), metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

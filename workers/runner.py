@@ -46,6 +46,7 @@ from gateway.broker.memory import MemoryBroker
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
+from gateway.metrics import WorkerMetrics
 from schemas.topology import (
     ATTEMPT_HEADER,
     DEAD_LETTER_EXCHANGE,
@@ -86,6 +87,7 @@ class Runner:
         retry_delays_s: Sequence[int] | None = None,
         concurrency: int | None = None,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         # Optional handler attributes (additive to the contract): a handler may choose its own
         # back-off schedule and how many batches run at once.
@@ -103,6 +105,7 @@ class Runner:
         self.drain_timeout_s = drain_timeout_s
         self.ready = asyncio.Event()
         self.counts: dict[str, int] = {}
+        self.metrics = metrics
         self._buffer: asyncio.Queue[Inbound] = asyncio.Queue()
 
     @property
@@ -239,11 +242,11 @@ class Runner:
             outcome = await self._decide(inbound, result, fields)
         except Exception as exc:  # e.g. the connection dropped: RabbitMQ redelivers it
             fields.update(outcome="settle_failed", error=scrub(f"{type(exc).__name__}: {exc}"))
-            self._count("settle_failed")
+            self._count("settle_failed", result, latency_ms)
             log.warning("message_handled", **fields)
             return
         fields["outcome"] = outcome
-        self._count(outcome)
+        self._count(outcome, result, latency_ms)
         level = "info" if outcome in ("acked", "replied", "expired") else "warning"
         getattr(log, level)("message_handled", **fields)
 
@@ -293,8 +296,15 @@ class Runner:
         else:
             fields["error_reply"] = "sent"
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: str, result: Result | Literal["expired"],
+               latency_ms: float) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        metrics = self.metrics
+        if metrics is not None:
+            worker, queue = self.handler.name, self.handler.queue
+            metrics.settled(worker, queue, outcome)
+            if result != "expired":  # an expired message is settled without being handled
+                metrics.handled(worker, queue, latency_ms / 1000)
 
 
 def _deadline_passed(delivery: Delivery, now_ms: float) -> bool:

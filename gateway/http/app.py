@@ -6,10 +6,13 @@ last request (https://www.starlette.io/lifespan/).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from starlette.applications import Starlette
@@ -38,7 +41,7 @@ from gateway.http.flow import FLOW_ROUTE, flow_endpoint
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.twiml import TwimlAnswers
 from gateway.log import configure_logging
-from gateway.metrics import Metrics
+from gateway.metrics import MULTIPROC_ENV, REFRESH_SECONDS, GatewayMetrics, Metrics
 from gateway.providers.kaleyra import KaleyraVerifier
 from gateway.providers.twilio import TwilioVerifier
 from gateway.settings import Settings, load_settings
@@ -53,16 +56,21 @@ def create_app(
     clock: Clock | None = None,
     rpc: RpcClient | None = None,
     shared_admin_port: bool = False,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """Build the gateway app. ``publisher``, ``clock`` and the TwiML ``rpc`` client are
     injectable (tests; ``hookline run`` shares one embedded broker with its workers).
 
     The app's lifespan also serves the admin app (``app.state.admin_app``: /readyz,
     /metrics) on ``settings.admin_listen`` when that is set; ``shared_admin_port`` lets the
-    processes of ``serve --workers N`` share that port."""
+    processes of ``serve --workers N`` share that port. ``metrics`` is the registry to fill
+    (``hookline run`` shares it with its workers; a multiprocess one for ``serve --workers N``).
+    """
     tenant_ids = [tenant.id for tenant in settings.tenants]
     publisher = publisher or create_publisher(settings.amqp_url, tenant_ids)
-    twiml = TwimlAnswers(rpc or create_rpc_client(settings.amqp_url))
+    metrics = metrics or Metrics()
+    gateway_metrics = GatewayMetrics(metrics)
+    twiml = TwimlAnswers(rpc or create_rpc_client(settings.amqp_url), gateway_metrics)
     answers = {"/twilio/voice": twiml.voice, "/twilio/messaging": twiml.messaging}
     durability = Durability(
         publisher, settings.data_dir, publish_timeout=settings.publish_timeout_s,
@@ -79,7 +87,6 @@ def create_app(
         spool = durability.spool
         return state == "up", {"broker": state, "spooled": spool.count() if spool else 0}
 
-    metrics = Metrics()
     admin_app = create_admin_app(readiness, metrics)
     admin = AdminListener(admin_app, *settings.admin_listen, settings.client_limits,
                           shared=shared_admin_port) if settings.admin_listen else None
@@ -88,7 +95,11 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if admin is not None:
             await admin.start()
-        await durability.start()
+        acceptor = await durability.start()
+        acceptor.on_confirmed = gateway_metrics.publish_confirm.observe
+        # Other processes answer scrapes too: keep this one's scrape-time values current.
+        refresher = asyncio.create_task(_refresh_forever(metrics)) \
+            if metrics.multiprocess_dir is not None else None
         # Start-up objects (settings, tenants, key states, modules) live as long as the
         # process: move them out of the collector's generations so that the collections the
         # request path triggers do not scan them again and again.
@@ -113,13 +124,19 @@ def create_app(
                 await admin.close()
             await twiml.rpc.close()
             counts = await durability.close()
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+                metrics.refresh()
+                metrics.process_exited()
             logger.info("gateway_stopped", pid=os.getpid(), **counts)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     metrics.gauge("hookline_broker_up", "1 while the broker confirms publishes, else 0.",
-                  lambda: float(durability.broker_state == "up"))
+                  lambda: float(durability.broker_state == "up"), mode="livemin")
     metrics.gauge("hookline_spool_events", "Events waiting in this process's spool.",
                   lambda: float(durability.spool.count() if durability.spool else 0))
     metrics.gauge("hookline_spool_parked_events",
@@ -143,12 +160,12 @@ def create_app(
 
     callbacks: list[RouteSpec] = [
         (path, ["POST"], callback_endpoint("twilio", kind, ingress, twilio_reader(kind),
-                                           answers.get(path, answer), metrics))
+                                           answers.get(path, answer), gateway_metrics))
         for path, kind, answer in TWILIO_ROUTES
     ]
     callbacks += [
         (path, methods, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
-                                          status_answer, metrics))
+                                          status_answer, gateway_metrics))
         for path, methods, kind in KALEYRA_ROUTES
     ]
     # The callback paths stay declared here so that other methods get Starlette's 405 (with
@@ -164,11 +181,17 @@ def create_app(
     # No slash redirects: Starlette would build the Location from the Host header, and a
     # provider must get an answer at the URL it signed, not a 307 elsewhere.
     app.router.redirect_slashes = False
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)
     app.add_middleware(CallbackDispatch, routes=callbacks)  # outermost: before Starlette's
     app.state.ingress = ingress
     app.state.admin_app = admin_app
     return app
+
+
+async def _refresh_forever(metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(REFRESH_SECONDS)
+        metrics.refresh()
 
 
 async def _served_by_dispatch(_request: Request) -> Response:
@@ -177,7 +200,10 @@ async def _served_by_dispatch(_request: Request) -> Response:
 
 def app_from_environ() -> Starlette:
     """Factory for the processes of ``serve --workers N``: settings from os.environ; they
-    share the admin listener's port."""
+    share the admin listener's port and, through PROMETHEUS_MULTIPROC_DIR (set by the CLI),
+    one set of metrics."""
     settings = load_settings(os.environ)
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings, shared_admin_port=True)
+    directory = os.environ.get(MULTIPROC_ENV)
+    metrics = Metrics(Path(directory)) if directory else None
+    return create_app(settings, shared_admin_port=True, metrics=metrics)

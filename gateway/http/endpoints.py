@@ -52,7 +52,7 @@ from gateway.http.replies import (
     twiml_reply,
 )
 from gateway.http.urls import public_base, public_url, request_target
-from gateway.metrics import Metrics
+from gateway.metrics import GatewayMetrics
 from gateway.providers.kaleyra import KaleyraVerifier
 from gateway.providers.kaleyra_events import normalize as normalize_kaleyra
 from gateway.providers.request import RawRequest
@@ -163,7 +163,7 @@ class CallbackRoute:
     __slots__ = ("answer", "ingress", "kind", "metrics", "provider", "read")
 
     def __init__(self, provider: str, kind: str, ingress: Ingress, read: Reader, answer: Answer,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: GatewayMetrics | None = None) -> None:
         self.provider, self.kind, self.ingress = provider, kind, ingress
         self.read, self.answer, self.metrics = read, answer, metrics
 
@@ -215,7 +215,7 @@ class CallbackRoute:
 
 
 def callback_endpoint(provider: str, kind: str, ingress: Ingress, read: Reader, answer: Answer,
-                      metrics: Metrics | None = None) -> CallbackRoute:
+                      metrics: GatewayMetrics | None = None) -> CallbackRoute:
     """An endpoint for one callback kind: verify, normalize, make safe, then answer."""
     return CallbackRoute(provider, kind, ingress, read, answer, metrics)
 

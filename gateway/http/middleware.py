@@ -15,16 +15,14 @@ from typing import Any, Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.log import HotLogger
-from gateway.metrics import CALLBACKS, DISCONNECTS, REJECTIONS, Metrics
+from gateway.metrics import GatewayMetrics
 
 # A caller-supplied X-Request-Id is kept only if it is short and harmless in a log line.
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 LOG_STATE_KEY: Final = "hookline_log"
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
-logger = structlog.get_logger("hookline.http")
-_request_logger = HotLogger("hookline.http")  # the one line per request
+logger = structlog.get_logger("hookline.http")  # cached on first use (gateway.log)
 
 
 class ClientDisconnected(Exception):
@@ -50,7 +48,7 @@ class RequestContextMiddleware:
     escaped everything logs ``request_failed`` and answers a plain 500 (a bug, never expected).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics | None = None) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -117,11 +115,13 @@ def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_request(
-    scope: Scope, status: int, started: float, fields: dict[str, Any], metrics: Metrics | None
+    scope: Scope, status: int, started: float, fields: dict[str, Any],
+    metrics: GatewayMetrics | None,
 ) -> None:
-    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    seconds = time.perf_counter() - started
+    latency_ms = round(seconds * 1000, 3)
     path = scope.get("path", "")
-    bound = _request_logger.get()
+    bound = logger.bind()  # the cached bound logger: no proxy lookup per call
     if path in _QUIET_PATHS:  # probes poll every few seconds: not worth a line each
         bound.debug("probe_answered", path=path, status=status, latency_ms=latency_ms)
         return
@@ -136,23 +136,23 @@ def log_request(
     log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
         latency_ms=latency_ms, **safe_fields(fields))
     if metrics is not None:
-        metrics.count(CALLBACKS[0], provider=str(fields.get("provider", "none")),
-                      kind=str(fields.get("kind", "none")), outcome=str(outcome))
+        metrics.callback(str(fields.get("provider", "none")), str(fields.get("kind", "none")),
+                         str(outcome), seconds)
         if outcome == "rejected":
-            metrics.count(REJECTIONS[0], reason=str(fields["reason"]))
+            metrics.rejected(str(fields["reason"]))
 
 
 def client_went_away(
-    scope: Scope, started: float, fields: dict[str, Any], metrics: Metrics | None
+    scope: Scope, started: float, fields: dict[str, Any], metrics: GatewayMetrics | None
 ) -> None:
     """The one line of a request whose client hung up before sending its whole body."""
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    _request_logger.get().info("client_disconnected", method=scope.get("method"),
-                               path=scope.get("path", ""), outcome="disconnected",
-                               latency_ms=latency_ms, **safe_fields(fields))
+    logger.bind().info("client_disconnected", method=scope.get("method"),
+                       path=scope.get("path", ""), outcome="disconnected",
+                       latency_ms=latency_ms, **safe_fields(fields))
     if metrics is not None:
-        metrics.count(DISCONNECTS[0], provider=str(fields.get("provider", "none")),
-                      kind=str(fields.get("kind", "none")))
+        metrics.disconnected(str(fields.get("provider", "none")),
+                             str(fields.get("kind", "none")))
 
 
 def _default_reason(status: int) -> str:

@@ -19,6 +19,7 @@ from starlette.types import Scope
 from gateway.broker.rpc import RpcClient, RpcResult
 from gateway.http.middleware import log_fields
 from gateway.http.replies import TWIML_MEDIA_TYPE, Reply, twiml_reply
+from gateway.metrics import GatewayMetrics
 from gateway.routing_config import answer_timeout_s
 from gateway.tenants import EMPTY_TWIML, Tenant
 from schemas.events import Event
@@ -27,8 +28,9 @@ from schemas.events import Event
 class TwimlAnswers:
     """The voice and messaging answer steps on one RPC client, with their counters."""
 
-    def __init__(self, rpc: RpcClient) -> None:
+    def __init__(self, rpc: RpcClient, metrics: GatewayMetrics | None = None) -> None:
         self.rpc = rpc
+        self.metrics = metrics
         self.replied = 0
         self.fallbacks = 0
 
@@ -45,8 +47,11 @@ class TwimlAnswers:
         result = await self.rpc.request(event, query=query,
                                         timeout_s=answer_timeout_s(tenant.extra))
         fields = log_fields(scope)
-        fields["twiml_ms"] = round((time.monotonic() - started) * 1000, 2)
+        seconds = time.monotonic() - started
+        fields["twiml_ms"] = round(seconds * 1000, 2)
         body = _twiml(result)
+        if self.metrics is not None:
+            self.metrics.twiml_answered("worker" if body is not None else "fallback", seconds)
         if body is None:
             self.fallbacks += 1
             reason = result.outcome if result.outcome != "replied" else "reply_not_twiml"

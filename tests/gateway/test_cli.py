@@ -339,3 +339,46 @@ def test_help_names_the_configuration_variables(capsys: pytest.CaptureFixture[st
         main(["--help"])
     out = capsys.readouterr().out
     assert "HOOKLINE_CONFIG" in out and "HOOKLINE_AMQP_URL" in out
+
+
+def callback_total(text: str) -> float:
+    """The sum of every hookline_callbacks_total sample in a /metrics answer."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("hookline_callbacks_total{"))
+
+
+@pytest.mark.broker
+def test_serve_with_two_workers_reports_one_set_of_metrics(amqp_url: str, tmp_path: Path) -> None:
+    """With `serve --workers 2`, every scrape of /metrics, whichever process answers, counts
+    the callbacks of both processes (prometheus_client multiprocess mode)."""
+    port = free_port()
+    environment = env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path))
+    stale = tmp_path / "metrics" / "counter_999999.db"  # a previous run's file: not counted
+    stale.parent.mkdir()
+    stale.write_bytes(b"stale")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )
+    base_url, admin = f"http://127.0.0.1:{port}", admin_url(environment)
+    try:
+        wait_healthy(base_url, proc)
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{admin}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "not ready in time"
+            time.sleep(0.2)
+        url = f"{base_url}/twilio/messaging/status"
+        for n in range(20):  # a new connection each: the two processes share them
+            body, headers = signed_form_request(url, message_status(DEMO_SID, n), DEMO_TOKEN)
+            assert httpx.post(url, content=body, headers=headers).status_code == 204
+        time.sleep(1.5)  # scrape-time gauges are copied to the shared files once a second
+        scrapes = [httpx.get(f"{admin}/metrics").text for _ in range(12)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code in (0, -signal.SIGTERM)
+    assert [callback_total(text) for text in scrapes] == [20.0] * 12
+    assert not stale.exists()
+    for text in scrapes:
+        assert "hookline_broker_up 1.0" in text
+        assert "hookline_publish_confirm_seconds_count 20.0" in text

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from gateway.errors import ConfigError
 from gateway.log import (
     REDACTED,
-    HotLogger,
     configure_logging,
     mask_phone,
     mask_url_password,
@@ -363,20 +362,28 @@ def test_client_library_debug_frames_are_not_logged() -> None:
     assert [line["event"] for line in lines] == ["connection reset"]
 
 
-def test_hot_logger_follows_reconfiguration_and_captures() -> None:
-    """A HotLogger writes where the current configuration says, at its level, and
-    structlog.testing.capture_logs still sees its lines."""
-    hot = HotLogger("hookline.test")
+def test_cached_logger_follows_reconfiguration_and_captures() -> None:
+    """A module-level logger is cached on first use (structlog's own caching) and still
+    writes where the latest configuration says, at its level; capture_logs sees its lines,
+    also after reset_logging."""
+    cached = structlog.get_logger("hookline.test")
     first, second = io.StringIO(), io.StringIO()
     configure_logging("json", "info", stream=first)
-    hot.get().info("first_line", n=1)
+    cached.info("first_line", n=1)
+    assert "bind" in vars(cached), "the proxy did not cache its bound logger"
     configure_logging("json", "warning", stream=second)
-    hot.get().info("filtered_line")
-    hot.get().warning("second_line", phone="+14155550100")
+    cached.info("filtered_line")
+    cached.warning("second_line", phone="+14155550100")
     with structlog.testing.capture_logs() as captured:
-        hot.get().warning("captured_line")
+        cached.warning("captured_line")
+    configure_logging("json", "debug", stream=first)
+    cached.debug("back_to_first")
+    reset_logging()
+    with structlog.testing.capture_logs() as after_reset:
+        cached.debug("after_reset")
     assert [orjson.loads(line)["event"] for line in first.getvalue().splitlines()] == [
-        "first_line"]
+        "first_line", "back_to_first"]
     [line] = [orjson.loads(line) for line in second.getvalue().splitlines()]
     assert (line["event"], line["phone"]) == ("second_line", "***0100")
     assert [entry["event"] for entry in captured] == ["captured_line"]
+    assert [entry["event"] for entry in after_reset] == ["after_reset"]

@@ -53,8 +53,9 @@ def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
     run_process: Serving,
 ) -> None:
     """`hookline run` on memory:// answers a call and an SMS from the example's routing rules
-    in the same process, then SIGTERM stops the server first and the workers after it."""
-    base_url, proc, _admin = run_process
+    in the same process, shows the gateway's and the workers' metrics on its one admin
+    listener, then SIGTERM stops the server first and the workers after it."""
+    base_url, proc, admin = run_process
     voice = post(f"{base_url}/twilio/voice", {**call_incoming(DEMO_SID), "To": "+18005550000"})
     sms = post(f"{base_url}/twilio/messaging", message_incoming(DEMO_SID, body="hours?"))
     assert voice.status_code == sms.status_code == 200
@@ -62,6 +63,14 @@ def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
     assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record",
                                                                   "Hangup"]
     assert "Monday to Friday" in (check_twiml(sms.text, "messaging")[0].text or "")
+    replied = 'hookline_worker_messages_total{outcome="replied",queue="hookline.twiml",' \
+        'worker="twiml"} 2.0'
+    deadline = time.monotonic() + 10
+    while replied not in (text := httpx.get(f"{admin}/metrics").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    assert 'hookline_twiml_answer_seconds_count{outcome="worker"} 2.0' in text
+    assert 'hookline_callbacks_total{kind="call.incoming",outcome="published"' in text
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     assert proc.stdout is not None
@@ -134,10 +143,13 @@ async def test_poison_message_is_listed_and_replayed(
 
 @pytest.mark.broker
 def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
-    """`hookline worker all` on RabbitMQ starts every worker and exits 0 on SIGTERM."""
+    """`hookline worker all` on RabbitMQ starts every worker, serves /readyz and /metrics on
+    HOOKLINE_ADMIN_LISTEN and exits 0 on SIGTERM."""
+    environment = env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_PUBLIC_URL="https://hooks.example.com")
+    admin = f"http://{environment['HOOKLINE_ADMIN_LISTEN']}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "worker", "all"],
-        env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_PUBLIC_URL="https://hooks.example.com"),
+        env=environment,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
@@ -148,6 +160,13 @@ def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
             line = proc.stdout.readline()
             if not line or b"worker_started" in line:
                 break
+        while (ready := httpx.get(f"{admin}/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.1)
+        assert ready.json()["workers"]["twiml"] is True
+        metrics = httpx.get(f"{admin}/metrics").text
+        assert "# TYPE hookline_worker_messages_total counter" in metrics
+        assert "# TYPE hookline_worker_handle_seconds histogram" in metrics
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         rest = proc.stdout.read()

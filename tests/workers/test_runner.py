@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from gateway.errors import PoisonMessage, TransientError
+from gateway.metrics import Metrics, WorkerMetrics
 from schemas.topology import DEAD_QUEUE, USAGE_QUEUE, retry_queue
 from tests.support.logs import CapturedLogs
 from tests.support.net import free_port
@@ -112,6 +113,30 @@ async def test_transient_retries_with_backoff_then_dead_letters(harness: Broker)
     assert dead[0].headers["x-hookline-reason"] == "attempts_exhausted"
     assert dead[0].headers["x-hookline-attempt"] == 3
     assert runner.counts == {"retried": 2, "acked": 1, "dead_lettered": 1}
+
+
+async def test_settled_messages_are_counted_per_queue_and_outcome(harness: Broker) -> None:
+    """hookline_worker_messages_total counts acked, retried and dead-lettered messages by
+    worker, queue and outcome; hookline_worker_handle_seconds times each handled one."""
+    def behave(delivery: Delivery) -> Result:
+        if delivery.message_id == "poison":
+            return PoisonMessage("not an event")
+        return TransientError("database down") if delivery.message_id == "flaky" else None
+
+    metrics = Metrics()
+    runner = Runner(RecordingHandler(QUEUE, behave=behave), harness.transport("test"),
+                    retry_delays_s=(1,), metrics=WorkerMetrics(metrics))
+    async with running(runner):
+        for message_id in ("fine", "flaky", "poison"):
+            await harness.publish(QUEUE, {"n": 0}, message_id=message_id)
+        await eventually(lambda: runner.counts.get("dead_lettered") == 2, within=10)
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in metrics.render().decode().splitlines() if not line.startswith("#")}
+    labels = f'queue="{QUEUE}",worker="test"'
+    assert values[f'hookline_worker_messages_total{{outcome="acked",{labels}}}'] == 1
+    assert values[f'hookline_worker_messages_total{{outcome="retried",{labels}}}'] == 1
+    assert values[f'hookline_worker_messages_total{{outcome="dead_lettered",{labels}}}'] == 2
+    assert values[f"hookline_worker_handle_seconds_count{{{labels}}}"] == 4
 
 
 async def test_backoff_delay_is_respected(harness: Broker) -> None:

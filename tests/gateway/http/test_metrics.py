@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.broker.memory import FailingPublisher, MemoryBroker, MemoryPublisher
-from gateway.metrics import Metrics
+from gateway.metrics import GatewayMetrics, Metrics
 from tests.support.gateway import ACME_SID, gateway_client
 from tests.support.samples import call_incoming, message_status
 
@@ -70,5 +70,28 @@ async def test_metrics_count_spooled_events_set_aside() -> None:
 def test_label_values_are_escaped() -> None:
     """Quotes, backslashes and newlines in label values cannot break the exposition format."""
     metrics = Metrics()
-    metrics.count("hookline_callbacks_rejected_total", reason='a"b\\c\nd')
-    assert 'reason="a\\"b\\\\c\\nd"} 1' in metrics.render()
+    GatewayMetrics(metrics).rejected('a"b\\c\nd')
+    assert 'reason="a\\"b\\\\c\\nd"} 1.0' in metrics.render().decode()
+
+
+async def test_latency_histograms_count_callbacks_confirms_and_twiml_answers() -> None:
+    """hookline_callback_seconds counts every callback by provider and kind,
+    hookline_publish_confirm_seconds every confirmed publish, hookline_twiml_answer_seconds
+    every voice/messaging answer by outcome; their buckets go from sub-ms to seconds."""
+    async with gateway_client() as gw:
+        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
+        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
+        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 2))
+        await gw.post_signed("/twilio/voice", call_incoming(ACME_SID))
+        text = (await gw.admin.get("/metrics")).text
+    values = samples(text)
+    status = '{kind="message.status",provider="twilio"}'
+    assert values["hookline_callback_seconds_count" + status] == 3
+    assert values['hookline_callback_seconds_count{kind="call.incoming",provider="twilio"}'] == 1
+    assert values['hookline_callback_seconds_bucket{kind="message.status",le="10.0",'
+                  'provider="twilio"}'] == 3
+    assert 'le="0.0005"' in text
+    assert values["hookline_publish_confirm_seconds_count"] == 3  # the duplicate is not sent
+    assert values['hookline_twiml_answer_seconds_count{outcome="fallback"}'] == 1
+    assert values["hookline_twiml_fallbacks_total"] == 1
+    assert "# TYPE hookline_callback_seconds histogram" in text
