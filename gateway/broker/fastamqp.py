@@ -31,9 +31,9 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from gateway.broker import wire
-from gateway.broker.factory import mask_url
 from gateway.broker.link import Link, Unconfirmed, tls_context
 from gateway.errors import ConfigError, PublishError, UnroutableEvent
+from gateway.log import mask_url_password
 from schemas.events import CONTENT_TYPE, TYPE_PREFIX, Event
 from schemas.topology import EVENTS_EXCHANGE, Topology, build_topology
 
@@ -96,7 +96,7 @@ class FastAmqpPublisher:
         reconnect_interval: float = 2.0,
         heartbeat: int = DEFAULT_HEARTBEAT,
     ) -> None:
-        self._masked_url = mask_url(url)
+        self._masked_url = mask_url_password(url)
         self._target = _parse_url(url, self._masked_url)
         self._password = _password_of(url)
         self._topology = build_topology(tuple(tenant_ids))
