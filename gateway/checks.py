@@ -8,6 +8,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from gateway.errors import HooklineError
+from gateway.log import mask_url_password
 from gateway.settings import Settings
 from gateway.usage_config import tenant_budget
 
@@ -42,11 +43,10 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
 async def _check_broker(settings: Settings) -> str:
     if settings.amqp_url.startswith("memory:"):
         return "memory:// (embedded, in-process)"
-    from gateway.broker.factory import mask_url
     from gateway.broker.probe import probe_broker
 
     server = await probe_broker(settings.amqp_url)
-    return f"{mask_url(settings.amqp_url)} reachable ({server})"
+    return f"{mask_url_password(settings.amqp_url)} reachable ({server})"
 
 
 async def _check_database(settings: Settings) -> str:

@@ -40,11 +40,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from gateway.broker.factory import mask_url, url_scheme
-from gateway.broker.memory import MemoryBroker
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
-from gateway.log import scrub
+from gateway.log import mask_url_password, scrub
 from schemas.topology import (
     ATTEMPT_HEADER,
     DEAD_LETTER_EXCHANGE,
@@ -61,7 +59,6 @@ from workers.transport import (
     DeadLetter,
     Deliver,
     Inbound,
-    MemoryTransport,
     Transport,
     attempt_of,
     original_routing_key,
@@ -303,26 +300,6 @@ def _deadline_passed(delivery: Delivery, now_ms: float) -> bool:
         and deadline < now_ms
 
 
-def create_transport(
-    amqp_url: str, worker: str, *, memory_broker: MemoryBroker | None = None
-) -> Transport:
-    """The transport for HOOKLINE_AMQP_URL: memory:// needs the process's embedded broker."""
-    scheme = url_scheme(amqp_url)
-    if scheme == "memory":
-        if memory_broker is None:
-            raise ConfigError(
-                f"worker {worker}: HOOKLINE_AMQP_URL is memory://, whose queues live inside one "
-                "process; run `hookline run` (gateway and workers together) or use RabbitMQ"
-            )
-        return MemoryTransport(memory_broker)
-    if scheme in ("amqp", "amqps"):
-        return AmqpTransport(amqp_url, worker)
-    raise ConfigError(
-        f"HOOKLINE_AMQP_URL must use amqp://, amqps:// or memory://, got scheme {scheme!r} "
-        f"({mask_url(amqp_url)})"
-    )
-
-
 async def run_until_stopped(runners: Sequence[Runner], stop: asyncio.Event) -> None:
     """Run several runners; the first one to fail stops the others, then its error is raised."""
     tasks = [asyncio.create_task(runner.run(stop), name=f"worker-{runner.handler.name}")
@@ -357,7 +334,7 @@ class AmqpTransport:
         self._holding: set[int] = set()  # delays whose holding queue is declared
 
     async def open(self, queue: str, prefetch: int, deliver: Deliver) -> None:
-        masked = mask_url(self._url)
+        masked = mask_url_password(self._url)
         try:
             self._connection = await aio_pika.connect_robust(
                 self._url, timeout=self._connect_timeout,

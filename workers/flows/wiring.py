@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.backends import url_scheme
 from gateway.broker.base import Publisher
-from gateway.broker.factory import create_publisher, url_scheme
+from gateway.broker.factory import create_publisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
@@ -19,13 +20,12 @@ from gateway.flows.model import FlowSettings
 from gateway.flows.position import PositionSeal
 from gateway.settings import Settings
 from gateway.usage_config import Budget, tenant_budget
-from workers.flows.store import create_store
+from workers.backends import create_ledger, create_store
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
 from workers.handler import Handler
 from workers.usage.handler import budget_exhausted
 from workers.usage.ledger import Ledger
-from workers.usage.store import create_ledger
 
 
 class LedgerBudget:

@@ -26,10 +26,10 @@ from gateway.tenants import TENANT_ID_PATTERN
 from gateway.usage_config import Budget, decimal_text, tenant_budget
 from schemas.events import Event
 from schemas.topology import USAGE_QUEUE
+from workers.backends import create_ledger
 from workers.handler import Delivery, Result, require_routed_tenant
 from workers.usage.facts import UsageFact, fact_from_event
 from workers.usage.ledger import Ledger, LedgerUnavailable, UsagePolicy
-from workers.usage.store import create_ledger
 
 DEFAULT_BATCH_SIZE: Final = 256
 DEFAULT_BATCH_WAIT_S: Final = 0.2
@@ -167,7 +167,8 @@ def create_usage_handler(settings: Settings, publisher: Publisher | None = None
     a tenant could read budget events from, so none is made: crossed thresholds are logged and
     stay pending in the ledger, to be published once the worker runs against RabbitMQ.
     """
-    from gateway.broker.factory import create_publisher, url_scheme
+    from gateway.backends import url_scheme
+    from gateway.broker.factory import create_publisher
 
     if publisher is None and url_scheme(settings.amqp_url) != "memory":
         publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants])

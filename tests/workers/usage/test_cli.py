@@ -20,8 +20,8 @@ from gateway.tenants import StaticTenantRegistry, Tenant, TwilioAccount
 from gateway.usage_config import Budget, RateCard, Rental, TenantUsage
 from tests.support.fake_twilio import FakeTwilio, serving_in_thread
 from tests.support.usage import ACCOUNT, CARD, bot_result, facts, policy, scenario
+from workers.backends import create_ledger
 from workers.usage.cli import add_usage_commands, run_usage_command
-from workers.usage.store import create_ledger
 
 SID_B = "AC" + "0" * 31 + "b"
 SID_C = "AC" + "0" * 31 + "c"
