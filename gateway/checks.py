@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 from gateway.errors import HooklineError
 from gateway.log import mask_url_password
 from gateway.settings import Settings
-from gateway.usage_config import tenant_budget
 
 
 async def run_checks(settings: Settings, out: TextIO) -> int:
@@ -26,7 +25,7 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
         print("warn config: no tenants configured, every callback will be refused (403)",
               file=out)
     card = settings.rate_card
-    budgets = sum(1 for tenant in tenants if tenant_budget(tenant.extra) is not None)
+    budgets = sum(1 for tenant in tenants if tenant.budget is not None)
     print(f"ok   usage: {len(card.rates)} rate(s), {len(card.rentals)} number rental(s), "
           f"{budgets} tenant budget(s), {card.currency}", file=out)
     for name, check in (("broker", _check_broker), ("database", _check_database)):

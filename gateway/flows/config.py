@@ -23,8 +23,10 @@ the graph checks of gateway.flows.model name tenant, flow and step.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from gateway.config_table import Table
+from gateway.e164 import E164_PATTERN
 from gateway.flows.model import (
     STEP_ID_PATTERN,
     Branch,
@@ -42,10 +44,6 @@ from gateway.flows.model import (
 )
 from gateway.routing_config import Flow as RoutedFlow
 from gateway.routing_config import Routing
-from gateway.tenants import E164_PATTERN
-
-if TYPE_CHECKING:  # gateway.config imports this module to register the section
-    from gateway.config import Table
 
 FLOW_NAME_KEYS: Final = frozenset({"variables", "start", "steps"})
 MAX_CALLS_PER_SECOND: Final = 100
@@ -207,12 +205,13 @@ _PARSERS: Final[Mapping[str, Callable[[Table, str], Step]]] = {
 }
 
 
-def routed_flow_problems(routing: object, flows: object) -> list[tuple[str, str]]:
+def routed_flow_problems(routing: Routing | None, flows: FlowSettings | None
+                         ) -> list[tuple[str, str]]:
     """(key, message) for each routing ``flow`` action naming a flow the tenant cannot start
     on an incoming call: missing, or needing variables (an incoming call brings none)."""
-    if not isinstance(routing, Routing):
+    if routing is None:
         return []
-    known = flows.flows if isinstance(flows, FlowSettings) else {}
+    known = flows.flows if flows is not None else {}
     problems = []
     for name, action in routing.actions.items():
         if not isinstance(action, RoutedFlow):

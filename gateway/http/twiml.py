@@ -43,7 +43,7 @@ class TwimlAnswers:
         started = time.monotonic()
         query = scope.get("query_string", b"").decode("latin-1")
         result = await self.rpc.request(event, query=query,
-                                        timeout_s=answer_timeout_s(tenant.extra))
+                                        timeout_s=answer_timeout_s(tenant.routing))
         fields = log_fields(scope)
         fields["twiml_ms"] = round((time.monotonic() - started) * 1000, 2)
         body = _twiml(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,12 @@ from gateway.config import (
     TENANT_SECTIONS,
     ConfigFile,
     ConfigProblems,
-    Table,
     load_config,
 )
 from gateway.errors import ConfigError
 from gateway.secrets import Secret
-from gateway.tenants import DEFAULT_FALLBACK_VOICE_TWIML
+from gateway.tenants import DEFAULT_FALLBACK_VOICE_TWIML, Tenant
+from gateway.usage_config import TenantUsage
 
 REPO = Path(__file__).resolve().parents[2]
 SID_A = "AC" + "0" * 31 + "a"
@@ -97,7 +98,8 @@ def test_literal_secret_and_defaults_of_optional_keys(load: LoadFn) -> None:
     assert acme.twilio.previous_auth_token is None
     assert acme.twilio.tokens() == (Secret("literal-token"),)
     assert acme.fallback_voice_twiml == DEFAULT_FALLBACK_VOICE_TWIML
-    assert acme.kaleyra is None and acme.extra == {}
+    assert acme.kaleyra is None and acme.routing is None and acme.flows is None
+    assert acme.budget is None and acme.usage == TenantUsage()
 
 
 def test_env_secret_comes_from_injected_environ_only(
@@ -181,22 +183,11 @@ def test_max_body_bytes_from_gateway_table(load: LoadFn) -> None:
     assert load("[gateway]\nmax_body_bytes = 1024\n").gateway.max_body_bytes == 1024
 
 
-def test_new_tenant_section_is_one_registry_entry(
-    load: LoadFn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Registering a parser and its keys is all a new per-tenant section needs."""
-
-    def parse_budget(table: Table) -> dict[str, int] | None:
-        limit = table.integer("monthly_limit", 0, 10**9)
-        return None if limit is None or not table.ok else {"monthly_limit": limit}
-
-    monkeypatch.setitem(TENANT_SECTIONS, "budget", parse_budget)
-    monkeypatch.setitem(ALLOWED_KEYS, "tenant", ALLOWED_KEYS["tenant"] | {"budget"})
-    monkeypatch.setitem(ALLOWED_KEYS, "tenant.budget", frozenset({"monthly_limit"}))
-    config = load(tenant() + "[tenants.budget]\nmonthly_limit = 500\n")
-    assert config.tenants.by_id("acme").extra == {"budget": {"monthly_limit": 500}}  # type: ignore[union-attr]
-    message = problems_of(load, tenant() + "[tenants.budget]\nmonthly_limt = 500\n")
-    assert "tenants[0].budget.monthly_limt: unknown key (did you mean 'monthly_limit')" in message
+def test_every_tenant_section_is_a_typed_field() -> None:
+    """Each per-tenant section lands in the Tenant field of its name (no untyped bag)."""
+    names = {field.name for field in fields(Tenant)}
+    assert set(TENANT_SECTIONS) <= names
+    assert "extra" not in names
 
 
 def test_every_tenant_section_has_its_allowed_keys() -> None:

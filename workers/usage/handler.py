@@ -23,7 +23,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import PoisonMessage, PublishError
 from gateway.settings import Settings
 from gateway.tenants import TENANT_ID_PATTERN
-from gateway.usage_config import Budget, decimal_text, tenant_budget
+from gateway.usage_config import Budget, decimal_text
 from schemas.events import Event
 from schemas.topology import USAGE_QUEUE
 from workers.backends import create_ledger
@@ -41,9 +41,8 @@ def usage_policy(settings: Settings) -> UsagePolicy:
     """The rate card and every tenant's budget, from validated settings."""
     budgets: dict[str, Budget] = {}
     for tenant in settings.tenants:
-        budget = tenant_budget(tenant.extra)
-        if budget is not None:
-            budgets[tenant.id] = budget
+        if tenant.budget is not None:
+            budgets[tenant.id] = tenant.budget
     return UsagePolicy(settings.rate_card, budgets)
 
 

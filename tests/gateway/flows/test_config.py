@@ -40,7 +40,7 @@ def problems(tmp_path: Path, text: str) -> str:
 def flow_settings(config: ConfigFile) -> FlowSettings:
     tenant = config.tenants.by_id("acme")
     assert tenant is not None
-    settings = tenant.extra["flows"]
+    settings = tenant.flows
     assert isinstance(settings, FlowSettings)
     return settings
 

@@ -29,11 +29,10 @@ CARD_WITH_RENTAL = RateCard(rates=CARD.rates, rentals=(Rental("twilio", "1", Dec
 
 
 def settings(tmp_path: Path) -> Settings:
-    acme = Tenant("acme", "Acme", twilio=TwilioAccount(ACCOUNT, Secret("token-a")), extra={
-        "budget": Budget("prepaid", Decimal("50")),
-        "usage": TenantUsage(Decimal("100"), Decimal("300"), Decimal("0.05"),
-                             ("+14155550100", "+14155550101")),
-    })
+    acme = Tenant("acme", "Acme", twilio=TwilioAccount(ACCOUNT, Secret("token-a")),
+                  budget=Budget("prepaid", Decimal("50")),
+                  usage=TenantUsage(Decimal("100"), Decimal("300"), Decimal("0.05"),
+                                    ("+14155550100", "+14155550101")))
     beta = Tenant("beta", "Beta", twilio=TwilioAccount(SID_B, Secret("token-b")))
     gamma = Tenant("gamma", "Gamma", twilio=TwilioAccount(SID_C, Secret("stale-token")))
     return Settings(tenants=StaticTenantRegistry([acme, beta, gamma]),
