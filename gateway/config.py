@@ -191,7 +191,8 @@ def parse_config(
         if gateway else {}
     usage_table = root.table("usage", ALLOWED_KEYS["usage"])
     rate_card = parse_rate_card(usage_table) if usage_table else RateCard()
-    parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
+    tables = root.tables("tenants", ALLOWED_KEYS["tenant"], _tenant_label)
+    parsed = [(t.path, _parse_tenant(t)) for t in tables]
     tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
     _check_unique(reader, tenants)
     flow_secret = gateway.secret("flow_secret", required=False) if gateway else None
@@ -202,7 +203,7 @@ def parse_config(
     publish_ms = given.get("publish_timeout_ms") or GatewayConfig().publish_timeout_ms
     for where, tenant in tenants:
         if (problem := check_answer_budget(publish_ms, tenant.routing)) is not None:
-            reader.fail(f"{where}({tenant.id}).routing.answer_timeout_ms", problem)
+            reader.fail(f"{where}.routing.answer_timeout_ms", problem)
     if reader.problems:
         raise ConfigProblems(reader.problems)
     return ConfigFile(
@@ -233,10 +234,7 @@ def _parse_tenant(table: Table) -> Tenant | None:
     twilio = _section(table, "twilio", _parse_twilio)
     kaleyra = _section(table, "kaleyra", _parse_kaleyra)
     flows = _section(table, "flows", parse_flows)
-    # Routing sections are long: their keys name the tenant too,
-    # "tenants[0](acme).routing.voice[1](night).action".
-    routing = _section(table, "routing", parse_routing,
-                       label=f"({tenant_id})" if tenant_id is not None else "")
+    routing = _section(table, "routing", parse_routing)
     budget = _section(table, "budget", parse_budget)
     usage = _section(table, "usage", parse_tenant_usage)
     for key, message in routed_flow_problems(routing, flows):
@@ -256,18 +254,24 @@ def _parse_tenant(table: Table) -> Tenant | None:
     )
 
 
-def _section(table: Table, name: str, parse: Callable[[Table], S | None], *,
-             label: str = "") -> S | None:
+def _section(table: Table, name: str, parse: Callable[[Table], S | None]) -> S | None:
     """The parsed [tenants.NAME] sub-table, or None when it is absent or has problems."""
-    allowed = ALLOWED_KEYS[f"tenant.{name}"]
-    sub = table.labelled(name, label, allowed) if label else table.table(name, allowed)
+    sub = table.table(name, ALLOWED_KEYS[f"tenant.{name}"])
     return parse(sub) if sub is not None else None
+
+
+def _tenant_label(table: Mapping[str, object]) -> str | None:
+    """A tenant's id, which every key of its table shows: "tenants[0](acme).routing..."."""
+    tenant_id = table.get("id")
+    if isinstance(tenant_id, str) and TENANT_ID_PATTERN.fullmatch(tenant_id):
+        return tenant_id
+    return None
 
 
 def _check_unique(reader: Reader, tenants: Iterable[tuple[str, Tenant]]) -> None:
     """Ids, AccountSids, Kaleyra sids and Kaleyra callback secrets belong to one tenant each
     (Kaleyra callbacks carry only the static secret: a shared one would let tenants cross)."""
-    owners: dict[tuple[str, object], tuple[str, str]] = {}
+    owners: dict[tuple[str, object], str] = {}
     for where, tenant in tenants:
         claims: list[tuple[str, str, object]] = [("id", "tenant id", tenant.id)]
         if tenant.twilio is not None:
@@ -280,8 +284,8 @@ def _check_unique(reader: Reader, tenants: Iterable[tuple[str, Tenant]]) -> None
                     digest = hashlib.sha256(secret.reveal().encode()).digest()
                     claims.append((f"kaleyra.{key}", "callback secret", digest))
         for key, namespace, value in claims:
-            other, other_id = owners.setdefault((namespace, value), (where, tenant.id))
+            other = owners.setdefault((namespace, value), where)
             if other != where:
                 shown = "" if namespace == "callback secret" else f" {value!r}"
-                used = f"already used by {other} (tenant {other_id!r})"
+                used = f"already used by {other}"
                 reader.fail(f"{where}.{key}", f"duplicate {namespace}{shown}: {used}")

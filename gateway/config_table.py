@@ -10,7 +10,7 @@ build on it; it depends on none of them.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,7 +39,7 @@ class Reader:
 class Table:
     """Typed, key-checked access to one TOML table; problems are reported, not raised."""
 
-    __slots__ = ("_data", "_reader", "_start", "path")
+    __slots__ = ("_data", "_misspelt", "_reader", "_start", "path")
 
     def __init__(
         self, data: Mapping[str, object], path: str, allowed: frozenset[str], reader: Reader
@@ -49,9 +49,15 @@ class Table:
         # ANY_TABLE admits any other key whose value is a table (named entries: flows).
         named = {k for k, v in data.items() if isinstance(v, dict)} if ANY_TABLE in allowed \
             else set()
+        # A typo is one problem: the allowed key it was meant to be (absent, since it was
+        # mistyped) is not reported again as missing or invalid.
+        misspelt: set[str] = set()
+        self._misspelt: frozenset[str] = frozenset()
         for key in sorted(set(data) - allowed - named):
-            hint = difflib.get_close_matches(key, allowed, n=1)
+            hint = difflib.get_close_matches(key, allowed - {ANY_TABLE}, n=1)
             self.fail(key, f"unknown key ({f'did you mean {hint[0]!r}' if hint else names})")
+            misspelt.update(name for name in hint if name not in data)
+        self._misspelt = frozenset(misspelt)
 
     @property
     def ok(self) -> bool:
@@ -62,7 +68,8 @@ class Table:
         return f"{self.path}.{name}" if self.path else name
 
     def fail(self, name: str, message: str) -> None:
-        self._reader.fail(self.key(name), message)
+        if name not in self._misspelt:  # already reported as the unknown key it was typed as
+            self._reader.fail(self.key(name), message)
 
     def _get(self, name: str, kind: type, expected: str, required: bool) -> Any:
         value = self._data.get(name)
@@ -130,23 +137,21 @@ class Table:
         """A sub-table at ``name`` built from ``data`` (e.g. one entry of a table of tables)."""
         return Table(data, self.key(name), allowed, self._reader)
 
-    def labelled(self, name: str, label: str, allowed: frozenset[str]) -> Table | None:
-        """Like table(), with ``label`` after this table's path in every key of the sub-table."""
-        value = self._get(name, dict, "a table", False)
-        if value is None:
-            return None
-        return Table(value, f"{self.path}{label}.{name}", allowed, self._reader)
-
     def table(self, name: str, allowed: frozenset[str]) -> Table | None:
         value = self._get(name, dict, "a table", False)
         return Table(value, self.key(name), allowed, self._reader) if value is not None else None
 
-    def tables(self, name: str, allowed: frozenset[str]) -> list[Table]:
+    def tables(self, name: str, allowed: frozenset[str],
+               label: Callable[[Mapping[str, object]], str | None] | None = None) -> list[Table]:
+        """The entries of an array of tables, keyed by index and, when ``label`` gives one for
+        an entry, a label after it: ``tenants[0](acme)``."""
         value = self._get(name, list, f"an array of tables ([[{name}]])", False)
         found: list[Table] = []
         for index, item in enumerate(value if isinstance(value, list) else ()):
             if isinstance(item, dict):
-                found.append(Table(item, self.key(f"{name}[{index}]"), allowed, self._reader))
+                tag = label(item) if label is not None else None
+                key = self.key(f"{name}[{index}]" + (f"({tag})" if tag else ""))
+                found.append(Table(item, key, allowed, self._reader))
             else:
                 got = _TYPE_NAMES.get(type(item), "a date or time")
                 self.fail(f"{name}[{index}]", f"expected a table, got {got}")

@@ -16,7 +16,7 @@ human = "menu"
 machine = "voicemail"
 ```
 
-Every problem is reported with its key, ``tenants[0].flows.refill.steps[2].next`` style, and
+Every problem is reported with its key, ``tenants[0](acme).flows.refill.steps[2].next`` style, and
 the graph checks of gateway.flows.model name tenant, flow and step.
 """
 
@@ -46,6 +46,7 @@ from gateway.routing_config import Flow as RoutedFlow
 from gateway.routing_config import Routing
 
 FLOW_NAME_KEYS: Final = frozenset({"variables", "start", "steps"})
+_SETTINGS: Final = frozenset({"calls_per_second", "caller_id"})
 MAX_CALLS_PER_SECOND: Final = 100
 _COMMON: Final = frozenset({"id", "type"})
 _VOICE: Final = frozenset({"voice", "language"})
@@ -71,7 +72,8 @@ def parse_flows(table: Table) -> FlowSettings | None:
     rate = table.integer("calls_per_second", 1, MAX_CALLS_PER_SECOND)
     caller_id = _number(table, "caller_id", required=False)
     flows: dict[str, Flow] = {}
-    for name in sorted(table.keys() - {"calls_per_second", "caller_id"}):
+    # Entries that are not tables were reported by the Table as unknown keys.
+    for name in sorted(k for k in table.keys() - _SETTINGS if isinstance(table.raw(k), dict)):
         sub = table.table(name, FLOW_NAME_KEYS)
         if sub is None:
             continue
@@ -120,7 +122,8 @@ def _parse_step(table: Table) -> Step | None:
         table.fail("type", f"unknown step type {kind!r} (expected one of "
                            f"{', '.join(sorted(_PARSERS))})")
         return None
-    for key in sorted(table.keys() - _COMMON - STEP_KEYS[kind]):
+    # Keys of no step type at all were reported by the Table as unknown keys.
+    for key in sorted((table.keys() & _ALL_STEP_KEYS) - _COMMON - STEP_KEYS[kind]):
         table.fail(key, f"is not a key of a {kind} step (it takes "
                         f"{', '.join(sorted(STEP_KEYS[kind])) or 'no other keys'})")
     step = parse(table, step_id or "?")

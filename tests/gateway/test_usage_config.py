@@ -173,7 +173,7 @@ def test_budget_defaults_and_absence() -> None:
 def test_bad_tenant_sections(section: str, key: str, fragment: str) -> None:
     """Each bad budget or plan key is reported with the tenant's path and what was expected."""
     message = problems(TENANT + section + "\n")
-    assert f"tenants[0].{key}" in message and fragment in message
+    assert f"tenants[0](acme).{key}" in message and fragment in message
 
 
 def test_digits_of_addresses() -> None:
