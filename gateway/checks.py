@@ -8,8 +8,8 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from gateway.errors import HooklineError
+from gateway.log import mask_url_password
 from gateway.settings import Settings
-from gateway.usage_config import tenant_budget
 
 
 async def run_checks(settings: Settings, out: TextIO) -> int:
@@ -29,7 +29,7 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
         print("warn config: no tenants configured, every callback will be refused (403)",
               file=out)
     card = settings.rate_card
-    budgets = sum(1 for tenant in tenants if tenant_budget(tenant.extra) is not None)
+    budgets = sum(1 for tenant in tenants if tenant.budget is not None)
     print(f"ok   usage: {len(card.rates)} rate(s), {len(card.rentals)} number rental(s), "
           f"{budgets} tenant budget(s), {card.currency}", file=out)
     for name, check in (("broker", _check_broker), ("database", _check_database)):
@@ -46,11 +46,10 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
 async def _check_broker(settings: Settings) -> str:
     if settings.amqp_url.startswith("memory:"):
         return "memory:// (embedded, in-process)"
-    from gateway.broker.factory import mask_url
     from gateway.broker.probe import probe_broker
 
     server = await probe_broker(settings.amqp_url)
-    return f"{mask_url(settings.amqp_url)} reachable ({server})"
+    return f"{mask_url_password(settings.amqp_url)} reachable ({server})"
 
 
 async def _check_database(settings: Settings) -> str:

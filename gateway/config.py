@@ -3,13 +3,13 @@
 Every allowed key is in ``ALLOWED_KEYS``, so a typo fails at start-up instead of silently
 disabling a tenant. All problems are reported together, each naming its key, so one ``hookline
 check`` shows everything to fix. Messages never contain a secret value. A new per-tenant
-section (routing, flows, ...) is one entry in ``TENANT_SECTIONS`` plus its ``ALLOWED_KEYS``;
-its parsed value lands in ``Tenant.extra[name]``.
+section (routing, flows, ...) is a typed field of ``Tenant``, its parser called in
+``_parse_tenant``, its name in ``TENANT_SECTIONS`` and its keys in ``ALLOWED_KEYS``. The
+``Table`` and ``Reader`` the parsers share live in gateway.config_table.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import tomllib
@@ -17,9 +17,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.config_table import ANY_TABLE, Reader, Table
 from gateway.errors import ConfigError
 from gateway.flows.config import parse_flows, routed_flow_problems
 from gateway.routing_config import ROUTING_KEYS, check_answer_budget, parse_routing
@@ -40,6 +41,7 @@ from gateway.usage_config import (
     TENANT_USAGE_KEYS,
     USAGE_KEYS,
     RateCard,
+    TenantUsage,
     parse_budget,
     parse_rate_card,
     parse_tenant_usage,
@@ -50,8 +52,6 @@ DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
 MAX_BODY_BYTES_LIMIT: Final = 16 * 1024 * 1024
 ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-fA-F]{32}")
 
-#: In an ALLOWED_KEYS set: any other key is allowed when its value is a table (a named entry).
-ANY_TABLE: Final = "<name>"
 #: Every key each table may hold: the one place to extend when the config grows.
 ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "document": frozenset({"gateway", "tenants", "usage"}),
@@ -75,10 +75,6 @@ ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "usage.rates": RATE_KEYS,
     "usage.rentals": RENTAL_KEYS,
 }
-_REFERENCE_FORMS: Final = "a string: env:NAME, file:PATH or a literal"
-# What a TOML value can be, named as the TOML spec does; the rest are dates and times.
-_TYPE_NAMES: Final = {str: "a string", int: "an integer", float: "a float", bool: "a boolean",
-                      dict: "a table", list: "an array", type(None): "nothing"}  # fmt: skip
 
 
 class ConfigProblems(ConfigError):
@@ -88,163 +84,6 @@ class ConfigProblems(ConfigError):
         self.problems = tuple(problems)
         summary = f"{len(self.problems)} problems:" + "".join(f"\n  {p}" for p in self.problems)
         super().__init__(self.problems[0] if len(self.problems) == 1 else summary)
-
-
-class Reader:
-    """What every table shares: where problems go and how secret references resolve."""
-
-    def __init__(self, *, environ: Mapping[str, str], base_dir: Path, source: str | None) -> None:
-        self.environ, self.base_dir = environ, base_dir
-        self.prefix = f"{source}: " if source else ""
-        self.problems: list[str] = []
-
-    def fail(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.prefix}{key}: {message}")
-
-
-class Table:
-    """Typed, key-checked access to one TOML table; problems are reported, not raised."""
-
-    __slots__ = ("_data", "_reader", "_start", "path")
-
-    def __init__(
-        self, data: Mapping[str, object], path: str, allowed: frozenset[str], reader: Reader
-    ) -> None:
-        self._data, self.path, self._reader = data, path, reader
-        self._start, names = len(reader.problems), ", ".join(sorted(allowed - {ANY_TABLE}))
-        # ANY_TABLE admits any other key whose value is a table (named entries: flows).
-        named = {k for k, v in data.items() if isinstance(v, dict)} if ANY_TABLE in allowed \
-            else set()
-        for key in sorted(set(data) - allowed - named):
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            self.fail(key, f"unknown key ({f'did you mean {hint[0]!r}' if hint else names})")
-
-    @property
-    def ok(self) -> bool:
-        """No problem was reported in this table or its sub-tables so far."""
-        return len(self._reader.problems) == self._start
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, name: str, message: str) -> None:
-        self._reader.fail(self.key(name), message)
-
-    def _get(self, name: str, kind: type, expected: str, required: bool) -> Any:
-        value = self._data.get(name)
-        # bool is an int subclass: `max_body_bytes = true` must not pass as 1.
-        if isinstance(value, kind) and not isinstance(value, bool):
-            return value
-        if value is not None or required:
-            got = _TYPE_NAMES.get(type(value), "a date or time")
-            self.fail(name, f"expected {expected}, got {got}")
-        return None
-
-    @staticmethod
-    def kind(value: object) -> str:
-        """What a TOML value is, as the TOML spec names it ("a float", "a table", ...)."""
-        return _TYPE_NAMES.get(type(value), "a date or time")
-
-    def string(self, name: str, *, required: bool = True) -> str | None:
-        value: str | None = self._get(name, str, "a string", required)
-        if value == "":
-            self.fail(name, "expected a non-empty string, got an empty string")
-        return value or None
-
-    def integer(self, name: str, minimum: int, maximum: int) -> int | None:
-        value = self._get(name, int, "an integer", False)
-        if value is None or minimum <= value <= maximum:
-            return value  # type: ignore[no-any-return]
-        self.fail(name, f"expected an integer from {minimum} to {maximum}, got {value}")
-        return None
-
-    def keys(self) -> frozenset[str]:
-        return frozenset(self._data)
-
-    def boolean(self, name: str) -> bool | None:
-        value = self._data.get(name)
-        if value is None or isinstance(value, bool):
-            return value
-        self.fail(name, f"expected true or false, got {_TYPE_NAMES.get(type(value), 'a date')}")
-        return None
-
-    def strings(self, name: str) -> tuple[str, ...] | None:
-        """An array of non-empty strings."""
-        value = self._get(name, list, "an array of strings", False)
-        if value is None:
-            return None
-        if all(isinstance(item, str) and item for item in value):
-            return tuple(value)
-        self.fail(name, "expected an array of non-empty strings")
-        return None
-
-    def mapping(self, name: str) -> dict[str, str] | None:
-        """An inline table of strings, e.g. ``digits = { "1" = "confirm" }``."""
-        value = self._get(name, dict, "a table of strings", False)
-        if value is None:
-            return None
-        if all(isinstance(item, str) and item for item in value.values()):
-            return dict(value)
-        self.fail(name, "expected a table whose values are non-empty strings")
-        return None
-
-    def raw(self, name: str) -> object:
-        """The value as decoded, unchecked (for sections that validate their own shapes)."""
-        return self._data.get(name)
-
-    def nested(self, name: str, data: Mapping[str, object], allowed: frozenset[str]) -> Table:
-        """A sub-table at ``name`` built from ``data`` (e.g. one entry of a table of tables)."""
-        return Table(data, self.key(name), allowed, self._reader)
-
-    def labelled(self, name: str, label: str, allowed: frozenset[str]) -> Table | None:
-        """Like table(), with ``label`` after this table's path in every key of the sub-table."""
-        value = self._get(name, dict, "a table", False)
-        if value is None:
-            return None
-        return Table(value, f"{self.path}{label}.{name}", allowed, self._reader)
-
-    def table(self, name: str, allowed: frozenset[str]) -> Table | None:
-        value = self._get(name, dict, "a table", False)
-        return Table(value, self.key(name), allowed, self._reader) if value is not None else None
-
-    def tables(self, name: str, allowed: frozenset[str]) -> list[Table]:
-        value = self._get(name, list, f"an array of tables ([[{name}]])", False)
-        found: list[Table] = []
-        for index, item in enumerate(value if isinstance(value, list) else ()):
-            if isinstance(item, dict):
-                found.append(Table(item, self.key(f"{name}[{index}]"), allowed, self._reader))
-            else:
-                got = _TYPE_NAMES.get(type(item), "a date or time")
-                self.fail(f"{name}[{index}]", f"expected a table, got {got}")
-        return found
-
-    def secret(self, name: str, *, required: bool = True) -> Secret | None:
-        """Resolve "env:NAME", "file:PATH" (relative to the config file) or a literal."""
-        ref: str | None = self._get(name, str, _REFERENCE_FORMS, required)
-        if ref is None:
-            return None
-        (scheme, colon, rest), value, origin = ref.partition(":"), ref, "the value"
-        try:
-            if colon and scheme.lower() == "env":
-                origin = f"environment variable {rest}"
-                value = self._reader.environ[rest]
-            elif colon and scheme.lower() == "file":
-                # Joining an absolute path replaces base_dir: only relative paths are anchored.
-                path = self._reader.base_dir / Path(rest).expanduser()
-                origin = f"secret file {path}"
-                value = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except KeyError:
-            self.fail(name, f"{origin} is not set")
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-            self.fail(name, f"cannot read {origin}: {why}")
-            return None
-        # Never echo the value: say what is wrong with it, not what it is.
-        if value != value.strip() or not value:
-            self.fail(name, f"{origin} is {'empty' if not value else 'padded with whitespace'}")
-            return None
-        return Secret(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,15 +156,9 @@ def _parse_kaleyra(table: Table) -> KaleyraAccount | None:
     return KaleyraAccount(sid, secret, previous, zone or DEFAULT_KALEYRA_TIMEZONE)
 
 
-#: Per-tenant sub-tables: twilio and kaleyra become Tenant fields, others Tenant.extra[name].
-TENANT_SECTIONS: Final[Mapping[str, Callable[[Table], object | None]]] = {
-    "twilio": _parse_twilio,
-    "kaleyra": _parse_kaleyra,
-    "flows": parse_flows,
-    "routing": parse_routing,
-    "budget": parse_budget,
-    "usage": parse_tenant_usage,
-}
+#: Per-tenant sub-tables, each a typed field of Tenant of the same name.
+TENANT_SECTIONS: Final = ("twilio", "kaleyra", "flows", "routing", "budget", "usage")
+S = TypeVar("S")
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> ConfigFile:
@@ -358,18 +191,19 @@ def parse_config(
         if gateway else {}
     usage_table = root.table("usage", ALLOWED_KEYS["usage"])
     rate_card = parse_rate_card(usage_table) if usage_table else RateCard()
-    parsed = [(t.path, _parse_tenant(t)) for t in root.tables("tenants", ALLOWED_KEYS["tenant"])]
+    tables = root.tables("tenants", ALLOWED_KEYS["tenant"], _tenant_label)
+    parsed = [(t.path, _parse_tenant(t)) for t in tables]
     tenants = [(where, tenant) for where, tenant in parsed if tenant is not None]
     _check_unique(reader, tenants)
     flow_secret = gateway.secret("flow_secret", required=False) if gateway else None
-    with_flows = [tenant.id for _, tenant in tenants if tenant.extra.get("flows") is not None]
+    with_flows = [tenant.id for _, tenant in tenants if tenant.flows is not None]
     if with_flows and flow_secret is None:
         reader.fail("gateway.flow_secret", f"is required when tenants define flows "
                     f"({', '.join(with_flows)}): a secret reference that seals step URLs")
     publish_ms = given.get("publish_timeout_ms") or GatewayConfig().publish_timeout_ms
     for where, tenant in tenants:
-        if (problem := check_answer_budget(publish_ms, tenant.extra)) is not None:
-            reader.fail(f"{where}({tenant.id}).routing.answer_timeout_ms", problem)
+        if (problem := check_answer_budget(publish_ms, tenant.routing)) is not None:
+            reader.fail(f"{where}.routing.answer_timeout_ms", problem)
     if reader.problems:
         raise ConfigProblems(reader.problems)
     return ConfigFile(
@@ -397,36 +231,47 @@ def _parse_tenant(table: Table) -> Tenant | None:
         tag = f"a parse error: {exc}"
     if tag != "<Response>":
         table.fail("fallback_voice_twiml", f"expected a well-formed <Response> document, got {tag}")
-    sections: dict[str, object] = {}
-    for section, parse in TENANT_SECTIONS.items():
-        # Routing sections are long: their keys name the tenant too,
-        # "tenants[0](acme).routing.voice[1](night).action".
-        allowed = ALLOWED_KEYS[f"tenant.{section}"]
-        if section == "routing" and tenant_id is not None:
-            sub = table.labelled(section, f"({tenant_id})", allowed)
-        else:
-            sub = table.table(section, allowed)
-        if sub is not None:
-            sections[section] = parse(sub)
-    for key, message in routed_flow_problems(sections.get("routing"), sections.get("flows")):
+    twilio = _section(table, "twilio", _parse_twilio)
+    kaleyra = _section(table, "kaleyra", _parse_kaleyra)
+    flows = _section(table, "flows", parse_flows)
+    routing = _section(table, "routing", parse_routing)
+    budget = _section(table, "budget", parse_budget)
+    usage = _section(table, "usage", parse_tenant_usage)
+    for key, message in routed_flow_problems(routing, flows):
         table.fail(key, message)
     if tenant_id is None or not table.ok:
         return None
-    twilio, kaleyra = sections.pop("twilio", None), sections.pop("kaleyra", None)
     return Tenant(
         id=tenant_id,
         name=name or tenant_id,
-        twilio=twilio if isinstance(twilio, TwilioAccount) else None,
-        kaleyra=kaleyra if isinstance(kaleyra, KaleyraAccount) else None,
+        twilio=twilio,
+        kaleyra=kaleyra,
         fallback_voice_twiml=twiml or DEFAULT_FALLBACK_VOICE_TWIML,
-        extra=sections,
+        routing=routing,
+        flows=flows,
+        budget=budget,
+        usage=usage or TenantUsage(),
     )
+
+
+def _section(table: Table, name: str, parse: Callable[[Table], S | None]) -> S | None:
+    """The parsed [tenants.NAME] sub-table, or None when it is absent or has problems."""
+    sub = table.table(name, ALLOWED_KEYS[f"tenant.{name}"])
+    return parse(sub) if sub is not None else None
+
+
+def _tenant_label(table: Mapping[str, object]) -> str | None:
+    """A tenant's id, which every key of its table shows: "tenants[0](acme).routing..."."""
+    tenant_id = table.get("id")
+    if isinstance(tenant_id, str) and TENANT_ID_PATTERN.fullmatch(tenant_id):
+        return tenant_id
+    return None
 
 
 def _check_unique(reader: Reader, tenants: Iterable[tuple[str, Tenant]]) -> None:
     """Ids, AccountSids, Kaleyra sids and Kaleyra callback secrets belong to one tenant each
     (Kaleyra callbacks carry only the static secret: a shared one would let tenants cross)."""
-    owners: dict[tuple[str, object], tuple[str, str]] = {}
+    owners: dict[tuple[str, object], str] = {}
     for where, tenant in tenants:
         claims: list[tuple[str, str, object]] = [("id", "tenant id", tenant.id)]
         if tenant.twilio is not None:
@@ -439,8 +284,8 @@ def _check_unique(reader: Reader, tenants: Iterable[tuple[str, Tenant]]) -> None
                     digest = hashlib.sha256(secret.reveal().encode()).digest()
                     claims.append((f"kaleyra.{key}", "callback secret", digest))
         for key, namespace, value in claims:
-            other, other_id = owners.setdefault((namespace, value), (where, tenant.id))
+            other = owners.setdefault((namespace, value), where)
             if other != where:
                 shown = "" if namespace == "callback secret" else f" {value!r}"
-                used = f"already used by {other} (tenant {other_id!r})"
+                used = f"already used by {other}"
                 reader.fail(f"{where}.{key}", f"duplicate {namespace}{shown}: {used}")

@@ -82,7 +82,10 @@ _MAX_DEPTH: Final = 8
 # "+" (or its URL encoding %2B) followed by 8 or more digits: E.164 allows 8-15, longer runs
 # are masked too, erring on the side of privacy. "whatsapp:+1..." keeps its channel prefix.
 _PHONE_RE: Final = re.compile(r"(?:\+|%2[bB])\d{4,}(\d{4})")
-_URL_PASSWORD_RE: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^\s/]*@")
+# The password runs to the LAST "@" before whitespace: an unescaped "/", "?", "#" or "@" in it
+# must not end it early (a URL parser would read the rest as the path and leak it). An "@"
+# further on (in a path or a vhost) masks too much, never too little.
+_URL_PASSWORD_RE: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):\S*@")
 # Phone numbers without "+" travel in query strings and form bodies (Kaleyra's legacy dlrurl
 # sends mobile=919876543210); uvicorn's access log prints the query string.
 _QUERY_RE: Final = re.compile(
@@ -112,7 +115,10 @@ def mask_phone(value: str) -> str:
 
 
 def mask_url_password(value: str) -> str:
-    """Replace the password of every URL in ``value``: "amqp://u:p@h" -> "amqp://u:***@h"."""
+    """Replace the password of every URL in ``value``: "amqp://u:p@h" -> "amqp://u:***@h".
+
+    The one masking rule for URLs in logs, error messages and reprs (scrub() applies it too).
+    """
     if "://" not in value:
         return value
     return _URL_PASSWORD_RE.sub(r"\1:***@", value)

@@ -14,13 +14,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.tenants import E164_PATTERN
-
-if TYPE_CHECKING:  # gateway.config imports this module: the Table type is for annotations only
-    from gateway.config import Table
+from gateway.config_table import Table
+from gateway.e164 import E164_PATTERN
 
 DEFAULT_ANSWER_TIMEOUT_MS: Final = 3000
 #: Twilio drops a voice webhook after 15 s; the broker round trip must leave it a wide margin.
@@ -153,10 +151,9 @@ class Routing:
         return ZoneInfo(self.timezone)
 
 
-def answer_timeout_s(extra: Mapping[str, object]) -> float:
-    """The RPC deadline of a tenant (its ``Tenant.extra``), in seconds."""
-    routing = extra.get("routing")
-    ms = routing.answer_timeout_ms if isinstance(routing, Routing) else DEFAULT_ANSWER_TIMEOUT_MS
+def answer_timeout_s(routing: Routing | None) -> float:
+    """The RPC deadline of a tenant with this routing (``Tenant.routing``), in seconds."""
+    ms = routing.answer_timeout_ms if routing is not None else DEFAULT_ANSWER_TIMEOUT_MS
     return ms / 1000
 
 
@@ -166,10 +163,10 @@ def answer_timeout_s(extra: Mapping[str, object]) -> float:
 ANSWER_BUDGET_MS: Final = 12_000
 
 
-def check_answer_budget(publish_timeout_ms: int, extra: Mapping[str, object]) -> str | None:
+def check_answer_budget(publish_timeout_ms: int, routing: Routing | None) -> str | None:
     """A problem when [gateway] publish_timeout_ms plus the tenant's answer deadline could keep
     Twilio waiting past the budget; None when it fits."""
-    total = publish_timeout_ms + int(answer_timeout_s(extra) * 1000)
+    total = publish_timeout_ms + int(answer_timeout_s(routing) * 1000)
     if total <= ANSWER_BUDGET_MS:
         return None
     return (f"with [gateway] publish_timeout_ms = {publish_timeout_ms} a call could wait "

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from gateway.errors import ConfigError
+from gateway.flows.model import FlowSettings
+from gateway.routing_config import Routing
 from gateway.secrets import Secret
+from gateway.usage_config import Budget, TenantUsage
 
 TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-#: A phone number in E.164 form, as Twilio accepts it in numbers and caller ids.
-#: https://www.twilio.com/docs/glossary/what-e164
-E164_PATTERN: Final = re.compile(r"\+[1-9][0-9]{1,14}")
 
 DEFAULT_FALLBACK_VOICE_TWIML: Final = (
     '<?xml version="1.0" encoding="UTF-8"?><Response><Say>We are sorry, we cannot take your '
@@ -63,12 +63,18 @@ class KaleyraAccount:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """One tenant and its parsed config sections (gateway.config builds them, each typed)."""
+
     id: str
     name: str
     twilio: TwilioAccount | None = None
     kaleyra: KaleyraAccount | None = None
     fallback_voice_twiml: str = DEFAULT_FALLBACK_VOICE_TWIML
-    extra: dict[str, object] = field(default_factory=dict)
+    routing: Routing | None = None  # [tenants.routing]: how its calls and messages are answered
+    flows: FlowSettings | None = None  # [tenants.flows]: its bot-call flows
+    budget: Budget | None = None  # [tenants.budget]: what it may spend a month
+    # [tenants.usage]: plan and numbers (the empty one when the section is absent)
+    usage: TenantUsage = field(default_factory=TenantUsage)
 
     def __post_init__(self) -> None:
         if not TENANT_ID_PATTERN.fullmatch(self.id):

@@ -14,15 +14,12 @@ parsers and collects their problems with everything else, so ``hookline check`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
-from gateway.tenants import E164_PATTERN
-
-if TYPE_CHECKING:
-    from gateway.config import Table
+from gateway.config_table import Table
+from gateway.e164 import E164_PATTERN
 
 Direction = Literal["inbound", "outbound"]
 BudgetMode = Literal["prepaid", "postpaid"]
@@ -280,14 +277,3 @@ def parse_tenant_usage(table: Table) -> TenantUsage | None:
         return None
     return TenantUsage(plan, cac, churn, tuple(numbers))
 
-
-def tenant_budget(extra: Mapping[str, object]) -> Budget | None:
-    """The Budget in a Tenant's ``extra``, if the tenant has one."""
-    value = extra.get("budget")
-    return value if isinstance(value, Budget) else None
-
-
-def tenant_usage(extra: Mapping[str, object]) -> TenantUsage:
-    """The TenantUsage in a Tenant's ``extra`` (the empty one when the section is absent)."""
-    value = extra.get("usage")
-    return value if isinstance(value, TenantUsage) else TenantUsage()

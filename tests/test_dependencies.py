@@ -10,9 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gateway", "workers", "schemas")
-# Pure core modules that provider code may use beside schemas: no I/O, no framework.
+# Pure core modules that provider code may use beside schemas: no I/O, no framework. A
+# tenant's typed config sections are pure data, so their modules (and the Table type their
+# parsers take) are pure core too.
 PURE_CORE = ("gateway.errors", "gateway.secrets", "gateway.tenants", "gateway.clock",
-             "gateway.providers")
+             "gateway.providers", "gateway.e164", "gateway.config_table",
+             "gateway.routing_config", "gateway.usage_config", "gateway.flows.model")
 
 
 def modules() -> Iterator[tuple[str, set[str]]]:
@@ -73,3 +76,21 @@ def test_import_rules(module: str, imports: set[str]) -> None:
         assert not bad, f"{module} imports aio-pika outside gateway.broker and the worker runner"
     if within(module, "gateway"):
         assert not {n for n in internal if within(n, "workers")}, f"{module} imports workers"
+
+
+def test_no_import_cycles() -> None:
+    """No module imports itself back through others (lazy and type-only imports count too)."""
+    names = {name for name, _ in ALL}
+    graph = {name: {n for n in imports if n in names and n != name} for name, imports in ALL}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        for target in sorted(graph[name]):
+            assert target not in path, "import cycle: " + " -> ".join(
+                [*path[path.index(target):], target])
+            if target not in done:
+                visit(target, [*path, target])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [name])

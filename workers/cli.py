@@ -23,8 +23,9 @@ from gateway.broker.memory import MemoryBroker
 from gateway.errors import ConfigError, HooklineError
 from gateway.metrics import Metrics, WorkerMetrics
 from gateway.settings import Settings
+from workers.backends import create_transport
 from workers.registry import HANDLERS, KINDS, WorkerContext
-from workers.runner import Runner, create_transport, run_until_stopped
+from workers.runner import Runner, run_until_stopped
 from workers.usage.cli import add_usage_commands, run_usage_command
 
 WORKER_COMMANDS = ("run", "worker", "dead", "usage")
@@ -130,7 +131,7 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     """
     import uvicorn
 
-    from gateway.broker.factory import url_scheme
+    from gateway.backends import url_scheme
     from gateway.broker.memory import MemoryPublisher
     from gateway.broker.rpc import MemoryRpcClient
     from gateway.http.app import create_app

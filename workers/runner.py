@@ -40,9 +40,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.failures import connect_failure
-from gateway.broker.memory import MemoryBroker
 from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
@@ -63,7 +61,6 @@ from workers.transport import (
     DeadLetter,
     Deliver,
     Inbound,
-    MemoryTransport,
     Transport,
     attempt_of,
     original_routing_key,
@@ -312,26 +309,6 @@ def _deadline_passed(delivery: Delivery, now_ms: float) -> bool:
     deadline = delivery.headers.get(DEADLINE_HEADER)
     return isinstance(deadline, int | float) and not isinstance(deadline, bool) \
         and deadline < now_ms
-
-
-def create_transport(
-    amqp_url: str, worker: str, *, memory_broker: MemoryBroker | None = None
-) -> Transport:
-    """The transport for HOOKLINE_AMQP_URL: memory:// needs the process's embedded broker."""
-    scheme = url_scheme(amqp_url)
-    if scheme == "memory":
-        if memory_broker is None:
-            raise ConfigError(
-                f"worker {worker}: HOOKLINE_AMQP_URL is memory://, whose queues live inside one "
-                "process; run `hookline run` (gateway and workers together) or use RabbitMQ"
-            )
-        return MemoryTransport(memory_broker)
-    if scheme in ("amqp", "amqps"):
-        return AmqpTransport(amqp_url, worker)
-    raise ConfigError(
-        f"HOOKLINE_AMQP_URL must use amqp://, amqps:// or memory://, got scheme {scheme!r} "
-        f"({mask_url(amqp_url)})"
-    )
 
 
 async def run_until_stopped(runners: Sequence[Runner], stop: asyncio.Event) -> None:

@@ -18,9 +18,7 @@ import structlog
 from gateway.broker.rpc import QUERY_HEADER
 from gateway.clock import Clock, SystemClock
 from gateway.errors import PoisonMessage
-from gateway.flows.model import FlowSettings
 from gateway.flows.position import Position, PositionSeal
-from gateway.routing_config import Routing
 from gateway.tenants import Tenant, TenantRegistry
 from schemas.events import CALL_INCOMING, MESSAGE_INCOMING, Event
 from schemas.topology import TWIML_QUEUE
@@ -71,8 +69,7 @@ class TwimlHandler:
                                  reason="unknown_tenant")
         raw = event.data.get("raw")
         params = raw if isinstance(raw, dict) else {}
-        routing = tenant.extra.get("routing")
-        routing = routing if isinstance(routing, Routing) else None
+        routing = tenant.routing
         now = self.clock.now()
         if event.kind == CALL_INCOMING:
             query = _text(delivery.headers.get(QUERY_HEADER))
@@ -97,8 +94,7 @@ class TwimlHandler:
     def flow_url(self, tenant: Tenant, call_sid: str, now: datetime, name: str) -> str | None:
         """The sealed first step of flow ``name``, relative to /twilio/voice; the call's SID
         stands in for the request id of a command (an incoming call has none)."""
-        flows = tenant.extra.get("flows")
-        flow = flows.flows.get(name) if isinstance(flows, FlowSettings) else None
+        flow = tenant.flows.flows.get(name) if tenant.flows is not None else None
         if flow is None or self.seal is None:
             return None
         # Bound to the call from the start: the position is refused on any other CallSid.

@@ -21,8 +21,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from gateway.broker.factory import mask_url
 from gateway.errors import HooklineError
+from gateway.log import mask_url_password
 from schemas.topology import (
     ATTEMPT_HEADER,
     DEAD_AT_HEADER,
@@ -100,7 +100,7 @@ class DeadLetters:
             return await aio_pika.connect(
                 self._url, client_properties={"connection_name": "hookline-dead"})
         except Exception as exc:
-            raise HooklineError(f"cannot reach the broker at {mask_url(self._url)}: "
+            raise HooklineError(f"cannot reach the broker at {mask_url_password(self._url)}: "
                                 f"{type(exc).__name__}: {exc}") from exc
 
     async def inspect(self, limit: int | None = None) -> list[DeadMessage]:

@@ -1,44 +1,58 @@
-"""Pick the publisher from HOOKLINE_AMQP_URL (docs/configuration.md), and mask broker URLs.
+"""Pick the publisher and the TwiML RPC client from HOOKLINE_AMQP_URL (docs/configuration.md).
 
 ``memory://`` selects the embedded broker and never imports aio-pika, so ``hookline run`` works
 with nothing else installed; ``amqp://`` and ``amqps://`` import ``gateway.broker.fastamqp``
-lazily (hookline's own AMQP 0-9-1 publisher).
+(hookline's own AMQP 0-9-1 publisher) and ``gateway.broker.rpc_amqp`` only when chosen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from typing import Final
 
+from gateway.backends import Backends
 from gateway.broker.base import Publisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
+from gateway.broker.rpc import MemoryRpcClient, RpcClient
 from gateway.errors import ConfigError
+from gateway.log import mask_url_password
 
-MASK = "****"
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``****``: safe for logs and error messages.
-
-    Works on the raw text rather than ``urlsplit``: a password with an unescaped ``/``, ``?``
-    or ``#`` would otherwise be parsed as part of the path and leak. When in doubt (an ``@``
-    in the vhost) it masks too much, never too little.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    user, colon, _password = rest[:at].partition(":")
-    return f"{scheme}://{user}:{MASK}{rest[at:]}" if colon else url
+AMQP_FORMS: Final = "amqp://, amqps:// or memory://"
 
 
-def url_scheme(url: str) -> str:
-    try:
-        return urlsplit(url).scheme.lower()
-    except ValueError:
-        return ""
+def _memory_publisher(url: str, tenant_ids: Sequence[str],
+                      memory_broker: MemoryBroker | None) -> Publisher:
+    return MemoryPublisher(memory_broker or MemoryBroker(), tenant_ids)
+
+
+def _amqp_publisher(url: str, tenant_ids: Sequence[str],
+                    memory_broker: MemoryBroker | None) -> Publisher:
+    if memory_broker is not None:
+        raise ConfigError(
+            f"HOOKLINE_AMQP_URL is {mask_url_password(url)} but an embedded memory broker was "
+            "also given; pass memory_broker only with memory://"
+        )
+    from gateway.broker.fastamqp import FastAmqpPublisher
+
+    return FastAmqpPublisher(url, tenant_ids)
+
+
+def _memory_rpc_client(url: str, memory_broker: MemoryBroker | None) -> RpcClient:
+    return MemoryRpcClient(memory_broker or MemoryBroker())
+
+
+def _amqp_rpc_client(url: str, memory_broker: MemoryBroker | None) -> RpcClient:
+    from gateway.broker.rpc_amqp import AmqpRpcClient
+
+    return AmqpRpcClient(url)
+
+
+PUBLISHERS: Final[Backends[Callable[[str, Sequence[str], MemoryBroker | None], Publisher]]] = \
+    Backends("HOOKLINE_AMQP_URL", AMQP_FORMS, {
+        "memory": _memory_publisher, "amqp": _amqp_publisher, "amqps": _amqp_publisher})
+RPC_CLIENTS: Final[Backends[Callable[[str, MemoryBroker | None], RpcClient]]] = \
+    Backends("HOOKLINE_AMQP_URL", AMQP_FORMS, {
+        "memory": _memory_rpc_client, "amqp": _amqp_rpc_client, "amqps": _amqp_rpc_client})
 
 
 def create_publisher(
@@ -51,20 +65,9 @@ def create_publisher(
 
     Raises ConfigError for any other scheme (or a memory broker given with an AMQP URL).
     """
-    scheme = url_scheme(amqp_url)
-    if scheme == "memory":
-        return MemoryPublisher(memory_broker or MemoryBroker(), tenant_ids)
-    if scheme in ("amqp", "amqps"):
-        if memory_broker is not None:
-            raise ConfigError(
-                f"HOOKLINE_AMQP_URL is {mask_url(amqp_url)} but an embedded memory broker was "
-                "also given; pass memory_broker only with memory://"
-            )
-        # Lazy: memory mode loads no AMQP code at all.
-        from gateway.broker.fastamqp import FastAmqpPublisher
+    return PUBLISHERS.pick(amqp_url)(amqp_url, tenant_ids, memory_broker)
 
-        return FastAmqpPublisher(amqp_url, tenant_ids)
-    raise ConfigError(
-        f"HOOKLINE_AMQP_URL must use amqp://, amqps:// or memory://, got scheme {scheme!r} "
-        f"({mask_url(amqp_url)})"
-    )
+
+def create_rpc_client(amqp_url: str, *, memory_broker: MemoryBroker | None = None) -> RpcClient:
+    """The RPC client for HOOKLINE_AMQP_URL (memory:// shares the process's embedded broker)."""
+    return RPC_CLIENTS.pick(amqp_url)(amqp_url, memory_broker)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from gateway.broker.factory import mask_url
+from gateway.log import mask_url_password
 
 _ACCESS_REFUSED: Final = 403
 _NOT_ALLOWED: Final = 530
@@ -42,7 +42,7 @@ def connect_failure(exc: BaseException, url: str, timeout: float | None = None) 
     def scrub(text: str) -> str:  # what the broker or a library says may quote the URL
         return text.replace(password, "****") if password else text
 
-    return f"{_classify(exc, where, user, vhost, timeout, scrub)} ({mask_url(url)})"
+    return f"{_classify(exc, where, user, vhost, timeout, scrub)} ({mask_url_password(url)})"
 
 
 def _classify(exc: BaseException, where: str, user: str, vhost: str, timeout: float | None,

@@ -32,10 +32,10 @@ import structlog
 from pamqp import commands
 
 from gateway.broker import wire
-from gateway.broker.factory import mask_url
 from gateway.broker.failures import connect_failure
 from gateway.broker.link import Link, Unconfirmed, tls_context
 from gateway.errors import ConfigError, PublishError, UnroutableEvent
+from gateway.log import mask_url_password
 from schemas.events import CONTENT_TYPE, TYPE_PREFIX, Event
 from schemas.topology import EVENTS_EXCHANGE, Topology, build_topology
 
@@ -100,7 +100,7 @@ class FastAmqpPublisher:
         heartbeat: int = DEFAULT_HEARTBEAT,
     ) -> None:
         self._url = url  # for gateway.broker.failures, which masks it
-        self._masked_url = mask_url(url)
+        self._masked_url = mask_url_password(url)
         self._target = parse_url(url, self._masked_url)
         self._password = _password_of(url)
         self._topology = build_topology(tuple(tenant_ids))

@@ -17,8 +17,8 @@ import urllib.request
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from gateway.broker.factory import mask_url
 from gateway.errors import HooklineError
+from gateway.log import mask_url_password
 from schemas.permissions import UserPermissions
 
 TIMEOUT_S: Final = 10.0
@@ -50,7 +50,7 @@ class ManagementApi:
         self._user = credentials[0]
         token = base64.b64encode(":".join(credentials).encode()).decode()
         self._auth = f"Basic {token}"
-        self._masked = mask_url(api_url)
+        self._masked = mask_url_password(api_url)
         self._timeout_s = timeout_s
 
     @property

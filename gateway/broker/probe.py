@@ -7,17 +7,17 @@ says about the broker is what `serve` will meet; a failure is one plain sentence
 
 from __future__ import annotations
 
-from gateway.broker.factory import mask_url
 from gateway.broker.failures import connect_failure
 from gateway.broker.fastamqp import open_link, parse_url
 from gateway.broker.link import Link
 from gateway.errors import PublishError
+from gateway.log import mask_url_password
 
 
 async def probe_broker(url: str, timeout: float = 5.0) -> str:
     """Connect to RabbitMQ and return the server's product and version; raise PublishError."""
     try:
-        link = await open_link(parse_url(url, mask_url(url)), "hookline-check", timeout,
+        link = await open_link(parse_url(url, mask_url_password(url)), "hookline-check", timeout,
                                timeout, _ignore, heartbeat=0)
     except Exception as exc:
         raise PublishError(connect_failure(exc, url, timeout)) from None

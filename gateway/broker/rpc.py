@@ -26,9 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from gateway.broker.factory import mask_url, url_scheme
 from gateway.broker.memory import MemoryBroker, MemoryMessage
-from gateway.errors import ConfigError, PublishError
+from gateway.errors import PublishError
 from schemas.events import Event
 from schemas.topology import (
     DEADLINE_HEADER,
@@ -190,16 +189,3 @@ class MemoryRpcClient:
             return RpcResult("refused", detail=str(exc))
         return await self._pending.wait(correlation_id, future,
                                         timeout_s - (time.monotonic() - started))
-
-
-def create_rpc_client(amqp_url: str, *, memory_broker: MemoryBroker | None = None) -> RpcClient:
-    """The RPC client for HOOKLINE_AMQP_URL (memory:// shares the process's embedded broker)."""
-    scheme = url_scheme(amqp_url)
-    if scheme == "memory":
-        return MemoryRpcClient(memory_broker or MemoryBroker())
-    if scheme in ("amqp", "amqps"):
-        from gateway.broker.rpc_amqp import AmqpRpcClient  # lazy: memory mode never loads it
-
-        return AmqpRpcClient(amqp_url)
-    raise ConfigError(f"HOOKLINE_AMQP_URL must use amqp://, amqps:// or memory://, got "
-                      f"scheme {scheme!r} ({mask_url(amqp_url)})")

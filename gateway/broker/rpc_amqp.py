@@ -40,7 +40,6 @@ from aio_pika.abc import (
 from aio_pika.exceptions import DeliveryError
 from aio_pika.exceptions import PublishError as ReturnedError
 
-from gateway.broker.factory import mask_url
 from gateway.broker.failures import connect_failure
 from gateway.broker.rpc import (
     Pending,
@@ -50,6 +49,7 @@ from gateway.broker.rpc import (
     request_headers,
 )
 from gateway.broker.topology import declare_topology
+from gateway.log import mask_url_password
 from schemas.events import CONTENT_TYPE, Event
 from schemas.topology import TWIML_QUEUE, Topology, twiml_queue
 
@@ -65,7 +65,7 @@ class AmqpRpcClient:
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0,
                  consumer_poll_s: float = CONSUMER_POLL_S) -> None:
-        self._url, self._masked = url, mask_url(url)
+        self._url, self._masked = url, mask_url_password(url)
         self._connect_timeout = connect_timeout
         self._pending = Pending()
         self._reply_queue = reply_queue_name()

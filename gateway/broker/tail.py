@@ -24,9 +24,9 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from gateway.broker.factory import mask_url
 from gateway.broker.failures import connect_failure
 from gateway.errors import HooklineError
+from gateway.log import mask_url_password
 from schemas.topology import EVENTS_EXCHANGE
 
 log = structlog.get_logger("hookline.broker")
@@ -58,7 +58,7 @@ async def tail_events(
     async def on_message(message: AbstractIncomingMessage) -> None:
         await inbox.put(message)
 
-    masked = mask_url(amqp_url)
+    masked = mask_url_password(amqp_url)
     user = unquote(urlsplit(amqp_url).username or "guest")
     try:
         connection = await aio_pika.connect(

@@ -16,15 +16,17 @@ human = "menu"
 machine = "voicemail"
 ```
 
-Every problem is reported with its key, ``tenants[0].flows.refill.steps[2].next`` style, and
+Every problem is reported with its key, ``tenants[0](acme).flows.refill.steps[2].next`` style, and
 the graph checks of gateway.flows.model name tenant, flow and step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from gateway.config_table import Table
+from gateway.e164 import E164_PATTERN
 from gateway.flows.model import (
     STEP_ID_PATTERN,
     Branch,
@@ -42,12 +44,9 @@ from gateway.flows.model import (
 )
 from gateway.routing_config import Flow as RoutedFlow
 from gateway.routing_config import Routing
-from gateway.tenants import E164_PATTERN
-
-if TYPE_CHECKING:  # gateway.config imports this module to register the section
-    from gateway.config import Table
 
 FLOW_NAME_KEYS: Final = frozenset({"variables", "start", "steps"})
+_SETTINGS: Final = frozenset({"calls_per_second", "caller_id"})
 MAX_CALLS_PER_SECOND: Final = 100
 _COMMON: Final = frozenset({"id", "type"})
 _VOICE: Final = frozenset({"voice", "language"})
@@ -73,7 +72,8 @@ def parse_flows(table: Table) -> FlowSettings | None:
     rate = table.integer("calls_per_second", 1, MAX_CALLS_PER_SECOND)
     caller_id = _number(table, "caller_id", required=False)
     flows: dict[str, Flow] = {}
-    for name in sorted(table.keys() - {"calls_per_second", "caller_id"}):
+    # Entries that are not tables were reported by the Table as unknown keys.
+    for name in sorted(k for k in table.keys() - _SETTINGS if isinstance(table.raw(k), dict)):
         sub = table.table(name, FLOW_NAME_KEYS)
         if sub is None:
             continue
@@ -122,7 +122,8 @@ def _parse_step(table: Table) -> Step | None:
         table.fail("type", f"unknown step type {kind!r} (expected one of "
                            f"{', '.join(sorted(_PARSERS))})")
         return None
-    for key in sorted(table.keys() - _COMMON - STEP_KEYS[kind]):
+    # Keys of no step type at all were reported by the Table as unknown keys.
+    for key in sorted((table.keys() & _ALL_STEP_KEYS) - _COMMON - STEP_KEYS[kind]):
         table.fail(key, f"is not a key of a {kind} step (it takes "
                         f"{', '.join(sorted(STEP_KEYS[kind])) or 'no other keys'})")
     step = parse(table, step_id or "?")
@@ -207,12 +208,13 @@ _PARSERS: Final[Mapping[str, Callable[[Table, str], Step]]] = {
 }
 
 
-def routed_flow_problems(routing: object, flows: object) -> list[tuple[str, str]]:
+def routed_flow_problems(routing: Routing | None, flows: FlowSettings | None
+                         ) -> list[tuple[str, str]]:
     """(key, message) for each routing ``flow`` action naming a flow the tenant cannot start
     on an incoming call: missing, or needing variables (an incoming call brings none)."""
-    if not isinstance(routing, Routing):
+    if routing is None:
         return []
-    known = flows.flows if isinstance(flows, FlowSettings) else {}
+    known = flows.flows if flows is not None else {}
     problems = []
     for name, action in routing.actions.items():
         if not isinstance(action, RoutedFlow):

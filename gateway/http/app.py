@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.broker.base import Publisher
-from gateway.broker.factory import create_publisher
-from gateway.broker.rpc import RpcClient, create_rpc_client
+from gateway.broker.factory import create_publisher, create_rpc_client
+from gateway.broker.rpc import RpcClient
 from gateway.clock import Clock, SystemClock
 from gateway.durability import Durability
 from gateway.flows.position import PositionSeal

@@ -21,7 +21,6 @@ from starlette.responses import Response
 
 from gateway.errors import AuthenticationFailed, HooklineError, RejectedCallback
 from gateway.flows.events import flow_event
-from gateway.flows.model import FlowSettings
 from gateway.flows.position import Position, PositionSeal, require_call
 from gateway.flows.render import render
 from gateway.http.endpoints import Ingress, raw_request, rejection
@@ -55,9 +54,7 @@ def flow_endpoint(
                     reason="flow_position_invalid")
             now = ingress.clock.now()
             position = seal.open(token, tenant=tenant.id, now=int(now.timestamp()))
-            settings = tenant.extra.get("flows")
-            flow = settings.flows.get(position.flow) if isinstance(settings, FlowSettings) \
-                else None
+            flow = tenant.flows.flows.get(position.flow) if tenant.flows is not None else None
             call_sid = first(verified.params, "CallSid") or ""
             if flow is not None:  # a removed flow gets the fallback below, bound or not
                 require_call(position, call_sid, flow.start)

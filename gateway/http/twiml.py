@@ -45,7 +45,7 @@ class TwimlAnswers:
         started = time.monotonic()
         query = scope.get("query_string", b"").decode("latin-1")
         result = await self.rpc.request(event, query=query,
-                                        timeout_s=answer_timeout_s(tenant.extra))
+                                        timeout_s=answer_timeout_s(tenant.routing))
         fields = log_fields(scope)
         seconds = time.monotonic() - started
         fields["twiml_ms"] = round(seconds * 1000, 2)

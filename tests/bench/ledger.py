@@ -32,8 +32,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.support.usage import facts, policy, scenario
+from workers.backends import create_ledger
 from workers.usage.facts import UsageFact
-from workers.usage.store import create_ledger
 
 
 def workload(events: int, seed: int = 7) -> list[UsageFact]:

@@ -46,7 +46,7 @@ from tests.support.schema_check import assert_valid_event
 from tests.support.server import serving
 from tests.support.twilio_signing import signed_form_request
 from tests.support.workers import eventually, running
-from workers.flows.store import create_store
+from workers.backends import create_store
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
 from workers.runner import AmqpTransport, Runner

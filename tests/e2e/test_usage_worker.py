@@ -24,7 +24,7 @@ from tests.support.rabbit import RabbitClient
 from tests.support.schema_check import assert_valid_event
 from tests.support.usage import ACCOUNT, scenario
 from tests.support.workers import RabbitHarness, eventually
-from workers.usage.store import create_ledger
+from workers.backends import create_ledger
 
 pytestmark = pytest.mark.broker
 

@@ -89,7 +89,7 @@ def test_management_api_problems_are_one_clear_line(
     url, extra = amqp_url, {}
     if problem == "unreachable":
         extra = {"HOOKLINE_RABBITMQ_API_URL": f"http://admin:{password}@127.0.0.1:9"}
-        expected = "cannot reach the RabbitMQ management API at http://admin:****@127.0.0.1:9"
+        expected = "cannot reach the RabbitMQ management API at http://admin:***@127.0.0.1:9"
     elif problem == "unauthorized":
         url = with_password(amqp_url, password)
         expected = "401 Unauthorized): give HOOKLINE_RABBITMQ_API_URL the credentials"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,12 @@ from gateway.config import (
     TENANT_SECTIONS,
     ConfigFile,
     ConfigProblems,
-    Table,
     load_config,
 )
 from gateway.errors import ConfigError
 from gateway.secrets import Secret
-from gateway.tenants import DEFAULT_FALLBACK_VOICE_TWIML
+from gateway.tenants import DEFAULT_FALLBACK_VOICE_TWIML, Tenant
+from gateway.usage_config import TenantUsage
 
 REPO = Path(__file__).resolve().parents[2]
 SID_A = "AC" + "0" * 31 + "a"
@@ -97,7 +98,8 @@ def test_literal_secret_and_defaults_of_optional_keys(load: LoadFn) -> None:
     assert acme.twilio.previous_auth_token is None
     assert acme.twilio.tokens() == (Secret("literal-token"),)
     assert acme.fallback_voice_twiml == DEFAULT_FALLBACK_VOICE_TWIML
-    assert acme.kaleyra is None and acme.extra == {}
+    assert acme.kaleyra is None and acme.routing is None and acme.flows is None
+    assert acme.budget is None and acme.usage == TenantUsage()
 
 
 def test_env_secret_comes_from_injected_environ_only(
@@ -112,8 +114,9 @@ def test_env_secret_comes_from_injected_environ_only(
     monkeypatch.setenv("ACME_TOKEN", "in-os-environ")
     monkeypatch.setenv("ACME_OLD", "in-os-environ")
     message = problems_of(load, text, {})
-    assert "tenants[0].twilio.auth_token: environment variable ACME_TOKEN is not set" in message
-    assert "tenants[0].twilio.previous_auth_token" in message
+    assert ("tenants[0](acme).twilio.auth_token: environment variable ACME_TOKEN is not set"
+            in message)
+    assert "tenants[0](acme).twilio.previous_auth_token" in message
 
 
 def test_file_secret_relative_to_config_dir_strips_newline(load: LoadFn, tmp_path: Path) -> None:
@@ -163,9 +166,9 @@ def test_kaleyra_timezone_defaults_to_kolkata_and_is_validated(load: LoadFn) -> 
     assert berlin.kaleyra.timezone == "Europe/Berlin"
     for bad in ("Mars/Olympus_Mons", "asia/kolkata", "../../etc/passwd", "/etc/localtime"):
         message = problems_of(load, section + f'timezone = "{bad}"\n')
-        assert f"tenants[0].kaleyra.timezone: expected an IANA time zone such as Asia/Kolkata, " \
-               f"got {bad!r}" in message
-    assert "tenants[0].kaleyra.timezone: expected a string, got an integer" in problems_of(
+        assert "tenants[0](k1).kaleyra.timezone: expected an IANA time zone such as " \
+               f"Asia/Kolkata, got {bad!r}" in message
+    assert "tenants[0](k1).kaleyra.timezone: expected a string, got an integer" in problems_of(
         load, section + "timezone = 5\n")
 
 
@@ -181,22 +184,11 @@ def test_max_body_bytes_from_gateway_table(load: LoadFn) -> None:
     assert load("[gateway]\nmax_body_bytes = 1024\n").gateway.max_body_bytes == 1024
 
 
-def test_new_tenant_section_is_one_registry_entry(
-    load: LoadFn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Registering a parser and its keys is all a new per-tenant section needs."""
-
-    def parse_budget(table: Table) -> dict[str, int] | None:
-        limit = table.integer("monthly_limit", 0, 10**9)
-        return None if limit is None or not table.ok else {"monthly_limit": limit}
-
-    monkeypatch.setitem(TENANT_SECTIONS, "budget", parse_budget)
-    monkeypatch.setitem(ALLOWED_KEYS, "tenant", ALLOWED_KEYS["tenant"] | {"budget"})
-    monkeypatch.setitem(ALLOWED_KEYS, "tenant.budget", frozenset({"monthly_limit"}))
-    config = load(tenant() + "[tenants.budget]\nmonthly_limit = 500\n")
-    assert config.tenants.by_id("acme").extra == {"budget": {"monthly_limit": 500}}  # type: ignore[union-attr]
-    message = problems_of(load, tenant() + "[tenants.budget]\nmonthly_limt = 500\n")
-    assert "tenants[0].budget.monthly_limt: unknown key (did you mean 'monthly_limit')" in message
+def test_every_tenant_section_is_a_typed_field() -> None:
+    """Each per-tenant section lands in the Tenant field of its name (no untyped bag)."""
+    names = {field.name for field in fields(Tenant)}
+    assert set(TENANT_SECTIONS) <= names
+    assert "extra" not in names
 
 
 def test_every_tenant_section_has_its_allowed_keys() -> None:
@@ -219,15 +211,16 @@ def test_malformed_tenant_id_is_named(load: LoadFn, bad_id: str) -> None:
 def test_duplicate_tenant_ids_fail(load: LoadFn) -> None:
     """Two tenants with one id fail naming the second and pointing at the first."""
     message = problems_of(load, tenant("acme") + tenant("acme", sid=SID_B))
-    assert "tenants[1].id: duplicate tenant id 'acme': already used by tenants[0]" in message
+    assert ("tenants[1](acme).id: duplicate tenant id 'acme': already used by tenants[0](acme)"
+            in message)
 
 
 def test_duplicate_account_sids_fail_whatever_the_case(load: LoadFn) -> None:
     """One AccountSid in two tenants fails, even when written with different hex case."""
     upper = "AC" + "0" * 31 + "A"
     message = problems_of(load, tenant("acme") + tenant("beta", sid=upper))
-    assert "tenants[1].twilio.account_sid: duplicate AccountSid 'AC" in message
-    assert "tenant 'acme'" in message
+    assert "tenants[1](beta).twilio.account_sid: duplicate AccountSid 'AC" in message
+    assert "already used by tenants[0](acme)" in message
 
 
 def test_duplicate_kaleyra_sid_and_shared_callback_secret_fail(load: LoadFn) -> None:
@@ -240,8 +233,9 @@ def test_duplicate_kaleyra_sid_and_shared_callback_secret_fail(load: LoadFn) -> 
         )
 
     message = problems_of(load, kaleyra("a", "shared-s3cret") + kaleyra("b", "shared-s3cret"))
-    assert "tenants[1].kaleyra.sid: duplicate Kaleyra sid 'HX1'" in message
-    assert "tenants[1].kaleyra.callback_secret: duplicate callback secret" in message
+    assert ("tenants[1](b).kaleyra.sid: duplicate Kaleyra sid 'HX1': already used by tenants[0](a)"
+            in message)
+    assert "tenants[1](b).kaleyra.callback_secret: duplicate callback secret" in message
     assert "shared-s3cret" not in message
 
 
@@ -251,9 +245,8 @@ def test_duplicate_kaleyra_sid_and_shared_callback_secret_fail(load: LoadFn) -> 
 def test_malformed_account_sid_is_named(load: LoadFn, sid: str) -> None:
     """account_sid must be AC + 32 hex digits; the error shows what arrived."""
     message = problems_of(load, tenant(sid=sid))
-    assert f"tenants[0].twilio.account_sid: expected AC followed by 32 hex digits, got {sid!r}" in (
-        message
-    )
+    assert "tenants[0](acme).twilio.account_sid: expected AC followed by 32 hex digits, " \
+        f"got {sid!r}" in message
 
 
 @pytest.mark.parametrize(
@@ -262,13 +255,13 @@ def test_malformed_account_sid_is_named(load: LoadFn, sid: str) -> None:
         ("colour = 1\n", "colour"),
         ("[[tenant]]\nid = 'acme'\n", "tenant"),
         ("[gateway]\nmax_body = 10\n", "gateway.max_body"),
-        (tenant(extra='nmae = "x"'), "tenants[0].nmae"),
-        (tenant(twilio_extra='auth_tokn = "x"'), "tenants[0].twilio.auth_tokn"),
+        (tenant(extra='nmae = "x"'), "tenants[0](acme).nmae"),
+        (tenant(twilio_extra='auth_tokn = "x"'), "tenants[0](acme).twilio.auth_tokn"),
         (
             tenant() + '[tenants.kaleyra]\nsid = "s"\ncallback_secret = "c"\nsecret = "x"\n',
-            "tenants[0].kaleyra.secret",
+            "tenants[0](acme).kaleyra.secret",
         ),
-        (tenant() + "[tenants.twillio]\n", "tenants[0].twillio"),
+        (tenant() + "[tenants.twillio]\n", "tenants[0](acme).twillio"),
     ],
 )
 def test_unknown_keys_are_rejected_by_name(load: LoadFn, text: str, key: str) -> None:
@@ -287,19 +280,19 @@ def test_unknown_key_suggests_the_closest_allowed_key(load: LoadFn) -> None:
     [
         ("[[tenants]]\nid = 5\n", "tenants[0].id: expected a string, got an integer"),
         ("[[tenants]]\nname = 'x'\n", "tenants[0].id: expected a string, got nothing"),
-        ("[[tenants]]\nid = 'a'\nname = ''\n", "tenants[0].name: expected a non-empty string"),
-        ("[[tenants]]\nid = 'a'\ntwilio = 'x'\n", "tenants[0].twilio: expected a table"),
+        ("[[tenants]]\nid = 'a'\nname = ''\n", "tenants[0](a).name: expected a non-empty string"),
+        ("[[tenants]]\nid = 'a'\ntwilio = 'x'\n", "tenants[0](a).twilio: expected a table"),
         (
             "[[tenants]]\nid = 'a'\n[tenants.twilio]\naccount_sid = 'AC'\nauth_token = 7\n",
-            "tenants[0].twilio.auth_token: expected a string: env:NAME, file:PATH or a literal",
+            "tenants[0](a).twilio.auth_token: expected a string: env:NAME, file:PATH or a literal",
         ),
         (
             f"[[tenants]]\nid = 'a'\n[tenants.twilio]\naccount_sid = '{SID_A}'\n",
-            "tenants[0].twilio.auth_token: expected a string: env:NAME",
+            "tenants[0](a).twilio.auth_token: expected a string: env:NAME",
         ),
         (
             "[[tenants]]\nid = 'a'\n[tenants.kaleyra]\ncallback_secret = 'x'\n",
-            "tenants[0].kaleyra.sid: expected a string, got nothing",
+            "tenants[0](a).kaleyra.sid: expected a string, got nothing",
         ),
         ("tenants = 'acme'\n", "tenants: expected an array of tables ([[tenants]]), got a string"),
         ("tenants = [1]\n", "tenants[0]: expected a table, got an integer"),
@@ -333,7 +326,7 @@ def test_wrong_types_and_missing_keys_are_named(load: LoadFn, text: str, expecte
 def test_bad_fallback_twiml_is_named(load: LoadFn, twiml: str, expected: str) -> None:
     """fallback_voice_twiml must parse as XML with a <Response> root."""
     message = problems_of(load, tenant(extra=f"fallback_voice_twiml = '{twiml}'"))
-    assert "tenants[0].fallback_voice_twiml:" in message
+    assert "tenants[0](acme).fallback_voice_twiml:" in message
     assert expected in message
 
 
@@ -356,7 +349,7 @@ def test_unresolved_secrets_are_named_without_their_value(
     (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
     (tmp_path / "binary.bin").write_bytes(b"\xff\xfepadded-s3cret")
     message = problems_of(load, tenant(token=value), environ)
-    assert "tenants[0].twilio.auth_token: " in message
+    assert "tenants[0](acme).twilio.auth_token: " in message
     assert expected in message
     assert "padded-s3cret" not in message
 
@@ -409,3 +402,51 @@ def test_invalid_utf8_config_names_the_path(tmp_path: Path) -> None:
     path.write_bytes(b'name = "caf\xe9"\n')
     with pytest.raises(ConfigError, match=r"latin1\.toml: cannot be read: not valid UTF-8"):
         load_config(path, {})
+
+
+# --- how problems name their keys ----------------------------------------------------------------
+
+
+def all_problems(load: LoadFn, text: str) -> tuple[str, ...]:
+    """Load text that must be invalid; return every problem, without the file name."""
+    with pytest.raises(ConfigProblems) as info:
+        load(text)
+    return tuple(problem.partition(": ")[2] for problem in info.value.problems)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (tenant(twilio_extra='auth_tokn = "x"'), "tenants[0](acme).twilio.auth_tokn: unknown key "
+                                             "(did you mean 'auth_token')"),
+    ('[[tenants]]\nidd = "acme"\n', "tenants[0].idd: unknown key (did you mean 'id')"),
+    (tenant() + '[tenants.budget]\nmode = "prepaid"\namout = "5"\n',
+     "tenants[0](acme).budget.amout: unknown key (did you mean 'amount')"),
+    (tenant() + '[tenants.kaleyra]\nsid = "HX1"\ncalback_secret = "s"\n',
+     "tenants[0](acme).kaleyra.calback_secret: unknown key (did you mean 'callback_secret')"),
+    ('[gateway]\nflow_secret = "s"\n' + tenant() + '[tenants.flows.f]\n[[tenants.flows.f.steps]]\n'
+     'id = "a"\ntype = "say"\ntxt = "hi"\n',
+     "tenants[0](acme).flows.f.steps[0].txt: unknown key (did you mean 'text')"),
+    ('[gateway]\nflow_secret = "s"\n' + tenant() + '[tenants.flows.f]\n[[tenants.flows.f.steps]]\n'
+     'id = "a"\ntype = "hangup"\nnxt = "b"\n',
+     "tenants[0](acme).flows.f.steps[0].nxt: unknown key (did you mean 'next')"),
+    (tenant() + "[tenants.flows]\nrefil = 1\n",
+     "tenants[0](acme).flows.refil: unknown key (caller_id, calls_per_second)"),
+])
+def test_a_mistyped_key_is_one_problem(load: LoadFn, text: str, expected: str) -> None:
+    """A typo is reported once, as an unknown key with a hint, never again as a missing key."""
+    assert all_problems(load, text) == (expected,)
+
+
+def test_every_key_of_a_tenant_names_its_id(load: LoadFn) -> None:
+    """A tenant's problems, in its own table and its sections, name it by id after its index."""
+    text = (tenant("ok") + tenant("beta", sid="AC123") + '[tenants.routing]\ntimezone = "Mars"\n'
+            + '[tenants.usage]\nplan_monthly = 1.5\n')
+    problems = all_problems(load, text)
+    assert len(problems) == 3
+    assert all(problem.startswith("tenants[1](beta).") for problem in problems), problems
+    assert all("tenants[1]." not in problem for problem in problems)
+
+
+def test_a_tenant_without_a_valid_id_is_named_by_index(load: LoadFn) -> None:
+    """Without a usable id the index alone names the tenant (the id problem says what arrived)."""
+    assert all_problems(load, tenant("Acme!")) == (
+        "tenants[0].id: expected a slug matching [a-z0-9][a-z0-9-]{0,39}, got 'Acme!'",)

@@ -303,6 +303,21 @@ def test_mask_phone_and_url_password_helpers() -> None:
     assert mask_url_password("https://example.com/a:b") == "https://example.com/a:b"
 
 
+@pytest.mark.parametrize(("url", "masked"), [
+    ("amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:***@127.0.0.1:5672/"),
+    ("amqps://svc:p%40ss@mq.example:5671/prod", "amqps://svc:***@mq.example:5671/prod"),
+    ("amqp://u:pa/ss#x@h/", "amqp://u:***@h/"),  # unescaped / and # in the password
+    ("postgresql://u:p?s/s@ss@db/x", "postgresql://u:***@db/x"),
+    ("amqp://u@h/", "amqp://u@h/"),
+    ("amqp://h:5672/", "amqp://h:5672/"),
+    ("memory://", "memory://"),
+    ("got amqp://a:x/y@h1/ and amqp://b:z@h2/", "got amqp://a:***@h1/ and amqp://b:***@h2/"),
+])
+def test_mask_url_password_is_the_one_rule(url: str, masked: str) -> None:
+    """One rule masks every URL password, even one a URL parser would misread, keeping the rest."""
+    assert mask_url_password(url) == masked
+
+
 # --- properties --------------------------------------------------------------------------------
 
 E164 = st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True)

@@ -32,20 +32,20 @@ def problems(toml_text: str) -> list[str]:
 def test_valid_rules_parse_into_frozen_dataclasses() -> None:
     """The test tenant's rules parse: order kept, actions typed, timeout read by the gateway."""
     tenant = routed_tenant()
-    routing = tenant.extra["routing"]
+    routing = tenant.routing
     assert isinstance(routing, Routing)
     assert [rule.name for rule in routing.voice] == ["office", "spam", "bot", "closed"]
     assert isinstance(routing.actions["main"], Menu) and isinstance(routing.actions["sales"], Dial)
     assert routing.sms[0].keywords == frozenset({"HOURS", "OPEN"})
-    assert answer_timeout_s(tenant.extra) == 1.0
-    assert answer_timeout_s({}) == 3.0
+    assert answer_timeout_s(tenant.routing) == 1.0
+    assert answer_timeout_s(None) == 3.0
 
 
 def test_example_config_is_valid() -> None:
     """examples/hookline.toml, with its complete routing example, loads."""
     config = load_config(ROOT / "examples" / "hookline.toml", {})
     demo = config.tenants.by_id("demo")
-    assert demo is not None and isinstance(demo.extra["routing"], Routing)
+    assert demo is not None and isinstance(demo.routing, Routing)
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [

@@ -149,7 +149,8 @@ def test_config_secrets_resolve_from_the_given_environ(empty_cwd: Path) -> None:
     assert acme is not None and acme.twilio is not None
     assert acme.twilio.auth_token.reveal() == "tok"
     message = error_of({"HOOKLINE_CONFIG": str(path)})
-    assert "tenants[0].twilio.auth_token: environment variable ACME_TOKEN is not set" in message
+    assert ("tenants[0](acme).twilio.auth_token: environment variable ACME_TOKEN is not set"
+            in message)
 
 
 # --- each variable -----------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def test_all_problems_are_reported_at_once(empty_cwd: Path) -> None:
         "HOOKLINE_LOG_LEVEL",
         str(path),
     ]
-    assert "tenants[0].twilio.auth_token" in info.value.problems[-1]
+    assert "tenants[0](acme).twilio.auth_token" in info.value.problems[-1]
 
 
 # --- secrets never shown -----------------------------------------------------------------------
@@ -457,6 +458,6 @@ def test_errors_never_contain_secret_values(empty_cwd: Path) -> None:
     message = error_of(
         {"HOOKLINE_CONFIG": str(path), "HOOKLINE_AMQP_URL": "amqpx://u:amqp-pass-123@h/"}
     )
-    assert "tenants[0].twilio.auth_token: the value is padded with whitespace" in message
+    assert "tenants[0](acme).twilio.auth_token: the value is padded with whitespace" in message
     assert "padded-token-789" not in message
     assert "amqp-pass-123" not in message

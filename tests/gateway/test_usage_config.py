@@ -17,8 +17,6 @@ from gateway.usage_config import (
     TenantUsage,
     decimal_text,
     digits_of,
-    tenant_budget,
-    tenant_usage,
 )
 
 TENANT = '[[tenants]]\nid = "acme"\n'
@@ -131,7 +129,7 @@ def test_duplicate_rate_is_rejected() -> None:
 
 
 def test_budget_and_plan_sections() -> None:
-    """A tenant's budget and plan parse into frozen dataclasses in Tenant.extra."""
+    """A tenant's budget and plan parse into frozen dataclasses in typed Tenant fields."""
     text = TENANT + (
         '[tenants.budget]\nmode = "postpaid"\namount = "250.00"\nthresholds = [90, 50]\n'
         '[tenants.usage]\nplan_monthly = 499\ncac = "1200"\nmonthly_churn = "0.02"\n'
@@ -139,8 +137,8 @@ def test_budget_and_plan_sections() -> None:
     )
     tenant = parse(text).tenants.by_id("acme")
     assert tenant is not None
-    assert tenant_budget(tenant.extra) == Budget("postpaid", Decimal("250.00"), (50, 90))
-    assert tenant_usage(tenant.extra) == TenantUsage(
+    assert tenant.budget == Budget("postpaid", Decimal("250.00"), (50, 90))
+    assert tenant.usage == TenantUsage(
         Decimal(499), Decimal(1200), Decimal("0.02"), ("+14155550100",))
 
 
@@ -148,11 +146,11 @@ def test_budget_defaults_and_absence() -> None:
     """Thresholds default to 50/80/100; a tenant without the sections has no budget, no plan."""
     with_budget = parse(TENANT + '[tenants.budget]\nmode = "prepaid"\namount = "10"\n')
     tenant = with_budget.tenants.by_id("acme")
-    assert tenant is not None and tenant_budget(tenant.extra) == Budget(
+    assert tenant is not None and tenant.budget == Budget(
         "prepaid", Decimal(10), (50, 80, 100))
     bare = parse(TENANT).tenants.by_id("acme")
-    assert bare is not None and tenant_budget(bare.extra) is None
-    assert tenant_usage(bare.extra) == TenantUsage()
+    assert bare is not None and bare.budget is None
+    assert bare.usage == TenantUsage()
 
 
 @pytest.mark.parametrize(
@@ -175,7 +173,7 @@ def test_budget_defaults_and_absence() -> None:
 def test_bad_tenant_sections(section: str, key: str, fragment: str) -> None:
     """Each bad budget or plan key is reported with the tenant's path and what was expected."""
     message = problems(TENANT + section + "\n")
-    assert f"tenants[0].{key}" in message and fragment in message
+    assert f"tenants[0](acme).{key}" in message and fragment in message
 
 
 def test_digits_of_addresses() -> None:
@@ -192,8 +190,8 @@ def test_example_config_has_a_rate_card_and_a_budget() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "examples" / "hookline.toml", {})
     assert config.usage.rate_for("twilio", "sms", "outbound", "+447700900123") is not None
     demo = config.tenants.by_id("demo")
-    assert demo is not None and tenant_budget(demo.extra) is not None
-    assert tenant_usage(demo.extra).plan_monthly == Decimal("499.00")
+    assert demo is not None and demo.budget is not None
+    assert demo.usage.plan_monthly == Decimal("499.00")
 
 
 def test_hookline_check_names_a_float_price(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from gateway.secrets import Secret
 from gateway.tenants import KaleyraAccount, Tenant, TwilioAccount
 from gateway.usage_config import Budget, Rate, RateCard
 from schemas.events import CALL_BOT_RESULT, Event, event_id
+from workers.backends import create_ledger
 from workers.usage.facts import UsageFact, fact_from_event
 from workers.usage.ledger import Ledger, UsagePolicy
-from workers.usage.store import create_ledger
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 DAY = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -22,11 +22,11 @@ from gateway.broker.factory import create_publisher
 from gateway.log import configure_logging
 from gateway.usage_config import Budget
 from tests.support.usage import CARD
+from workers.backends import create_ledger
 from workers.handler import Delivery, Result
 from workers.runner import AmqpTransport, Runner
 from workers.usage.handler import UsageHandler
 from workers.usage.ledger import UsagePolicy
-from workers.usage.store import create_ledger
 
 BUDGETS = {"acme": Budget("prepaid", Decimal("1.00"))}
 

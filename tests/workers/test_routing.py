@@ -24,7 +24,7 @@ TENANT = routed_tenant()
 
 
 def router() -> VoiceRouter:
-    routing = TENANT.extra["routing"]
+    routing = TENANT.routing
     assert isinstance(routing, Routing)
     return VoiceRouter(TENANT, routing)
 
@@ -105,7 +105,7 @@ def test_reject_and_flow() -> None:
     unsealed position, or one replayed on another call)."""
     reject = check_twiml(call(to="+18005559999"), "voice")
     assert [(el.tag, el.get("reason")) for el in reject] == [("Reject", "busy")]
-    routing = TENANT.extra["routing"]
+    routing = TENANT.routing
     assert isinstance(routing, Routing)
     seal = PositionSeal(Secret("routing-test-flow-secret"))
     handler = TwimlHandler(StaticTenantRegistry([TENANT]), seal=seal)
@@ -135,7 +135,7 @@ def test_unknown_step_gets_the_fallback() -> None:
 ])
 def test_sms_keywords_and_default(body: str, expected: str) -> None:
     """The first word picks a keyword rule, whatever its case; others get the default reply."""
-    routing = TENANT.extra["routing"]
+    routing = TENANT.routing
     assert isinstance(routing, Routing)
     routed = route_message(TENANT, routing, {"To": OFFICE_NUMBER}, body, OPEN)
     root = check_twiml(routed.twiml, "messaging")
@@ -145,7 +145,7 @@ def test_sms_keywords_and_default(body: str, expected: str) -> None:
 @pytest.mark.parametrize("body", ["STOP", "stop", " Unsubscribe ", "HELP", "start"])
 def test_opt_keywords_are_left_to_twilio(body: str) -> None:
     """STOP/HELP/START and the other opt keywords get no reply (Twilio answers them)."""
-    routing = TENANT.extra["routing"]
+    routing = TENANT.routing
     assert isinstance(routing, Routing)
     routed = route_message(TENANT, routing, {}, body, OPEN)
     assert routed.twiml == EMPTY_TWIML and routed.note.startswith("opt keyword")
@@ -154,7 +154,7 @@ def test_opt_keywords_are_left_to_twilio(body: str) -> None:
 
 def test_opt_out_type_parameter_is_recorded() -> None:
     """Twilio's OptOutType parameter (Advanced Opt-Out) also means no reply."""
-    routing = TENANT.extra["routing"]
+    routing = TENANT.routing
     assert isinstance(routing, Routing)
     routed = route_message(TENANT, routing, {"OptOutType": "STOP"}, "arrêt", OPEN)
     assert routed.twiml == EMPTY_TWIML and routed.note == "opt keyword STOP"

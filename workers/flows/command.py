@@ -16,9 +16,10 @@ from typing import Final
 
 import orjson
 
-from gateway.flows.model import Flow, FlowSettings
+from gateway.e164 import E164_PATTERN
+from gateway.flows.model import Flow
 from gateway.log import mask_phone
-from gateway.tenants import E164_PATTERN, Tenant, TenantRegistry
+from gateway.tenants import Tenant, TenantRegistry
 
 COMMAND_SUFFIX: Final = ".call.bot"
 MAX_REQUEST_ID: Final = 128
@@ -82,11 +83,10 @@ def parse_command(routing_key: str, body: bytes, tenants: TenantRegistry) -> Bot
     if unknown:
         return reject("invalid_command", f"unknown fields {unknown} (expected "
                                          f"{', '.join(sorted(_KEYS))})")
-    settings = tenant.extra.get("flows")
+    settings = tenant.flows
     flow_name = doc.get("flow")
-    if not isinstance(settings, FlowSettings) or not isinstance(flow_name, str) \
-            or flow_name not in settings.flows:
-        known = sorted(settings.flows) if isinstance(settings, FlowSettings) else []
+    if settings is None or not isinstance(flow_name, str) or flow_name not in settings.flows:
+        known = sorted(settings.flows) if settings is not None else []
         return reject("unknown_flow", f"flow {flow_name!r} is not a flow of tenant "
                                       f"{tenant.id!r} (known: {', '.join(known) or 'none'})")
     if tenant.twilio is None:

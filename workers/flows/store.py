@@ -19,10 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from gateway.errors import ConfigError
-from gateway.log import mask_url_password
-from gateway.settings import is_postgresql, sqlite_file
-
 
 @dataclass(frozen=True, slots=True)
 class BotCall:
@@ -133,19 +129,3 @@ class MemoryBotCallStore:
 
     async def release(self, tenant: str, request_id: str) -> None:
         self.claims.pop((tenant, request_id), None)
-
-
-
-def create_store(db_url: str) -> BotCallStore:
-    """The store for HOOKLINE_DB_URL (sqlite:///PATH or postgresql://...); connects on open()."""
-    path = sqlite_file(db_url)
-    if path is not None:
-        from workers.flows.sqlite_store import SqliteBotCallStore
-
-        return SqliteBotCallStore(path)
-    if is_postgresql(db_url):
-        from workers.flows.postgres_store import PostgresBotCallStore
-
-        return PostgresBotCallStore(db_url)
-    raise ConfigError(f"HOOKLINE_DB_URL: expected sqlite:///PATH or postgresql://..., got "
-                      f"{mask_url_password(db_url)!r}")

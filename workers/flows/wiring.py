@@ -10,22 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.backends import url_scheme
 from gateway.broker.base import Publisher
-from gateway.broker.factory import create_publisher, url_scheme
+from gateway.broker.factory import create_publisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
-from gateway.flows.model import FlowSettings
 from gateway.flows.position import PositionSeal
 from gateway.settings import Settings
-from gateway.usage_config import Budget, tenant_budget
-from workers.flows.store import create_store
+from gateway.usage_config import Budget
+from workers.backends import create_ledger, create_store
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
 from workers.handler import Handler
 from workers.usage.handler import budget_exhausted
 from workers.usage.ledger import Ledger
-from workers.usage.store import create_ledger
 
 
 class LedgerBudget:
@@ -48,8 +47,7 @@ def flows_handlers(settings: Settings, *, memory_broker: MemoryBroker | None = N
                    public_url: str | None = None, twilio_api_url: str | None = None,
                    ) -> list[Handler]:
     """BotCommands and BotCalls for these settings; nothing connects before ``start()``."""
-    with_flows = [t.id for t in settings.tenants if isinstance(t.extra.get("flows"),
-                                                                 FlowSettings)]
+    with_flows = [t.id for t in settings.tenants if t.flows is not None]
     base = settings.public_url or public_url
     if with_flows and base is None:
         raise ConfigError(f"worker flows: HOOKLINE_PUBLIC_URL must be set to the URL Twilio "
@@ -57,7 +55,7 @@ def flows_handlers(settings: Settings, *, memory_broker: MemoryBroker | None = N
     # Without flows no flow_secret is required: commands are then all refused (unknown
     # flow) and the worker only drains hookline.bot.calls.
     seal = PositionSeal(settings.flow_secret) if settings.flow_secret else None
-    budgets = {t.id: b for t in settings.tenants if (b := tenant_budget(t.extra)) is not None}
+    budgets = {t.id: t.budget for t in settings.tenants if t.budget is not None}
     api = TwilioRestApi(api_base=twilio_api_url)
     clock = SystemClock()
     return [

@@ -18,7 +18,6 @@ import structlog
 from gateway.broker.base import Publisher
 from gateway.clock import Clock
 from gateway.errors import ConsumerError, PoisonMessage, PublishError, TransientError
-from gateway.flows.model import FlowSettings
 from gateway.flows.position import Position, PositionSeal
 from gateway.tenants import TenantRegistry
 from schemas.events import CALL_FLOW, CALL_STATUS, Event
@@ -85,8 +84,8 @@ class BotCommands:
                                command.detail)
             return None
         tenant, account = command.tenant, command.tenant.twilio
-        settings = tenant.extra.get("flows")
-        if account is None or not isinstance(settings, FlowSettings) or self._seal is None:
+        settings = tenant.flows
+        if account is None or settings is None or self._seal is None:
             # parse_command checked the account and flows; the config demands a flow_secret
             raise PoisonMessage(f"tenant {tenant.id!r}: no Twilio account, flows or flow_secret")
         # The slot first: a backlog waits here, with nothing claimed yet, so a worker that

@@ -12,10 +12,10 @@ from typing import Any, TextIO
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings
+from workers.backends import create_ledger
 from workers.usage.ledger import Ledger
 from workers.usage.reconcile import ClientFactory, format_comparisons, reconcile, twilio_client
 from workers.usage.report import FORMATS, build_report, render
-from workers.usage.store import create_ledger
 
 _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 

@@ -23,13 +23,13 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import PoisonMessage, PublishError
 from gateway.settings import Settings
 from gateway.tenants import TENANT_ID_PATTERN
-from gateway.usage_config import Budget, decimal_text, tenant_budget
+from gateway.usage_config import Budget, decimal_text
 from schemas.events import Event
 from schemas.topology import USAGE_QUEUE
+from workers.backends import create_ledger
 from workers.handler import Delivery, Result, require_routed_tenant
 from workers.usage.facts import UsageFact, fact_from_event
 from workers.usage.ledger import Ledger, LedgerUnavailable, UsagePolicy
-from workers.usage.store import create_ledger
 
 DEFAULT_BATCH_SIZE: Final = 256
 DEFAULT_BATCH_WAIT_S: Final = 0.2
@@ -41,9 +41,8 @@ def usage_policy(settings: Settings) -> UsagePolicy:
     """The rate card and every tenant's budget, from validated settings."""
     budgets: dict[str, Budget] = {}
     for tenant in settings.tenants:
-        budget = tenant_budget(tenant.extra)
-        if budget is not None:
-            budgets[tenant.id] = budget
+        if tenant.budget is not None:
+            budgets[tenant.id] = tenant.budget
     return UsagePolicy(settings.rate_card, budgets)
 
 
@@ -167,7 +166,8 @@ def create_usage_handler(settings: Settings, publisher: Publisher | None = None
     a tenant could read budget events from, so none is made: crossed thresholds are logged and
     stay pending in the ledger, to be published once the worker runs against RabbitMQ.
     """
-    from gateway.broker.factory import create_publisher, url_scheme
+    from gateway.backends import url_scheme
+    from gateway.broker.factory import create_publisher
 
     if publisher is None and url_scheme(settings.amqp_url) != "memory":
         publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants])

@@ -24,7 +24,7 @@ from typing import Final
 import orjson
 
 from gateway.tenants import Tenant
-from gateway.usage_config import Budget, RateCard, decimal_text, tenant_budget, tenant_usage
+from gateway.usage_config import Budget, RateCard, decimal_text
 from workers.usage.ledger import OutcomeRow, UsageRow
 
 FORMATS: Final = ("table", "json", "csv")
@@ -63,7 +63,7 @@ class TenantReport:
 def rental_cost(card: RateCard, tenant: Tenant) -> Decimal:
     """The month's rental of the tenant's Twilio numbers (numbers without a rental cost 0)."""
     total = Decimal(0)
-    for number in tenant_usage(tenant.extra).numbers:
+    for number in tenant.usage.numbers:
         rental = card.rental_for("twilio", number)
         total += rental.monthly if rental is not None else Decimal(0)
     return total
@@ -85,8 +85,8 @@ def build_report(month: str, tenants: Iterable[Tenant], card: RateCard,
     for tenant_id in ids:
         mine = [r for r in rows if r.tenant == tenant_id]
         tenant = known.get(tenant_id)
-        plan = tenant_usage(tenant.extra) if tenant else None
-        budget: Budget | None = tenant_budget(tenant.extra) if tenant else None
+        plan = tenant.usage if tenant else None
+        budget: Budget | None = tenant.budget if tenant else None
         usage_cost = sum((r.cost for r in mine), Decimal(0))
         rent = rental_cost(card, tenant) if tenant else Decimal(0)
         cogs = usage_cost + rent

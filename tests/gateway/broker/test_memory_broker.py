@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import aio_pika
 import pytest
 
-from gateway.broker.factory import create_publisher, mask_url
+from gateway.broker.factory import create_publisher
 from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.broker.memory import (
     DEFAULT_MAX_LENGTH,
@@ -247,19 +247,6 @@ def test_memory_mode_never_imports_aio_pika() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=30)
     assert done.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize(("url", "masked"), [
-    ("amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:****@127.0.0.1:5672/"),
-    ("amqps://svc:p%40ss@mq.example:5671/prod", "amqps://svc:****@mq.example:5671/prod"),
-    ("amqp://u:pa/ss#x@h/", "amqp://u:****@h/"),  # unescaped / and # in the password
-    ("amqp://u@h/", "amqp://u@h/"),
-    ("amqp://h:5672/", "amqp://h:5672/"),
-    ("memory://", "memory://"),
-])
-def test_mask_url(url: str, masked: str) -> None:
-    """mask_url hides the password, even one a URL parser would misread, and keeps the rest."""
-    assert mask_url(url) == masked
 
 
 def test_default_exchange_routes_by_queue_name() -> None:

@@ -328,6 +328,6 @@ async def test_amqp_start_unreachable_raises_without_password() -> None:
                                   connect_timeout=1.0)
     with pytest.raises(PublishError) as caught:
         await publisher.start()
-    assert "amqp://hook:****@127.0.0.1:9/" in str(caught.value)
+    assert "amqp://hook:***@127.0.0.1:9/" in str(caught.value)
     assert "s3cr3t-pw" not in str(caught.value)
     assert publisher.ready is False

@@ -40,7 +40,7 @@ def problems(tmp_path: Path, text: str) -> str:
 def flow_settings(config: ConfigFile) -> FlowSettings:
     tenant = config.tenants.by_id("acme")
     assert tenant is not None
-    settings = tenant.extra["flows"]
+    settings = tenant.flows
     assert isinstance(settings, FlowSettings)
     return settings
 
@@ -134,7 +134,7 @@ def test_broken_flows_fail_naming_tenant_flow_and_step(
 ) -> None:
     """Each broken flow is refused at start-up; the message names the flow's key and the step."""
     message = problems(tmp_path, one_flow(steps))
-    assert "tenants[0].flows.f." in message
+    assert "tenants[0](acme).flows.f." in message
     assert expected in message
 
 
@@ -142,14 +142,14 @@ def test_pacing_and_caller_id_are_checked(tmp_path: Path) -> None:
     """calls_per_second must be 1..100 and caller_id an E.164 number."""
     text = HEAD + '\n[tenants.flows]\ncalls_per_second = 0\ncaller_id = "12"\n'
     message = problems(tmp_path, text)
-    assert "tenants[0].flows.calls_per_second: expected an integer from 1 to 100" in message
-    assert "tenants[0].flows.caller_id: expected an E.164 number" in message
+    assert "tenants[0](acme).flows.calls_per_second: expected an integer from 1 to 100" in message
+    assert "tenants[0](acme).flows.caller_id: expected an E.164 number" in message
 
 
 def test_a_non_table_entry_in_flows_is_an_unknown_key(tmp_path: Path) -> None:
     """Only tables name flows: a stray scalar is refused like any unknown key."""
     message = problems(tmp_path, HEAD + '\n[tenants.flows]\nrefil = 3\n')
-    assert "tenants[0].flows.refil: unknown key" in message
+    assert "tenants[0](acme).flows.refil: unknown key" in message
 
 
 @pytest.mark.parametrize(("flows", "expected"), [
@@ -164,4 +164,4 @@ def test_a_routing_rule_can_only_hand_calls_to_a_flow_without_variables(
     routing = ('\n[tenants.routing]\n[tenants.routing.actions.bot]\ntype = "flow"\n'
                'flow = "refill"\n[[tenants.routing.voice]]\nname = "all"\naction = "bot"\n')
     message = problems(tmp_path, HEAD + routing + flows)
-    assert f"tenants[0].routing.actions.bot.flow: {expected}" in message
+    assert f"tenants[0](acme).routing.actions.bot.flow: {expected}" in message

@@ -28,8 +28,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     path.write_text(
         '[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n' + REFILL_FLOW_TOML, "utf-8")
     tenant = load_config(path, {}).tenants.by_id("acme")
-    assert tenant is not None and isinstance(tenant.extra["flows"], FlowSettings)
-    return tenant.extra["flows"].flows["refill"]
+    assert tenant is not None and isinstance(tenant.flows, FlowSettings)
+    return tenant.flows.flows["refill"]
 
 
 def url(position: Position) -> str:

@@ -75,8 +75,8 @@ class Rig:
         token = parse_qs(urlsplit(url).query)["s"][0]
         position = SEAL.open(token, tenant=tenant_id, now=int(NOW.timestamp()))
         tenant = self.tenants.by_id(tenant_id)
-        assert tenant is not None and isinstance(tenant.extra["flows"], FlowSettings)
-        flow = tenant.extra["flows"].flows[position.flow]
+        assert tenant is not None and isinstance(tenant.flows, FlowSettings)
+        flow = tenant.flows.flows[position.flow]
         rendered = render(flow, position, params,
                           lambda p: f"{PUBLIC}/twilio/voice/flow?s={SEAL.seal(p)}",
                           f"{PUBLIC}/twilio/voice/status")

@@ -20,8 +20,8 @@ from gateway.tenants import StaticTenantRegistry, Tenant, TwilioAccount
 from gateway.usage_config import Budget, RateCard, Rental, TenantUsage
 from tests.support.fake_twilio import FakeTwilio, serving_in_thread
 from tests.support.usage import ACCOUNT, CARD, bot_result, facts, policy, scenario
+from workers.backends import create_ledger
 from workers.usage.cli import add_usage_commands, run_usage_command
-from workers.usage.store import create_ledger
 
 SID_B = "AC" + "0" * 31 + "b"
 SID_C = "AC" + "0" * 31 + "c"
@@ -29,11 +29,10 @@ CARD_WITH_RENTAL = RateCard(rates=CARD.rates, rentals=(Rental("twilio", "1", Dec
 
 
 def settings(tmp_path: Path) -> Settings:
-    acme = Tenant("acme", "Acme", twilio=TwilioAccount(ACCOUNT, Secret("token-a")), extra={
-        "budget": Budget("prepaid", Decimal("50")),
-        "usage": TenantUsage(Decimal("100"), Decimal("300"), Decimal("0.05"),
-                             ("+14155550100", "+14155550101")),
-    })
+    acme = Tenant("acme", "Acme", twilio=TwilioAccount(ACCOUNT, Secret("token-a")),
+                  budget=Budget("prepaid", Decimal("50")),
+                  usage=TenantUsage(Decimal("100"), Decimal("300"), Decimal("0.05"),
+                                    ("+14155550100", "+14155550101")))
     beta = Tenant("beta", "Beta", twilio=TwilioAccount(SID_B, Secret("token-b")))
     gamma = Tenant("gamma", "Gamma", twilio=TwilioAccount(SID_C, Secret("stale-token")))
     return Settings(tenants=StaticTenantRegistry([acme, beta, gamma]),

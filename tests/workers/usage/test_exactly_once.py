@@ -12,8 +12,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from workers.backends import create_ledger
 from workers.usage.ledger import UsageRow
-from workers.usage.store import create_ledger
 
 ROOT = Path(__file__).resolve().parents[3]
 N = 400  # messages: 1200 message events + 80 call events per process

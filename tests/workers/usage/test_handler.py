@@ -124,7 +124,7 @@ async def test_unpublished_alerts_wait_in_the_outbox(tmp_path: Path) -> None:
 
 def test_usage_policy_from_settings() -> None:
     """Budgets come from each tenant's [tenants.budget], prices from [usage]."""
-    tenants = StaticTenantRegistry([Tenant("acme", "Acme", extra={"budget": BUDGETS["acme"]}),
+    tenants = StaticTenantRegistry([Tenant("acme", "Acme", budget=BUDGETS["acme"]),
                                     Tenant("solo", "Solo")])
     policy = usage_policy(Settings(tenants=tenants, rate_card=CARD))
     assert policy.budgets == BUDGETS and policy.card is CARD

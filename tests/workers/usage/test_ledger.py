@@ -20,8 +20,8 @@ from tests.support.usage import (
     received,
     scenario,
 )
+from workers.backends import create_ledger
 from workers.usage.ledger import Ledger, UsageRow
-from workers.usage.store import create_ledger
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MONTH = "2026-11"

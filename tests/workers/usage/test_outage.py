@@ -13,10 +13,10 @@ import pytest
 from gateway.errors import TransientError
 from tests.support.net import free_port
 from tests.support.usage import facts, message, policy
+from workers.backends import create_ledger
 from workers.usage.ledger import LedgerUnavailable
 from workers.usage.postgres_ledger import PostgresLedger
 from workers.usage.sqlite_ledger import SqliteLedger
-from workers.usage.store import create_ledger
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
