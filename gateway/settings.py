@@ -95,6 +95,10 @@ class Settings:
     #: HOOKLINE_ADMIN_LISTEN as (host, port); None (only for Settings built in code, e.g. in
     #: tests) serves the admin app on no socket.
     admin_listen: tuple[str, int] | None = None
+    #: HOOKLINE_WORKER_ADMIN_LISTEN: /readyz and /metrics of a `hookline worker` process. None
+    #: (the default) serves none: several workers and a gateway often share a host, and a
+    #: default port would make the second one fail to start.
+    worker_admin_listen: tuple[str, int] | None = None
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     #: RabbitMQ management HTTP API (tenant broker users): HOOKLINE_RABBITMQ_API_URL, else
     #: http://<AMQP host>:15672 with the AMQP URL's credentials; None with memory://.
@@ -131,6 +135,7 @@ class Settings:
             f"data_dir={str(self.data_dir)!r}, db_url={mask_url_password(self.db_url)!r}, "
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
             f"admin_listen={self.admin_listen!r}, "
+            f"worker_admin_listen={self.worker_admin_listen!r}, "
             f"max_body_bytes={self.max_body_bytes}, tenants=[{shown}], "
             f"rabbitmq_api_url={mask_url_password(self.rabbitmq_api_url or '')!r}, "
             f"config_found={self.config_found})"
@@ -177,7 +182,10 @@ def load_settings(
     raw_level = get("HOOKLINE_LOG_LEVEL") or "info"
     log_level = _choice("HOOKLINE_LOG_LEVEL", raw_level, _LOG_LEVELS, problems, "info")
 
-    admin_listen = _listen_address(get("HOOKLINE_ADMIN_LISTEN"), problems)
+    admin_listen = _listen_address("HOOKLINE_ADMIN_LISTEN", get("HOOKLINE_ADMIN_LISTEN"),
+                                   problems) or DEFAULT_ADMIN_LISTEN
+    worker_admin_listen = _listen_address("HOOKLINE_WORKER_ADMIN_LISTEN",
+                                          get("HOOKLINE_WORKER_ADMIN_LISTEN"), problems)
     config_path, config = _config(get("HOOKLINE_CONFIG"), env, problems)
     if problems:
         raise ConfigProblems(problems)
@@ -201,6 +209,7 @@ def load_settings(
         rate_card=config.usage,
         config_found=config.path is not None,
         admin_listen=admin_listen,
+        worker_admin_listen=worker_admin_listen,
         client_limits=ClientLimits(
             header_timeout_s=gateway.header_timeout_ms / 1000,
             body_timeout_s=gateway.body_timeout_ms / 1000,
@@ -328,10 +337,10 @@ def _trusted_proxies(raw: str | None, problems: list[str]) -> tuple[IPNetwork, .
     return tuple(networks)
 
 
-def _listen_address(raw: str | None, problems: list[str]) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) of the admin listener."""
+def _listen_address(name: str, raw: str | None, problems: list[str]) -> tuple[str, int] | None:
+    """HOST:PORT (an IPv6 host in brackets) of a listener; None when unset or invalid."""
     if raw is None:
-        return DEFAULT_ADMIN_LISTEN
+        return None
     try:
         parts = urlsplit(f"//{raw}")
         host, port = parts.hostname, parts.port
@@ -339,9 +348,9 @@ def _listen_address(raw: str | None, problems: list[str]) -> tuple[str, int]:
     except ValueError:
         valid = False
     if not valid or host is None or port is None:
-        problems.append(f"HOOKLINE_ADMIN_LISTEN: expected HOST:PORT (e.g. 127.0.0.1:9180, "
-                        f"[::1]:9180), got {raw!r}")
-        return DEFAULT_ADMIN_LISTEN
+        problems.append(f"{name}: expected HOST:PORT (e.g. 127.0.0.1:9180, [::1]:9180), "
+                        f"got {raw!r}")
+        return None
     return host, port
 
 

@@ -95,21 +95,22 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _workers(settings: Settings, kind: str) -> int:
-    """The workers of ``kind``, with /readyz and /metrics on HOOKLINE_ADMIN_LISTEN."""
+    """The workers of ``kind``, with /readyz and /metrics on HOOKLINE_WORKER_ADMIN_LISTEN when
+    it is set (not HOOKLINE_ADMIN_LISTEN: a gateway and workers often share a host)."""
     metrics = Metrics()
     runners = _runners(settings, _kinds(kind), metrics=metrics)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     admin = None
-    if settings.admin_listen is not None:
+    if settings.worker_admin_listen is not None:
         from gateway.http.admin import AdminListener, create_admin_app
 
         def readiness() -> tuple[bool, dict[str, object]]:
             ready = {runner.handler.name: runner.ready.is_set() for runner in runners}
             return all(ready.values()), {"workers": ready}
 
-        admin = AdminListener(create_admin_app(readiness, metrics), *settings.admin_listen,
-                              settings.client_limits)
+        admin = AdminListener(create_admin_app(readiness, metrics),
+                              *settings.worker_admin_listen, settings.client_limits)
         await admin.start()  # a taken port is a ConfigError: one clear line, nothing started
     try:
         await run_until_stopped(runners, stop)

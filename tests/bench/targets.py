@@ -53,7 +53,8 @@ class Setup:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
         env.update(HOOKLINE_CONFIG=str(self.config), HOOKLINE_AMQP_URL=self.vhost.url,
                    HOOKLINE_DATA_DIR=str(data_dir), HOOKLINE_PUBLIC_URL=f"http://127.0.0.1:{port}",
-                   HOOKLINE_LOG_LEVEL=self.args.hookline_log_level, HOOKLINE_LOG_FORMAT="json")
+                   HOOKLINE_LOG_LEVEL=self.args.hookline_log_level, HOOKLINE_LOG_FORMAT="json",
+                   HOOKLINE_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
         return env
 
     def hookline_cli(self, *argv: str, env: dict[str, str]) -> str:

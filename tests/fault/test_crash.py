@@ -45,7 +45,8 @@ class GatewayProcess:
     def __init__(self, config: Path, amqp_url: str, data_dir: Path, port: int) -> None:
         self.env = {"PATH": os.environ.get("PATH", ""), "HOOKLINE_CONFIG": str(config),
                     "HOOKLINE_AMQP_URL": amqp_url, "HOOKLINE_DATA_DIR": str(data_dir),
-                    "HOOKLINE_LOG_FORMAT": "json"}
+                    "HOOKLINE_LOG_FORMAT": "json",
+                    "HOOKLINE_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"}
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.proc: asyncio.subprocess.Process | None = None

@@ -145,8 +145,9 @@ async def test_poison_message_is_listed_and_replayed(
 def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
     """`hookline worker all` on RabbitMQ starts every worker, serves /readyz and /metrics on
     HOOKLINE_ADMIN_LISTEN and exits 0 on SIGTERM."""
-    environment = env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_PUBLIC_URL="https://hooks.example.com")
-    admin = f"http://{environment['HOOKLINE_ADMIN_LISTEN']}"
+    environment = env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_PUBLIC_URL="https://hooks.example.com",
+                      HOOKLINE_WORKER_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+    admin = f"http://{environment['HOOKLINE_WORKER_ADMIN_LISTEN']}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "worker", "all"],
         env=environment,
