@@ -20,13 +20,13 @@ from gateway.log import mask_url_password
 AMQP_FORMS: Final = "amqp://, amqps:// or memory://"
 
 
-def _memory_publisher(url: str, tenant_ids: Sequence[str],
-                      memory_broker: MemoryBroker | None) -> Publisher:
+def _memory_publisher(url: str, tenant_ids: Sequence[str], memory_broker: MemoryBroker | None,
+                      name: str) -> Publisher:
     return MemoryPublisher(memory_broker or MemoryBroker(), tenant_ids)
 
 
-def _amqp_publisher(url: str, tenant_ids: Sequence[str],
-                    memory_broker: MemoryBroker | None) -> Publisher:
+def _amqp_publisher(url: str, tenant_ids: Sequence[str], memory_broker: MemoryBroker | None,
+                    name: str) -> Publisher:
     if memory_broker is not None:
         raise ConfigError(
             f"HOOKLINE_AMQP_URL is {mask_url_password(url)} but an embedded memory broker was "
@@ -34,7 +34,7 @@ def _amqp_publisher(url: str, tenant_ids: Sequence[str],
         )
     from gateway.broker.fastamqp import FastAmqpPublisher
 
-    return FastAmqpPublisher(url, tenant_ids)
+    return FastAmqpPublisher(url, tenant_ids, name=name)
 
 
 def _memory_rpc_client(url: str, memory_broker: MemoryBroker | None) -> RpcClient:
@@ -47,7 +47,8 @@ def _amqp_rpc_client(url: str, memory_broker: MemoryBroker | None) -> RpcClient:
     return AmqpRpcClient(url)
 
 
-PUBLISHERS: Final[Backends[Callable[[str, Sequence[str], MemoryBroker | None], Publisher]]] = \
+PUBLISHERS: Final[Backends[Callable[[str, Sequence[str], MemoryBroker | None, str],
+                                    Publisher]]] = \
     Backends("HOOKLINE_AMQP_URL", AMQP_FORMS, {
         "memory": _memory_publisher, "amqp": _amqp_publisher, "amqps": _amqp_publisher})
 RPC_CLIENTS: Final[Backends[Callable[[str, MemoryBroker | None], RpcClient]]] = \
@@ -60,12 +61,14 @@ def create_publisher(
     tenant_ids: Sequence[str],
     *,
     memory_broker: MemoryBroker | None = None,
+    name: str = "hookline-gateway",
 ) -> Publisher:
-    """The publisher for ``amqp_url``; ``memory_broker`` shares one embedded broker in-process.
+    """The publisher for ``amqp_url``; ``memory_broker`` shares one embedded broker in-process;
+    ``name`` names its broker connection (and its log lines).
 
     Raises ConfigError for any other scheme (or a memory broker given with an AMQP URL).
     """
-    return PUBLISHERS.pick(amqp_url)(amqp_url, tenant_ids, memory_broker)
+    return PUBLISHERS.pick(amqp_url)(amqp_url, tenant_ids, memory_broker, name)
 
 
 def create_rpc_client(amqp_url: str, *, memory_broker: MemoryBroker | None = None) -> RpcClient:

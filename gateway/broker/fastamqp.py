@@ -98,7 +98,11 @@ class FastAmqpPublisher:
         connect_timeout: float = 5.0,
         reconnect_interval: float = 2.0,
         heartbeat: int = DEFAULT_HEARTBEAT,
+        name: str = CONNECTION_NAME,
     ) -> None:
+        #: The connection's name, in RabbitMQ's connection list and in the log lines: a process
+        #: that runs several publishers (`hookline run`) says which one connected.
+        self.name = name
         self._url = url  # for gateway.broker.failures, which masks it
         self._masked_url = mask_url_password(url)
         self._target = parse_url(url, self._masked_url)
@@ -133,8 +137,8 @@ class FastAmqpPublisher:
             return
         self._install(await self._connect())
         self._started = True
-        log.info("broker_connected", url=self._masked_url)
-        log.info("topology_declared", url=self._masked_url, tenants=self._tenant_count)
+        log.info("broker_connected", connection=self.name, url=self._masked_url,
+                 tenant_queues_declared=self._tenant_count)
 
     async def close(self) -> None:
         """Let in-flight publishes finish (up to confirm_timeout), then close. Idempotent."""
@@ -178,7 +182,7 @@ class FastAmqpPublisher:
 
     async def _connect(self) -> Link:
         try:
-            link = await open_link(self._target, CONNECTION_NAME, self._connect_timeout,
+            link = await open_link(self._target, self.name, self._connect_timeout,
                                    self._confirm_timeout, self._on_lost, self._heartbeat)
         except Exception as exc:
             raise PublishError(connect_failure(exc, self._url, self._connect_timeout)) from None
