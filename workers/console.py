@@ -26,7 +26,7 @@ from gateway.settings import Settings
 from workers.backends import create_transport
 from workers.registry import HANDLERS, KINDS, WorkerContext
 from workers.runner import Runner, run_until_stopped
-from workers.usage.cli import add_usage_commands, run_usage_command
+from workers.usage.commands import add_usage_commands, run_usage_command
 
 WORKER_COMMANDS = ("run", "worker", "dead", "usage")
 
