@@ -131,7 +131,7 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     """
     import uvicorn
 
-    from gateway.backends import url_scheme
+    from gateway.backend_registry import url_scheme
     from gateway.broker.memory import MemoryPublisher
     from gateway.broker.rpc import MemoryRpcClient
     from gateway.http.app import create_app

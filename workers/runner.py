@@ -40,8 +40,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from gateway.broker.declare import declare_topology
 from gateway.broker.failures import connect_failure
-from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from gateway.metrics import WorkerMetrics

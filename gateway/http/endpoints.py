@@ -9,7 +9,7 @@ request_id log context, exactly one log line, the metrics, a plain 500 for a bug
 
 The answer of a route is a small pluggable piece (``gateway.http.replies.Answer``): given the
 tenant, the event that was made safe and the scope, it returns the HTTP reply. Voice and
-messaging answers await a worker (gateway.http.twiml).
+messaging answers await a worker (gateway.http.twiml_answers).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ async def status_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Reply:
 
 
 async def voice_answer(tenant: Tenant, _event: Event, _scope: Scope) -> Reply:
-    # Without a TwiML RPC client (see gateway.http.twiml), the tenant's fallback TwiML.
+    # Without a TwiML RPC client (see gateway.http.twiml_answers), the tenant's fallback TwiML.
     return twiml_reply(tenant.fallback_voice_twiml)
 
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import AuthenticationFailed, HooklineError, RejectedCallback
-from gateway.flows.events import flow_event
+from gateway.flows.flow_event import flow_event
 from gateway.flows.position import Position, PositionSeal, require_call
 from gateway.flows.render import render
 from gateway.http.endpoints import Ingress, raw_request, rejection

@@ -3,7 +3,7 @@
 A callback route (gateway.http.endpoints) sends a ``Reply`` straight over ASGI; its headers are
 those Starlette's Response would send (content-length, a charset on text types). ``Answer`` is
 the pluggable last step of a route: what Twilio hears once the event is safe (an empty 204,
-the fallback TwiML, or a worker's TwiML over RPC, gateway.http.twiml).
+the fallback TwiML, or a worker's TwiML over RPC, gateway.http.twiml_answers).
 """
 
 from __future__ import annotations

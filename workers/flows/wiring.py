@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.backends import url_scheme
+from gateway.backend_registry import url_scheme
 from gateway.broker.base import Publisher
 from gateway.broker.factory import create_publisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher

@@ -20,7 +20,7 @@ from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.clock import FakeClock
 from gateway.config import load_config
 from gateway.errors import PoisonMessage, TransientError
-from gateway.flows.events import flow_event
+from gateway.flows.flow_event import flow_event
 from gateway.flows.model import FlowSettings
 from gateway.flows.position import Position, PositionSeal
 from gateway.flows.render import render
