@@ -1,7 +1,7 @@
 """The ``[tenants.routing]`` section: how a tenant's calls and messages are answered.
 
 Parsed and validated here, at start-up (``hookline check`` too), into frozen dataclasses that
-the TwiML worker (``workers.twiml``) applies; the gateway reads only ``answer_timeout_ms``.
+the TwiML worker (``workers.twiml_worker``) applies; the gateway reads only ``answer_timeout_ms``.
 Problems are reported through the config Table, each naming its key, so every mistake shows
 at once: unknown action types and keys, references to missing actions, numbers that are not
 E.164, malformed business hours, and action chains that loop (a menu that leads back to

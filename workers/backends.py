@@ -17,7 +17,7 @@ from gateway.broker.factory import AMQP_FORMS
 from gateway.broker.memory import MemoryBroker
 from gateway.errors import ConfigError
 from gateway.settings import sqlite_file
-from workers.flows.store import BotCallStore
+from workers.flows.bot_call_store import BotCallStore
 from workers.transport import MemoryTransport, Transport
 from workers.usage.ledger import Ledger
 

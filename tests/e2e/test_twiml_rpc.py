@@ -17,7 +17,7 @@ from tests.support.samples import call_incoming, message_incoming
 from tests.support.twiml_check import check_twiml
 from tests.support.twiml_stack import EchoHandler, twiml_stack, worker
 from workers.handler import Reply
-from workers.twiml import TwimlHandler
+from workers.twiml_worker import TwimlHandler
 
 FALLBACK = "<Response><Say>Acme fallback</Say></Response>"
 

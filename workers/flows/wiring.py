@@ -23,8 +23,8 @@ from workers.backends import create_ledger, create_store
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
 from workers.handler import Handler
-from workers.usage.handler import budget_exhausted
 from workers.usage.ledger import Ledger
+from workers.usage.usage_worker import budget_exhausted
 
 
 class LedgerBudget:

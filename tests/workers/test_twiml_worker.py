@@ -15,7 +15,7 @@ from schemas.events import Event
 from tests.support.routing import OFFICE_NUMBER, routed_tenant
 from tests.support.twiml_check import check_twiml
 from workers.handler import Delivery, Reply
-from workers.twiml import TwimlHandler
+from workers.twiml_worker import TwimlHandler
 
 TENANT = routed_tenant()
 HANDLER = TwimlHandler(StaticTenantRegistry([TENANT]),
