@@ -99,11 +99,11 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
-class Flow:
+class StartFlow:
     flow: str
 
 
-Action = Dial | Menu | Voicemail | Say | Reject | Flow
+Action = Dial | Menu | Voicemail | Say | Reject | StartFlow
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +288,7 @@ def _action(table: Table, kind: str) -> Action | None:
     flow = table.string("flow")
     if flow is not None and not NAME.fullmatch(flow):
         table.fail("flow", f"expected a flow name matching {NAME.pattern}, got {flow!r}")
-    return Flow(flow) if table.ok and flow is not None else None
+    return StartFlow(flow) if table.ok and flow is not None else None
 
 
 def _references(action: Action | None) -> list[tuple[str, str]]:
