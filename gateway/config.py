@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.config_table import ANY_TABLE, Reader, Table
 from gateway.errors import ConfigError
-from gateway.flows.config import parse_flows, routed_flow_problems
+from gateway.flows.flow_config import parse_flows, routed_flow_problems
 from gateway.routing_config import ROUTING_KEYS, check_answer_budget, parse_routing
 from gateway.secrets import Secret
 from gateway.tenants import (
@@ -62,7 +62,7 @@ ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows",
                          "routing", "budget", "usage"}),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
-    # Each flow is a table named by the flow: [tenants.flows.refill] (gateway.flows.config).
+    # Each flow is a table named by the flow: [tenants.flows.refill] (gateway.flows.flow_config).
     "tenant.flows": frozenset({"calls_per_second", "caller_id", ANY_TABLE}),
     "tenant.kaleyra": frozenset(
         {"sid", "callback_secret", "previous_callback_secret", "timezone"}

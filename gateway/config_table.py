@@ -3,7 +3,7 @@
 ``Table`` wraps one TOML table: typed getters that report a wrong type, a missing key or an
 unknown key (with a did-you-mean hint) instead of raising, so that one ``hookline check``
 lists every problem; ``Reader`` collects them and resolves secret references. gateway.config
-and each section parser (gateway.routing_config, gateway.flows.config, gateway.usage_config)
+and each section parser (gateway.routing_config, gateway.flows.flow_config, gateway.usage_config)
 build on it; it depends on none of them.
 """
 

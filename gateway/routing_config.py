@@ -1,7 +1,7 @@
 """The ``[tenants.routing]`` section: how a tenant's calls and messages are answered.
 
 Parsed and validated here, at start-up (``hookline check`` too), into frozen dataclasses that
-the TwiML worker (``workers.twiml``) applies; the gateway reads only ``answer_timeout_ms``.
+the TwiML worker (``workers.twiml_worker``) applies; the gateway reads only ``answer_timeout_ms``.
 Problems are reported through the config Table, each naming its key, so every mistake shows
 at once: unknown action types and keys, references to missing actions, numbers that are not
 E.164, malformed business hours, and action chains that loop (a menu that leads back to
@@ -99,11 +99,11 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
-class Flow:
+class StartFlow:
     flow: str
 
 
-Action = Dial | Menu | Voicemail | Say | Reject | Flow
+Action = Dial | Menu | Voicemail | Say | Reject | StartFlow
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +288,7 @@ def _action(table: Table, kind: str) -> Action | None:
     flow = table.string("flow")
     if flow is not None and not NAME.fullmatch(flow):
         table.fail("flow", f"expected a flow name matching {NAME.pattern}, got {flow!r}")
-    return Flow(flow) if table.ok and flow is not None else None
+    return StartFlow(flow) if table.ok and flow is not None else None
 
 
 def _references(action: Action | None) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""The workers' backends, one table per kind (the mechanism is gateway.backends).
+"""The workers' backends, one table per kind (the mechanism is gateway.backend_registry).
 
 ``HOOKLINE_AMQP_URL`` picks the transport of the worker runtime; ``HOOKLINE_DB_URL`` picks
 the bot-call store of the flows worker and the usage ledger (both validated and normalized by
@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from gateway.backends import Backends
+from gateway.backend_registry import Backends
 from gateway.broker.factory import AMQP_FORMS
 from gateway.broker.memory import MemoryBroker
 from gateway.errors import ConfigError
 from gateway.settings import sqlite_file
-from workers.flows.store import BotCallStore
+from workers.flows.bot_call_store import BotCallStore
 from workers.transport import MemoryTransport, Transport
 from workers.usage.ledger import Ledger
 

@@ -36,7 +36,7 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class RpcReply:
     """An RPC answer: the runtime publishes it to ``reply_to`` with the ``correlation_id``."""
 
     body: bytes
@@ -65,15 +65,15 @@ def require_routed_tenant(delivery: Delivery, tenant: str, what: str) -> None:
                             f"names {routed[:60]!r}", reason="tenant_mismatch")
 
 
-def error_reply(reason: str) -> Reply:
+def error_reply(reason: str) -> RpcReply:
     """The answer to an RPC request its handler could not serve: no body, and the reason in
     ``x-hookline-error`` (the requester's client turns it into the ``worker_error`` outcome)."""
-    return Reply(b"", ERROR_REPLY_CONTENT_TYPE, {ERROR_HEADER: reason})
+    return RpcReply(b"", ERROR_REPLY_CONTENT_TYPE, {ERROR_HEADER: reason})
 
 
-#: Per delivery: None (done, ack), a Reply (done, answer then ack), or a ConsumerError
+#: Per delivery: None (done, ack), an RpcReply (done, answer then ack), or a ConsumerError
 #: (PoisonMessage: dead-letter now; TransientError: retry later, dead-letter when exhausted).
-Result = Reply | ConsumerError | None
+Result = RpcReply | ConsumerError | None
 
 
 class Handler(Protocol):

@@ -15,8 +15,8 @@ from gateway.flows.position import PositionSeal
 from gateway.settings import Settings
 from workers.flows.wiring import flows_handlers
 from workers.handler import Handler
-from workers.twiml import TwimlHandler
-from workers.usage.handler import create_usage_handler
+from workers.twiml_worker import TwimlHandler
+from workers.usage.usage_worker import create_usage_handler
 
 
 @dataclass(frozen=True, slots=True)

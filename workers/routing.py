@@ -24,11 +24,11 @@ from gateway.routing_config import (
     OPT_KEYWORDS,
     Action,
     Dial,
-    Flow,
     Menu,
     Reject,
     Routing,
     Say,
+    StartFlow,
     Voicemail,
 )
 from gateway.tenants import EMPTY_TWIML, Tenant
@@ -146,7 +146,7 @@ class VoiceRouter:
             self._then(response, action.then)
         elif isinstance(action, Reject):
             response.reject(reason=action.reason)
-        elif isinstance(action, Flow):
+        elif isinstance(action, StartFlow):
             # The bot-call flow takes the call over at /twilio/voice/flow, from its first step.
             url = self.flow_url(action.flow) if self.flow_url is not None else None
             if url is None:  # no flow_secret or flow: validation rules both out at start-up

@@ -2,7 +2,7 @@
 
 Settlement (``gateway.errors`` names the decisions):
 
-* success (``None`` or a ``Reply``): the reply is published first, then the message is acked;
+* success (``None`` or an ``RpcReply``): the reply is published first, then the message is acked;
   nothing is acked before its handler finished, so a crash means redelivery, never loss;
 * a failure (``PoisonMessage``, ``TransientError``, a crash) of an RPC request (one with
   ``reply_to``): an error reply (``x-hookline-error: <reason>``, empty body) goes to the
@@ -40,8 +40,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from gateway.broker.declare import declare_topology
 from gateway.broker.failures import connect_failure
-from gateway.broker.topology import declare_topology
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from gateway.metrics import WorkerMetrics
@@ -55,7 +55,7 @@ from schemas.topology import (
     build_topology,
     retry_queues,
 )
-from workers.handler import Delivery, Handler, Reply, Result, error_reply
+from workers.handler import Delivery, Handler, Result, RpcReply, error_reply
 from workers.transport import (
     BrokerUnavailable,
     DeadLetter,
@@ -257,7 +257,7 @@ class Runner:
         if result is None:
             await self.transport.ack(inbound)
             return "acked"
-        if isinstance(result, Reply):
+        if isinstance(result, RpcReply):
             if not delivery.reply_to:
                 fields["reason"] = "no_reply_to"
                 await self.transport.ack(inbound)
@@ -415,7 +415,7 @@ class AmqpTransport:
                                mandatory=True)
         await message.ack()
 
-    async def reply(self, inbound: Inbound, reply: Reply) -> None:
+    async def reply(self, inbound: Inbound, reply: RpcReply) -> None:
         delivery = inbound.delivery
         if self._replies is None or not delivery.reply_to:
             return

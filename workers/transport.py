@@ -26,7 +26,7 @@ from schemas.topology import (
     ROUTING_KEY_HEADER,
     WORKER_HEADER,
 )
-from workers.handler import Delivery, Reply
+from workers.handler import Delivery, RpcReply
 from workers.numbers import ascii_int
 
 #: Error texts in headers are cut here: a header is for a person reading ``dead list``.
@@ -89,7 +89,7 @@ class Transport(Protocol):
     async def dead_letter(self, inbound: Inbound, dead: DeadLetter) -> None:
         """Publish the message to ``hookline.dlx`` with ``dead.headers()``, then ack it."""
 
-    async def reply(self, inbound: Inbound, reply: Reply) -> None:
+    async def reply(self, inbound: Inbound, reply: RpcReply) -> None:
         """Publish ``reply`` to the delivery's ``reply_to`` with its ``correlation_id``."""
 
     async def close(self) -> None:
@@ -194,7 +194,7 @@ class MemoryTransport:
                                      reply_to=None))
         self._settled()
 
-    async def reply(self, inbound: Inbound, reply: Reply) -> None:
+    async def reply(self, inbound: Inbound, reply: RpcReply) -> None:
         delivery = inbound.delivery
         if not delivery.reply_to:
             return

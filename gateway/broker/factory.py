@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from gateway.backends import Backends
+from gateway.backend_registry import Backends
 from gateway.broker.base import Publisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.broker.rpc import MemoryRpcClient, RpcClient

@@ -40,6 +40,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import DeliveryError
 from aio_pika.exceptions import PublishError as ReturnedError
 
+from gateway.broker.declare import declare_topology
 from gateway.broker.failures import connect_failure
 from gateway.broker.rpc import (
     Pending,
@@ -48,7 +49,6 @@ from gateway.broker.rpc import (
     reply_result,
     request_headers,
 )
-from gateway.broker.topology import declare_topology
 from gateway.log import mask_url_password
 from schemas.events import CONTENT_TYPE, Event
 from schemas.topology import TWIML_QUEUE, Topology, twiml_queue

@@ -18,7 +18,7 @@ Twilio assigns its CallSid (``BotCommands._place``):
 * every position the gateway seals from a request on (the next step, a gather's action)
   carries that request's CallSid, so from the second request on the call is pinned;
 * an incoming call handed to a flow by a routing rule knows its CallSid already: its first
-  position is bound from the start (``workers.twiml``).
+  position is bound from the start (``workers.twiml_worker``).
 
 Token: ``base64url(payload) "." base64url(HMAC-SHA256(key, payload)[:16])``, the payload a
 compact JSON object. The variables are readable by whoever sees the URL (Twilio's call logs

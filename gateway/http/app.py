@@ -39,7 +39,7 @@ from gateway.http.endpoints import (
 )
 from gateway.http.flow import FLOW_ROUTE, flow_endpoint
 from gateway.http.middleware import RequestContextMiddleware
-from gateway.http.twiml import TwimlAnswers
+from gateway.http.twiml_answers import TwimlAnswers
 from gateway.log import configure_logging
 from gateway.metrics import MULTIPROC_ENV, REFRESH_SECONDS, GatewayMetrics, Metrics
 from gateway.providers.kaleyra import KaleyraVerifier

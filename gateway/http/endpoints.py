@@ -9,7 +9,7 @@ request_id log context, exactly one log line, the metrics, a plain 500 for a bug
 
 The answer of a route is a small pluggable piece (``gateway.http.replies.Answer``): given the
 tenant, the event that was made safe and the scope, it returns the HTTP reply. Voice and
-messaging answers await a worker (gateway.http.twiml).
+messaging answers await a worker (gateway.http.twiml_answers).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from gateway.http.replies import (
     NO_CONTENT,
     SERVICE_UNAVAILABLE,
     Answer,
-    Reply,
+    HttpReply,
     text_reply,
     twiml_reply,
 )
@@ -154,7 +154,7 @@ class Received:
 
 # Provider-specific part of an endpoint: verify the raw request and build its event, given the
 # route's path parameters.
-Reader = Callable[[Mapping[str, str], RawRequest, Ingress], Received]
+CallbackReader = Callable[[Mapping[str, str], RawRequest, Ingress], Received]
 
 
 class CallbackRoute:
@@ -162,8 +162,8 @@ class CallbackRoute:
 
     __slots__ = ("answer", "ingress", "kind", "metrics", "provider", "read")
 
-    def __init__(self, provider: str, kind: str, ingress: Ingress, read: Reader, answer: Answer,
-                 metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, provider: str, kind: str, ingress: Ingress, read: CallbackReader,
+                 answer: Answer, metrics: GatewayMetrics | None = None) -> None:
         self.provider, self.kind, self.ingress = provider, kind, ingress
         self.read, self.answer, self.metrics = read, answer, metrics
 
@@ -197,7 +197,7 @@ class CallbackRoute:
             structlog.contextvars.reset_contextvars(**tokens)
 
     async def _reply(self, scope: Scope, receive: Receive, path_params: Mapping[str, str],
-                     fields: dict[str, Any]) -> Reply:
+                     fields: dict[str, Any]) -> HttpReply:
         ingress = self.ingress
         try:
             received = self.read(path_params, await raw_request(scope, receive, ingress),
@@ -214,13 +214,13 @@ class CallbackRoute:
         return await self.answer(received.tenant, event, scope)
 
 
-def callback_endpoint(provider: str, kind: str, ingress: Ingress, read: Reader, answer: Answer,
-                      metrics: GatewayMetrics | None = None) -> CallbackRoute:
+def callback_endpoint(provider: str, kind: str, ingress: Ingress, read: CallbackReader,
+                      answer: Answer, metrics: GatewayMetrics | None = None) -> CallbackRoute:
     """An endpoint for one callback kind: verify, normalize, make safe, then answer."""
     return CallbackRoute(provider, kind, ingress, read, answer, metrics)
 
 
-def twilio_reader(kind: str) -> Reader:
+def twilio_reader(kind: str) -> CallbackReader:
     """Twilio: the tenant comes from the signed AccountSid."""
 
     def read(_params: Mapping[str, str], raw: RawRequest, ingress: Ingress) -> Received:
@@ -231,7 +231,7 @@ def twilio_reader(kind: str) -> Reader:
     return read
 
 
-def kaleyra_reader(kind: str) -> Reader:
+def kaleyra_reader(kind: str) -> CallbackReader:
     """Kaleyra: the tenant is the ``{tenant}`` path segment, proven by its callback secret."""
 
     def read(params: Mapping[str, str], raw: RawRequest, ingress: Ingress) -> Received:
@@ -242,27 +242,27 @@ def kaleyra_reader(kind: str) -> Reader:
     return read
 
 
-def rejection(exc: HooklineError, fields: dict[str, object]) -> Reply:
+def rejection(exc: HooklineError, fields: dict[str, object]) -> HttpReply:
     """The 4xx answer for a refused callback; the log line carries the detailed reason."""
     fields.update(reason=exc.reason, error=str(exc))
     status = exc.http_status
     return text_reply(status, _PUBLIC_MESSAGES.get(status, "Rejected"))
 
 
-async def status_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Reply:
+async def status_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> HttpReply:
     # Twilio ignores the body of a status callback answer; 204 says so explicitly.
     return NO_CONTENT
 
 
-async def voice_answer(tenant: Tenant, _event: Event, _scope: Scope) -> Reply:
-    # Without a TwiML RPC client (see gateway.http.twiml), the tenant's fallback TwiML.
+async def voice_answer(tenant: Tenant, _event: Event, _scope: Scope) -> HttpReply:
+    # Without a TwiML RPC client (see gateway.http.twiml_answers), the tenant's fallback TwiML.
     return twiml_reply(tenant.fallback_voice_twiml)
 
 
 _EMPTY_TWIML: Final = twiml_reply(EMPTY_TWIML)
 
 
-async def messaging_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> Reply:
+async def messaging_answer(_tenant: Tenant, _event: Event, _scope: Scope) -> HttpReply:
     return _EMPTY_TWIML
 
 

@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import AuthenticationFailed, HooklineError, RejectedCallback
-from gateway.flows.events import flow_event
+from gateway.flows.flow_event import flow_event
 from gateway.flows.position import Position, PositionSeal, require_call
 from gateway.flows.render import render
 from gateway.http.endpoints import Ingress, raw_request, rejection
 from gateway.http.middleware import log_fields
-from gateway.http.replies import SERVICE_UNAVAILABLE, TWIML_MEDIA_TYPE, Reply
+from gateway.http.replies import SERVICE_UNAVAILABLE, TWIML_MEDIA_TYPE, HttpReply
 from gateway.providers.request import first, parse_urlencoded
 from schemas.events import CALL_FLOW
 
@@ -92,5 +92,5 @@ def flow_endpoint(
     return endpoint
 
 
-def _response(reply: Reply) -> Response:
+def _response(reply: HttpReply) -> Response:
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type)

@@ -1,9 +1,9 @@
 """HTTP answers of the callback routes, built without Starlette's Response objects.
 
-A callback route (gateway.http.endpoints) sends a ``Reply`` straight over ASGI; its headers are
-those Starlette's Response would send (content-length, a charset on text types). ``Answer`` is
+A callback route (gateway.http.endpoints) sends an ``HttpReply`` straight over ASGI; its headers
+are those Starlette's Response would send (content-length, a charset on text types). ``Answer`` is
 the pluggable last step of a route: what Twilio hears once the event is safe (an empty 204,
-the fallback TwiML, or a worker's TwiML over RPC, gateway.http.twiml).
+the fallback TwiML, or a worker's TwiML over RPC, gateway.http.twiml_answers).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ TWIML_MEDIA_TYPE: Final = "text/xml"
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class HttpReply:
     """An HTTP answer; ``raw_headers`` are built as Starlette's Response builds them."""
 
     status: int
@@ -41,19 +41,19 @@ class Reply:
         return headers
 
 
-def text_reply(status: int, text: str) -> Reply:
-    return Reply(status, text.encode(), "text/plain")
+def text_reply(status: int, text: str) -> HttpReply:
+    return HttpReply(status, text.encode(), "text/plain")
 
 
-def twiml_reply(document: str | bytes) -> Reply:
-    return Reply(200, document.encode() if isinstance(document, str) else document,
-                 TWIML_MEDIA_TYPE)
+def twiml_reply(document: str | bytes) -> HttpReply:
+    return HttpReply(200, document.encode() if isinstance(document, str) else document,
+                     TWIML_MEDIA_TYPE)
 
 
 #: What a route answers once the event is safe: the tenant, its event and the request's ASGI
 #: scope (its query string, and its log fields through gateway.http.middleware.log_fields).
-Answer = Callable[[Tenant, Event, Scope], Awaitable[Reply]]
+Answer = Callable[[Tenant, Event, Scope], Awaitable[HttpReply]]
 
-NO_CONTENT: Final = Reply(204)
+NO_CONTENT: Final = HttpReply(204)
 SERVICE_UNAVAILABLE: Final = text_reply(503, "Service Unavailable")
 INTERNAL_ERROR: Final = text_reply(500, "Internal Server Error")

@@ -39,7 +39,7 @@ from tests.support.samples import call_incoming, message_status
 from tests.support.twiml_stack import twiml_stack
 from workers.handler import Delivery, Result
 from workers.runner import AmqpTransport, Runner
-from workers.twiml import TwimlHandler
+from workers.twiml_worker import TwimlHandler
 
 pytestmark = pytest.mark.broker
 

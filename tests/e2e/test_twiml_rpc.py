@@ -16,8 +16,8 @@ from tests.support.routing import ACME_SID, ACME_TOKEN, OFFICE_NUMBER, routed_te
 from tests.support.samples import call_incoming, message_incoming
 from tests.support.twiml_check import check_twiml
 from tests.support.twiml_stack import EchoHandler, twiml_stack, worker
-from workers.handler import Reply
-from workers.twiml import TwimlHandler
+from workers.handler import RpcReply
+from workers.twiml_worker import TwimlHandler
 
 FALLBACK = "<Response><Say>Acme fallback</Say></Response>"
 
@@ -134,8 +134,8 @@ async def test_reply_that_is_not_twiml_falls_back(broker_url: str | None, cleanu
     """A broken worker reply (not TwiML) never reaches Twilio: the fallback goes instead."""
 
     class Broken(EchoHandler):
-        async def handle(self, batch: object) -> list[Reply]:
-            return [Reply(b"oops", "text/plain")]
+        async def handle(self, batch: object) -> list[RpcReply]:
+            return [RpcReply(b"oops", "text/plain")]
 
     async with twiml_stack([tenant()], broker_url) as stack, worker(stack, Broken()):
         response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN)
@@ -186,7 +186,7 @@ async def test_crashing_worker_gets_the_fallback_at_once(
     well before the deadline, logged as twiml_reason=worker_error, and the request is
     dead-lettered."""
     class Crashing(EchoHandler):
-        async def handle(self, batch: object) -> list[Reply]:
+        async def handle(self, batch: object) -> list[RpcReply]:
             raise ValueError("invalid literal for int() with base 10: '²'")
 
     async with twiml_stack([tenant(timeout_ms=3000)], broker_url) as stack, \

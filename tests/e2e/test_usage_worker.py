@@ -84,7 +84,7 @@ def hookline_worker(amqp_url: str, db_url: str, config: Path, log: Path
                "HOOKLINE_AMQP_URL": amqp_url, "HOOKLINE_DB_URL": db_url,
                "HOOKLINE_LOG_FORMAT": "json", "HOOKLINE_LOG_LEVEL": "info"}
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "usage"],
+        return subprocess.Popen([sys.executable, "-m", "workers.console", "worker", "usage"],
                                 cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
 
 

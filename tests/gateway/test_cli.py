@@ -73,7 +73,7 @@ def test_version_is_the_one_in_pyproject(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_installed_console_script_prints_the_version() -> None:
-    """The installed `hookline` script (workers.cli:main) answers --version the same way."""
+    """The installed `hookline` script (workers.console:main) answers --version the same way."""
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     script = Path(sys.executable).parent / "hookline"
     done = subprocess.run([str(script), "--version"], env=env(), capture_output=True,

@@ -21,7 +21,7 @@ from schemas.events import Event
 from tests.support.gateway import PUBLIC_URL
 from tests.support.rabbit import wait_until
 from tests.support.twilio_signing import signed_form_request
-from workers.handler import Delivery, Handler, Reply, Result
+from workers.handler import Delivery, Handler, Result, RpcReply
 from workers.runner import AmqpTransport, Runner
 from workers.transport import MemoryTransport, Transport
 
@@ -105,8 +105,8 @@ class EchoHandler:
         for delivery in batch:
             event = Event.from_json(delivery.body)
             self.answered += 1
-            out.append(Reply(f"<Response><Say>{event.subject}</Say></Response>".encode(),
-                             "text/xml"))
+            out.append(RpcReply(f"<Response><Say>{event.subject}</Say></Response>".encode(),
+                                "text/xml"))
         return out
 
 

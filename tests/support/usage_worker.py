@@ -25,8 +25,8 @@ from tests.support.usage import CARD
 from workers.backends import create_ledger
 from workers.handler import Delivery, Result
 from workers.runner import AmqpTransport, Runner
-from workers.usage.handler import UsageHandler
 from workers.usage.ledger import UsagePolicy
+from workers.usage.usage_worker import UsageHandler
 
 BUDGETS = {"acme": Budget("prepaid", Decimal("1.00"))}
 

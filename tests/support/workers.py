@@ -88,7 +88,7 @@ class RabbitHarness(Broker):
         self._connection: aio_pika.abc.AbstractConnection | None = None
 
     async def start(self) -> RabbitHarness:
-        from gateway.broker.topology import declare_topology
+        from gateway.broker.declare import declare_topology
 
         await self.client.connect()
         self._connection = await aio_pika.connect(self.url)

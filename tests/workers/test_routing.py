@@ -15,7 +15,7 @@ from gateway.tenants import EMPTY_TWIML, StaticTenantRegistry
 from tests.support.routing import OFFICE_NUMBER, OTHER_NUMBER, routed_tenant
 from tests.support.twiml_check import check_twiml
 from workers.routing import VoiceRouter, route_message
-from workers.twiml import TwimlHandler
+from workers.twiml_worker import TwimlHandler
 
 # Monday 23 November 2026: 10:00 and 20:00 in New York (UTC-5).
 OPEN = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)

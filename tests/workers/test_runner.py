@@ -23,7 +23,7 @@ from tests.support.workers import (
     eventually,
     running,
 )
-from workers.handler import Delivery, Reply, Result
+from workers.handler import Delivery, Result, RpcReply
 from workers.runner import AmqpTransport, Runner
 
 QUEUE = USAGE_QUEUE
@@ -168,14 +168,15 @@ async def test_crashing_handler_counts_as_transient(harness: Broker) -> None:
 
 
 async def test_reply_goes_to_reply_to(harness: Broker) -> None:
-    """A Reply is published to reply_to with the request's correlation_id, then acked."""
+    """A RpcReply is published to reply_to with the request's correlation_id, then acked."""
     reply_queue = "hookline.test-replies"
     if isinstance(harness, MemoryHarness):
         harness.broker.declare_private(reply_queue)
     else:
         await harness.client.declare_queue(reply_queue, (), {})
     try:
-        handler = RecordingHandler(QUEUE, behave=lambda d: Reply(b'{"ok": 1}', "application/json"))
+        handler = RecordingHandler(
+            QUEUE, behave=lambda d: RpcReply(b'{"ok": 1}', "application/json"))
         runner = Runner(handler, harness.transport("test"))
         async with running(runner):
             await harness.publish(QUEUE, {"q": 1}, reply_to=reply_queue, correlation_id="c-7")

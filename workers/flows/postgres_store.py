@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.errors import TransientError
 from gateway.log import mask_url_password
-from workers.flows.store import BotCall, Claim
+from workers.flows.bot_call_store import BotCall, Claim
 
 _T = TypeVar("_T")
 SCHEMA_VERSION: Final = 2

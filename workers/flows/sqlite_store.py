@@ -19,7 +19,7 @@ from typing import Final, TypeVar
 import orjson
 
 from gateway.errors import TransientError
-from workers.flows.store import BotCall, Claim
+from workers.flows.bot_call_store import BotCall, Claim
 from workers.sqlite_file import connect_wal
 
 _T = TypeVar("_T")

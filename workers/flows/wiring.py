@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.backends import url_scheme
+from gateway.backend_registry import url_scheme
 from gateway.broker.base import Publisher
 from gateway.broker.factory import create_publisher
 from gateway.broker.memory import MemoryBroker, MemoryPublisher
@@ -23,8 +23,8 @@ from workers.backends import create_ledger, create_store
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
 from workers.handler import Handler
-from workers.usage.handler import budget_exhausted
 from workers.usage.ledger import Ledger
+from workers.usage.usage_worker import budget_exhausted
 
 
 class LedgerBudget:
@@ -75,4 +75,4 @@ def _publisher(settings: Settings, memory_broker: MemoryBroker | None) -> Publis
             raise ConfigError("worker flows: HOOKLINE_AMQP_URL is memory://, whose queues live "
                               "inside one process; run `hookline run` or use RabbitMQ")
         return MemoryPublisher(memory_broker, tenant_ids)
-    return create_publisher(settings.amqp_url, tenant_ids)
+    return create_publisher(settings.amqp_url, tenant_ids, name="hookline-worker-flows")

@@ -22,10 +22,10 @@ from gateway.flows.position import Position, PositionSeal
 from gateway.tenants import TenantRegistry
 from schemas.events import CALL_FLOW, CALL_STATUS, Event
 from schemas.topology import BOT_CALLS_QUEUE, BOT_COMMANDS_QUEUE
+from workers.flows.bot_call_store import BotCall, BotCallStore
 from workers.flows.command import BotCommand, Rejection, parse_command
 from workers.flows.outcome import FINAL_STATUSES, outcome_of, result_event
 from workers.flows.pacing import Pacer
-from workers.flows.store import BotCall, BotCallStore
 from workers.flows.twilio_api import CallRefused, CallRequest, TwilioApi
 from workers.handler import Delivery, Result, require_routed_tenant
 

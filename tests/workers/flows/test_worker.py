@@ -20,7 +20,7 @@ from gateway.broker.memory import MemoryBroker, MemoryPublisher
 from gateway.clock import FakeClock
 from gateway.config import load_config
 from gateway.errors import PoisonMessage, TransientError
-from gateway.flows.events import flow_event
+from gateway.flows.flow_event import flow_event
 from gateway.flows.model import FlowSettings
 from gateway.flows.position import Position, PositionSeal
 from gateway.flows.render import render
@@ -33,8 +33,8 @@ from tests.support.flows import REFILL_FLOW_TOML
 from tests.support.logs import CapturedLogs
 from tests.support.schema_check import assert_valid_event
 from tests.support.server import serving
+from workers.flows.bot_call_store import MemoryBotCallStore
 from workers.flows.pacing import Pacer
-from workers.flows.store import MemoryBotCallStore
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
 from workers.handler import Delivery

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.usage import CARD, facts, message, policy
+from workers.backends import create_ledger
 from workers.usage.facts import UsageFact, merge_batch
 from workers.usage.ledger import ITEM_COLUMNS, SCHEMA_VERSION, Ledger, MemoryLedger
-from workers.usage.store import create_ledger
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MONTH = "2026-11"

@@ -1,6 +1,6 @@
 """Spool figures on this machine: durable put rate and replay rate to the real RabbitMQ.
 
-    .venv/bin/python -m tests.bench.spool_replay [--events 20000] [--amqp-url URL]
+    .venv/bin/python -m benchmarks.spool_replay [--events 20000] [--amqp-url URL]
 
 Spools N status events (64 concurrent writers, each put fsynced by group commit), then drains
 them with the gateway's Replayer to RabbitMQ with publisher confirms, and prints events/s for

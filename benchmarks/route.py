@@ -1,6 +1,6 @@
 """In-process cost of hookline's callback route, without an HTTP server or a broker.
 
-    .venv/bin/python -m tests.bench.route [--callbacks 30000] [--concurrency 64]
+    .venv/bin/python -m benchmarks.route [--callbacks 30000] [--concurrency 64]
 
 Drives the ASGI app directly (uvloop, 64 callbacks at a time) with distinct, validly signed
 message-status callbacks and prints the CPU per callback of: a bare Starlette endpoint that reads

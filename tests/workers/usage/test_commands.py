@@ -21,7 +21,7 @@ from gateway.usage_config import Budget, RateCard, Rental, TenantUsage
 from tests.support.fake_twilio import FakeTwilio, serving_in_thread
 from tests.support.usage import ACCOUNT, CARD, bot_result, facts, policy, scenario
 from workers.backends import create_ledger
-from workers.usage.cli import add_usage_commands, run_usage_command
+from workers.usage.commands import add_usage_commands, run_usage_command
 
 SID_B = "AC" + "0" * 31 + "b"
 SID_C = "AC" + "0" * 31 + "c"
@@ -175,7 +175,7 @@ def test_hookline_usage_report_command(tmp_path: Path, capsys: pytest.CaptureFix
     """`hookline usage report` (the console script) prints the example tenants' JSON report."""
     import os
 
-    from workers.cli import main
+    from workers.console import main
 
     db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ingest_scenario(Settings(db_url=db_url))

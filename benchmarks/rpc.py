@@ -1,6 +1,6 @@
 """TwiML RPC round trip on this machine: p50/p99 at 50 and 200 concurrent calls.
 
-    .venv/bin/python -m tests.bench.rpc [--requests 2000] [--concurrency 50,200] [--amqp-url URL]
+    .venv/bin/python -m benchmarks.rpc [--requests 2000] [--concurrency 50,200] [--amqp-url URL]
 
 Three targets, each driven closed-loop (``concurrency`` requests always in flight, ``requests``
 in all, after 200 warm-up requests), against the real RabbitMQ in a throwaway vhost:

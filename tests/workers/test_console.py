@@ -31,7 +31,7 @@ from tests.support.samples import call_incoming, message_incoming
 from tests.support.twilio_signing import signed_form_request
 from tests.support.twiml_check import check_twiml
 from tests.support.workers import RabbitHarness, RecordingHandler, eventually, running
-from workers.cli import main
+from workers.console import main
 from workers.runner import Runner
 
 pytestmark = pytest.mark.usefixtures("reset_logging_after")
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("reset_logging_after")
 @pytest.fixture
 def run_process(tmp_path: Path) -> Iterator[Serving]:
     """`hookline run` (the console script's module) on memory://, as the README starts it."""
-    with serving_process("workers.cli", tmp_path) as running:
+    with serving_process("workers.console", tmp_path) as running:
         yield running
 
 
@@ -149,7 +149,7 @@ def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
                       HOOKLINE_WORKER_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
     admin = f"http://{environment['HOOKLINE_WORKER_ADMIN_LISTEN']}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "all"],
+        [sys.executable, "-m", "workers.console", "worker", "all"],
         env=environment,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -183,7 +183,7 @@ def test_run_on_rabbitmq_answers_from_its_own_workers(amqp_url: str, tmp_path: P
     """`hookline run` against RabbitMQ: its twiml worker answers its gateway's calls."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "run", "--port", str(port)],
+        [sys.executable, "-m", "workers.console", "run", "--port", str(port)],
         env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
     )

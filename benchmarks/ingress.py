@@ -1,6 +1,6 @@
 """Ingress bench: hookline against a bare endpoint and a naive handler, with a zero-loss check.
 
-    .venv/bin/python -m tests.bench.ingress [--duration 10] [--connections 64] [--repeats 3]
+    .venv/bin/python -m benchmarks.ingress [--duration 10] [--connections 64] [--repeats 3]
         [--workers 1] [--only hookline,bare,naive]
 
 Drives each target with wrk (installed with apt-get when missing) POSTing distinct, validly
@@ -11,8 +11,8 @@ throwaway vhost with hookline's topology; after each run the bench reads every e
 the ten tenant queues and checks that each callback answered 2xx is there (loss) exactly once
 (duplicates). Targets, each a fresh process per repeat, on 127.0.0.1:
 
-* bare: tests/bench/baselines.py, a Starlette endpoint that reads the body and answers 200;
-* naive: tests/bench/baselines.py, request.form() + RequestValidator + one confirmed aio-pika
+* bare: benchmarks/baselines.py, a Starlette endpoint that reads the body and answers 200;
+* naive: benchmarks/baselines.py, request.form() + RequestValidator + one confirmed aio-pika
   publish per request;
 * hookline: ``python -m gateway.cli serve --workers W`` (HOOKLINE_LOG_LEVEL=warning by default).
 
@@ -49,17 +49,16 @@ from typing import Any
 
 import orjson
 
-from schemas.topology import DEAD_QUEUE, USAGE_QUEUE
-from tests.bench import profile
-from tests.bench.callbacks import CallbackFactory, make_tenants, write_config
-from tests.bench.common import (
+from benchmarks import profile
+from benchmarks.callbacks import CallbackFactory, make_tenants, write_config
+from benchmarks.common import (
     CLK_TCK,
     PYDEPS_DIR,
     TARGETS,
     BenchError,
 )
-from tests.bench.machine import ensure_python_multipart, ensure_wrk, machine_info, pinned
-from tests.bench.procfs import (
+from benchmarks.machine import ensure_python_multipart, ensure_wrk, machine_info, pinned
+from benchmarks.procfs import (
     cpu_seconds,
     cpu_times,
     loaded_libraries,
@@ -68,7 +67,7 @@ from tests.bench.procfs import (
     process_tree,
     run_and_wait_seconds,
 )
-from tests.bench.rabbit import (
+from benchmarks.rabbit import (
     BROKER_RETRIES,
     Vhost,
     broker_outage,
@@ -78,8 +77,8 @@ from tests.bench.rabbit import (
     purge,
     queue_counts,
 )
-from tests.bench.report import RunResult, describe_run, medians, render, render_cores
-from tests.bench.targets import (
+from benchmarks.report import RunResult, describe_run, medians, render, render_cores
+from benchmarks.targets import (
     OTHER_CPUS,
     TARGET_CPU,
     Setup,
@@ -88,6 +87,7 @@ from tests.bench.targets import (
     spool_left,
     start_target,
 )
+from schemas.topology import DEAD_QUEUE, USAGE_QUEUE
 
 # --- runs ------------------------------------------------------------------------------------
 

@@ -166,10 +166,11 @@ def create_usage_handler(settings: Settings, publisher: Publisher | None = None
     a tenant could read budget events from, so none is made: crossed thresholds are logged and
     stay pending in the ledger, to be published once the worker runs against RabbitMQ.
     """
-    from gateway.backends import url_scheme
+    from gateway.backend_registry import url_scheme
     from gateway.broker.factory import create_publisher
 
     if publisher is None and url_scheme(settings.amqp_url) != "memory":
-        publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants])
+        publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants],
+                                     name="hookline-worker-usage")
     return UsageHandler(create_ledger(settings.db_url), usage_policy(settings), publisher)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.errors import MalformedPayload
-from gateway.flows.events import flow_event
+from gateway.flows.flow_event import flow_event
 from gateway.flows.position import Position
 from gateway.flows.render import Rendered
 from tests.support.schema_check import assert_valid_event, event_errors

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = Path(__file__).with_name("ingress.lua")
 STATUS_PATH = "/twilio/messaging/status"
 # Callbacks are signed over the public URL WITHOUT a port: every target is reached on its own

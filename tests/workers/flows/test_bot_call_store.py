@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from workers.backends import create_store
+from workers.flows.bot_call_store import BotCall, BotCallStore, MemoryBotCallStore
 from workers.flows.sqlite_store import SqliteBotCallStore
-from workers.flows.store import BotCall, BotCallStore, MemoryBotCallStore
 
 CALL = BotCall("CA1", "acme", "rx-1", "refill", "+14155550123", "+14155550100")
 

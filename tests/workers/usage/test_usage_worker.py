@@ -19,14 +19,14 @@ from schemas.topology import USAGE_QUEUE, tenant_queue
 from tests.support.schema_check import assert_valid_event
 from tests.support.usage import CARD, bot_result, call, message
 from workers.handler import Delivery, Handler
-from workers.usage.handler import (
+from workers.usage.ledger import MemoryLedger, UsagePolicy
+from workers.usage.sqlite_ledger import SqliteLedger
+from workers.usage.usage_worker import (
     UsageHandler,
     budget_exhausted,
     create_usage_handler,
     usage_policy,
 )
-from workers.usage.ledger import MemoryLedger, UsagePolicy
-from workers.usage.sqlite_ledger import SqliteLedger
 
 BUDGETS = {"acme": Budget("postpaid", Decimal("0.05"))}
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import orjson
 
-from tests.bench.callbacks import number_of
-from tests.bench.common import BenchError
+from benchmarks.callbacks import number_of
+from benchmarks.common import BenchError
 
 
 def rabbitmqctl(*args: str, check: bool = True) -> str:

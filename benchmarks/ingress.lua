@@ -1,4 +1,4 @@
--- wrk script of tests/bench/ingress.py: POSTs pre-signed Twilio status callbacks, each once.
+-- wrk script of benchmarks/ingress.py: POSTs pre-signed Twilio status callbacks, each once.
 --
 --   wrk -t2 -c64 -d10s --latency -s ingress.lua URL -- SLICE_PREFIX
 --

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import PYDEPS_DIR, BenchError
+from benchmarks.common import PYDEPS_DIR, BenchError
 
 
 def ensure_wrk() -> str:

@@ -1,6 +1,6 @@
-"""The two baselines the ingress bench compares hookline with (see tests/bench/ingress.py).
+"""The two baselines the ingress bench compares hookline with (see benchmarks/ingress.py).
 
-    .venv/bin/python -m tests.bench.baselines {bare,naive} --port P
+    .venv/bin/python -m benchmarks.baselines {bare,naive} --port P
 
 Both run under uvicorn with the settings ``hookline serve`` uses (gateway.cli._serve: no access
 log, no server header, no proxy headers, uvicorn's default loop and HTTP parser, one process).

@@ -14,8 +14,8 @@ from gateway.tenants import StaticTenantRegistry
 from schemas.events import Event
 from tests.support.routing import OFFICE_NUMBER, routed_tenant
 from tests.support.twiml_check import check_twiml
-from workers.handler import Delivery, Reply
-from workers.twiml import TwimlHandler
+from workers.handler import Delivery, RpcReply
+from workers.twiml_worker import TwimlHandler
 
 TENANT = routed_tenant()
 HANDLER = TwimlHandler(StaticTenantRegistry([TENANT]),
@@ -49,7 +49,7 @@ def test_call_without_routing_gets_the_fallback() -> None:
     plain = routed_tenant().__class__(id="plain", name="Plain")
     handler = TwimlHandler(StaticTenantRegistry([plain]))
     reply = handler.answer(request("call.incoming", {"To": OFFICE_NUMBER}, tenant="plain"))
-    assert isinstance(reply, Reply) and reply.body.decode() == plain.fallback_voice_twiml
+    assert isinstance(reply, RpcReply) and reply.body.decode() == plain.fallback_voice_twiml
 
 
 params = st.dictionaries(
@@ -73,7 +73,7 @@ queries = st.one_of(
 def test_any_call_step_gives_documented_twiml(raw: dict[str, object], query: str) -> None:
     """Whatever parameters and step query arrive, the reply is valid, documented TwiML."""
     reply = HANDLER.answer(request("call.incoming", raw, query=query))
-    assert isinstance(reply, Reply) and reply.content_type == "text/xml"
+    assert isinstance(reply, RpcReply) and reply.content_type == "text/xml"
     check_twiml(reply.body, "voice")
 
 
@@ -82,5 +82,5 @@ def test_any_call_step_gives_documented_twiml(raw: dict[str, object], query: str
 def test_any_message_gives_documented_twiml(raw: dict[str, object], body: str) -> None:
     """Whatever message arrives, the reply is valid messaging TwiML (or an empty Response)."""
     reply = HANDLER.answer(request("message.incoming", raw, body=body))
-    assert isinstance(reply, Reply)
+    assert isinstance(reply, RpcReply)
     check_twiml(reply.body, "messaging")

@@ -1,7 +1,7 @@
 """Ledger ingest rate (events/s) on SQLite and PostgreSQL, batched against one event per
 transaction, in the same run.
 
-    .venv/bin/python -m tests.bench.ledger [--events 20000] [--naive-events 2000]
+    .venv/bin/python -m benchmarks.ledger [--events 20000] [--naive-events 2000]
         [--batch 256] [--repeats 3] [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Events are the real normalized Twilio events of a realistic mix (per message: queued, sent,

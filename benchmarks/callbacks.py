@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from tests.bench.common import SIGNED_URL, STATUS_PATH, TENANTS, BenchError
+from benchmarks.common import SIGNED_URL, STATUS_PATH, TENANTS, BenchError
 from tests.support.samples import message_status, sid
 
 
@@ -31,7 +31,7 @@ def make_tenants() -> list[Tenant]:
 
 
 def write_config(path: Path, tenants: Sequence[Tenant]) -> None:
-    lines = ["# written by tests/bench/ingress.py; deleted after the run", ""]
+    lines = ["# written by benchmarks/ingress.py; deleted after the run", ""]
     for tenant in tenants:
         lines += ["[[tenants]]", f'id = "{tenant.id}"', "", "[tenants.twilio]",
                   f'account_sid = "{tenant.account_sid}"', f'auth_token = "{tenant.token}"', ""]

@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.bench.common import CLK_TCK, ROOT
+from benchmarks.common import CLK_TCK, ROOT
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """CPU of hookline's AMQP publisher alone: confirmed, persistent publishes to the real RabbitMQ.
 
-    .venv/bin/python -m tests.bench.publisher [--events 30000] [--concurrency 64] [--amqp-url URL]
+    .venv/bin/python -m benchmarks.publisher [--events 30000] [--concurrency 64] [--amqp-url URL]
 
 Publishes N distinct status events for 10 tenants through FastAmqpPublisher (the gateway's
 publisher: mandatory, persistent, one confirm per event, into the tenant's quorum queue and
@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 
 import uvloop
 
+from benchmarks.rabbit import Vhost
 from gateway.broker.fastamqp import FastAmqpPublisher
 from gateway.log import configure_logging
 from schemas.events import Event
-from tests.bench.rabbit import Vhost
 
 TENANTS = [f"bench-{n}" for n in range(10)]
 WARMUP = 2000

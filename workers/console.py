@@ -26,7 +26,7 @@ from gateway.settings import Settings
 from workers.backends import create_transport
 from workers.registry import HANDLERS, KINDS, WorkerContext
 from workers.runner import Runner, run_until_stopped
-from workers.usage.cli import add_usage_commands, run_usage_command
+from workers.usage.commands import add_usage_commands, run_usage_command
 
 WORKER_COMMANDS = ("run", "worker", "dead", "usage")
 
@@ -132,7 +132,7 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     """
     import uvicorn
 
-    from gateway.backends import url_scheme
+    from gateway.backend_registry import url_scheme
     from gateway.broker.memory import MemoryPublisher
     from gateway.broker.rpc import MemoryRpcClient
     from gateway.http.app import create_app

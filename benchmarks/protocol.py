@@ -1,6 +1,6 @@
 """CPU cost of the client limits (gateway.http.limits) in uvicorn's HTTP protocol.
 
-    .venv/bin/python -m tests.bench.protocol [--requests 50000] [--repeats 5]
+    .venv/bin/python -m benchmarks.protocol [--requests 50000] [--repeats 5]
 
 Feeds the same signed-size callback request (a Twilio status callback's head and a 600-byte
 form body, in one read, as providers send them) into uvicorn's httptools protocol and into

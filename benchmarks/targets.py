@@ -1,6 +1,6 @@
 """The ingress bench's targets: its set-up, starting a target process, and one wrk run.
 
-Used by tests/bench/ingress.py (see there for what the bench measures).
+Used by benchmarks/ingress.py (see there for what the bench measures).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from benchmarks.callbacks import CallbackFactory, Tenant
+from benchmarks.common import LUA_SCRIPT, ROOT, STATUS_PATH, BenchError
+from benchmarks.procfs import Process, free_port, port_open
+from benchmarks.rabbit import Vhost, queue_counts
 from schemas.topology import tenant_queue
-from tests.bench.callbacks import CallbackFactory, Tenant
-from tests.bench.common import LUA_SCRIPT, ROOT, STATUS_PATH, BenchError
-from tests.bench.procfs import Process, free_port, port_open
-from tests.bench.rabbit import Vhost, queue_counts
 
 # --pin: the target alone on one CPU, everything else the bench runs on the rest.
 TARGET_CPU: Final = 0
@@ -75,7 +75,7 @@ def start_target(setup: Setup, target: str, label: str) -> tuple[Process, int, d
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port),
                 "--workers", str(setup.args.workers)]
     else:
-        argv = [sys.executable, "-m", "tests.bench.baselines", target, "--port", str(port)]
+        argv = [sys.executable, "-m", "benchmarks.baselines", target, "--port", str(port)]
         if target == "naive" and setup.naive_pythonpath:
             env["PYTHONPATH"] = setup.naive_pythonpath
     if setup.args.pin:

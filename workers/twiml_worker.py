@@ -1,7 +1,7 @@
 """The TwiML worker: answers the gateway's RPC requests on ``hookline.twiml``.
 
 Per message (batch 1) with many in flight (``concurrency``): each request is a call's or a
-message's event; the answer is a ``Reply`` with the TwiML the tenant's routing rules give
+message's event; the answer is an ``RpcReply`` with the TwiML the tenant's routing rules give
 (``workers.routing``). No retries: the caller is on the line now, and the gateway has already
 answered with the fallback once the deadline passed; an unusable request is dead-lettered.
 """
@@ -22,7 +22,7 @@ from gateway.flows.position import Position, PositionSeal
 from gateway.tenants import Tenant, TenantRegistry
 from schemas.events import CALL_INCOMING, MESSAGE_INCOMING, Event
 from schemas.topology import TWIML_QUEUE
-from workers.handler import Delivery, Reply, Result
+from workers.handler import Delivery, Result, RpcReply
 from workers.routing import FLOW_URL, STATUS_URL, Routed, VoiceRouter, route_message
 
 log = structlog.get_logger("hookline.worker.twiml")
@@ -88,7 +88,7 @@ class TwimlHandler:
                                  f"{event.kind}", reason="unexpected_kind")
         log.info("twiml_routed", tenant=tenant.id, kind=event.kind, sid=event.subject,
                  event_id=event.id, rule=routed.rule, action=routed.action, note=routed.note)
-        return Reply(routed.twiml.encode(), TWIML_CONTENT_TYPE)
+        return RpcReply(routed.twiml.encode(), TWIML_CONTENT_TYPE)
 
 
     def flow_url(self, tenant: Tenant, call_sid: str, now: datetime, name: str) -> str | None:

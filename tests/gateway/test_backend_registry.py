@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.backends import Backends, url_scheme
+from gateway.backend_registry import Backends, url_scheme
 from gateway.broker.factory import PUBLISHERS, RPC_CLIENTS, create_rpc_client
 from gateway.broker.rpc import MemoryRpcClient
 from gateway.errors import ConfigError

@@ -42,8 +42,7 @@ from gateway.flows.model import (
     Transfer,
     check_flow,
 )
-from gateway.routing_config import Flow as RoutedFlow
-from gateway.routing_config import Routing
+from gateway.routing_config import Routing, StartFlow
 
 FLOW_NAME_KEYS: Final = frozenset({"variables", "start", "steps"})
 _SETTINGS: Final = frozenset({"calls_per_second", "caller_id"})
@@ -217,7 +216,7 @@ def routed_flow_problems(routing: Routing | None, flows: FlowSettings | None
     known = flows.flows if flows is not None else {}
     problems = []
     for name, action in routing.actions.items():
-        if not isinstance(action, RoutedFlow):
+        if not isinstance(action, StartFlow):
             continue
         flow = known.get(action.flow)
         key = f"routing.actions.{name}.flow"

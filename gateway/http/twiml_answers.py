@@ -18,7 +18,7 @@ from starlette.types import Scope
 
 from gateway.broker.rpc import RpcClient, RpcResult
 from gateway.http.middleware import log_fields
-from gateway.http.replies import TWIML_MEDIA_TYPE, Reply, twiml_reply
+from gateway.http.replies import TWIML_MEDIA_TYPE, HttpReply, twiml_reply
 from gateway.metrics import GatewayMetrics
 from gateway.routing_config import answer_timeout_s
 from gateway.tenants import EMPTY_TWIML, Tenant
@@ -34,14 +34,14 @@ class TwimlAnswers:
         self.replied = 0
         self.fallbacks = 0
 
-    async def voice(self, tenant: Tenant, event: Event, scope: Scope) -> Reply:
+    async def voice(self, tenant: Tenant, event: Event, scope: Scope) -> HttpReply:
         return await self._answer(tenant, event, scope, tenant.fallback_voice_twiml)
 
-    async def messaging(self, tenant: Tenant, event: Event, scope: Scope) -> Reply:
+    async def messaging(self, tenant: Tenant, event: Event, scope: Scope) -> HttpReply:
         return await self._answer(tenant, event, scope, EMPTY_TWIML)
 
     async def _answer(self, tenant: Tenant, event: Event, scope: Scope,
-                      fallback: str) -> Reply:
+                      fallback: str) -> HttpReply:
         started = time.monotonic()
         query = scope.get("query_string", b"").decode("latin-1")
         result = await self.rpc.request(event, query=query,
