@@ -40,6 +40,7 @@ STATUS_PATH = "/twilio/messaging/status"
 
 # --- (a) bare --------------------------------------------------------------------------------
 
+
 async def bare_endpoint(request: Request) -> Response:
     await request.body()
     return Response(status_code=200)
@@ -50,6 +51,7 @@ def bare_app() -> Starlette:
 
 
 # --- (b) naive -------------------------------------------------------------------------------
+
 
 def load_tenants(config_path: Path) -> dict[str, tuple[str, str]]:
     """AccountSid -> (tenant id, auth token) from a hookline TOML with literal tokens."""
@@ -86,16 +88,23 @@ def naive_app() -> Starlette:
         tenant_id, token = found
         if not RequestValidator(token).validate(str(request.url), params, signature):
             return PlainTextResponse("Forbidden", status_code=403)
-        body = json.dumps({
-            "tenant": tenant_id, "type": "message.status", "subject": params.get("MessageSid"),
-            "data": params,
-        }).encode()
+        body = json.dumps(
+            {
+                "tenant": tenant_id,
+                "type": "message.status",
+                "subject": params.get("MessageSid"),
+                "data": params,
+            }
+        ).encode()
         message = aio_pika.Message(
-            body, content_type="application/json",
+            body,
+            content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         await state["exchange"].publish(
-            message, routing_key=f"{tenant_id}.twilio.message.status", mandatory=True,
+            message,
+            routing_key=f"{tenant_id}.twilio.message.status",
+            mandatory=True,
         )
         headers = {}
         request_id = request.headers.get("x-request-id")
@@ -104,7 +113,8 @@ def naive_app() -> Starlette:
         return Response(status_code=204, headers=headers)
 
     return Starlette(
-        routes=[Route(STATUS_PATH, message_status, methods=["POST"])], lifespan=lifespan,
+        routes=[Route(STATUS_PATH, message_status, methods=["POST"])],
+        lifespan=lifespan,
     )
 
 
@@ -118,9 +128,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     # The same keyword arguments as gateway.cli._serve for one process.
-    uvicorn.run(APPS[args.app](), host=args.host, port=args.port, log_config=None,
-                access_log=False, proxy_headers=False, server_header=False,
-                timeout_graceful_shutdown=15, log_level="warning")
+    uvicorn.run(
+        APPS[args.app](),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=15,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

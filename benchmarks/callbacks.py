@@ -26,15 +26,24 @@ class Tenant:
 
 
 def make_tenants() -> list[Tenant]:
-    return [Tenant(f"bench-{i}", "AC" + secrets.token_hex(16), secrets.token_hex(16))
-            for i in range(TENANTS)]
+    return [
+        Tenant(f"bench-{i}", "AC" + secrets.token_hex(16), secrets.token_hex(16))
+        for i in range(TENANTS)
+    ]
 
 
 def write_config(path: Path, tenants: Sequence[Tenant]) -> None:
     lines = ["# written by benchmarks/ingress.py; deleted after the run", ""]
     for tenant in tenants:
-        lines += ["[[tenants]]", f'id = "{tenant.id}"', "", "[tenants.twilio]",
-                  f'account_sid = "{tenant.account_sid}"', f'auth_token = "{tenant.token}"', ""]
+        lines += [
+            "[[tenants]]",
+            f'id = "{tenant.id}"',
+            "",
+            "[tenants.twilio]",
+            f'account_sid = "{tenant.account_sid}"',
+            f'auth_token = "{tenant.token}"',
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 

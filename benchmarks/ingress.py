@@ -91,6 +91,7 @@ from schemas.topology import DEAD_QUEUE, USAGE_QUEUE
 
 # --- runs ------------------------------------------------------------------------------------
 
+
 def run_once(setup: Setup, target: str, repeat: int, attempt: int = 0) -> RunResult:
     args = setup.args
     label = f"{target}-{repeat}" + (f"-retry{attempt}" if attempt else "")
@@ -117,14 +118,22 @@ def run_once(setup: Setup, target: str, repeat: int, attempt: int = 0) -> RunRes
         spy = None
         if setup.py_spy and target == "hookline":
             # With --workers N the parent only supervises: profile the first worker.
-            spy = profile.start(setup.py_spy, pids[1] if len(pids) > 1 else pids[0],
-                                args.duration, work / "profile.raw")
-        summary, wrk_cpu = run_wrk(setup, port, setup.measured_prefix, args.duration, ids_path,
-                                   work / "measured.json")
+            spy = profile.start(
+                setup.py_spy,
+                pids[1] if len(pids) > 1 else pids[0],
+                args.duration,
+                work / "profile.raw",
+            )
+        summary, wrk_cpu = run_wrk(
+            setup, port, setup.measured_prefix, args.duration, ids_path, work / "measured.json"
+        )
         if spy is not None:
             _out, err = spy.communicate(timeout=args.duration + 30)
-            result.profile = (profile.summarize(work / "profile.raw") if spy.returncode == 0
-                              else f"    profile: py-spy failed: {err.decode()[-300:]}")
+            result.profile = (
+                profile.summarize(work / "profile.raw")
+                if spy.returncode == 0
+                else f"    profile: py-spy failed: {err.decode()[-300:]}"
+            )
         busy_after = machine_busy()
         pids = process_tree(process.pid)
         user_after, sys_after = cpu_times(pids)
@@ -153,13 +162,16 @@ def run_once(setup: Setup, target: str, repeat: int, attempt: int = 0) -> RunRes
         elapsed = (busy_after[1] - busy_before[1]) / CLK_TCK / (os.cpu_count() or 1)
         machine = (busy_after[0] - busy_before[0]) / CLK_TCK / max(elapsed, 1e-9)
         result.cores = {
-            "machine": machine, "target": cpu / elapsed,
+            "machine": machine,
+            "target": cpu / elapsed,
             "target_waiting": (sched_after[1] - sched_before[1]) / elapsed,
-            "rabbitmq": rabbit_cpu / elapsed, "wrk": wrk_cpu / elapsed,
+            "rabbitmq": rabbit_cpu / elapsed,
+            "wrk": wrk_cpu / elapsed,
             "steal": (busy_after[2] - busy_before[2]) / CLK_TCK / max(elapsed, 1e-9),
         }
-        result.cores["other"] = max(0.0, machine - result.cores["steal"]
-                                    - (cpu + rabbit_cpu + wrk_cpu) / elapsed)
+        result.cores["other"] = max(
+            0.0, machine - result.cores["steal"] - (cpu + rabbit_cpu + wrk_cpu) / elapsed
+        )
         if setup.rabbit_pid and checked:
             result.rabbitmq_cpu_us_per_accepted = rabbit_cpu * 1e6 / ok if ok else None
         if checked:
@@ -176,8 +188,10 @@ def run_once(setup: Setup, target: str, repeat: int, attempt: int = 0) -> RunRes
         # A broker restart closes every connection with CONNECTION_FORCED; both publishing
         # targets log it. Their figures are then about an outage, not about them: run again.
         if any("CONNECTION_FORCED" in line for line in lines):
-            raise BenchError(f"{label}: RabbitMQ closed the target's connection during the run "
-                             "(CONNECTION_FORCED: it was stopped or restarted)")
+            raise BenchError(
+                f"{label}: RabbitMQ closed the target's connection during the run "
+                "(CONNECTION_FORCED: it was stopped or restarted)"
+            )
     return result
 
 
@@ -190,9 +204,11 @@ def run_with_retries(setup: Setup, target: str, repeat: int, label: str) -> RunR
         except Exception as exc:  # the AMQP client's errors are not all AMQPError subclasses
             if attempt == BROKER_RETRIES or not broker_outage(setup.args.amqp_url, exc):
                 raise
-            print(f"  {label} #{repeat}: RabbitMQ went away during the run "
-                  f"({str(exc).splitlines()[0][:100]}); running it again once it is back",
-                  flush=True)
+            print(
+                f"  {label} #{repeat}: RabbitMQ went away during the run "
+                f"({str(exc).splitlines()[0][:100]}); running it again once it is back",
+                flush=True,
+            )
             deadline = time.monotonic() + 300
             while not broker_up(setup.args.amqp_url):
                 if time.monotonic() > deadline:
@@ -205,8 +221,14 @@ def run_with_retries(setup: Setup, target: str, repeat: int, label: str) -> RunR
     raise AssertionError("unreachable")
 
 
-def check_delivery(setup: Setup, target: str, env: dict[str, str], result: RunResult,
-                   ids_path: Path | None, summary: dict[str, Any]) -> None:
+def check_delivery(
+    setup: Setup,
+    target: str,
+    env: dict[str, str],
+    result: RunResult,
+    ids_path: Path | None,
+    summary: dict[str, Any],
+) -> None:
     """Read every event back: each callback answered 2xx must be in a tenant queue, once."""
     assert ids_path is not None
     result.queued = settle(setup, target, env)
@@ -216,8 +238,10 @@ def check_delivery(setup: Setup, target: str, env: dict[str, str], result: RunRe
     answered_text = ids_path.read_text().split()
     answered = {int(x) for x in answered_text if x.isdigit()}
     if len(answered) != len(answered_text) or len(answered) != summary["ok"]:
-        raise BenchError(f"{target}: {summary['ok']} answers 2xx but {len(answered)} distinct "
-                         "X-Request-Id echoed")
+        raise BenchError(
+            f"{target}: {summary['ok']} answers 2xx but {len(answered)} distinct "
+            "X-Request-Id echoed"
+        )
     numbers, foreign = drain_numbers(setup.vhost.url, setup.tenant_queues)
     purge(setup.vhost.url, [USAGE_QUEUE, DEAD_QUEUE])
     delivered = set(numbers)
@@ -225,11 +249,14 @@ def check_delivery(setup: Setup, target: str, env: dict[str, str], result: RunRe
     result.duplicates = sum(n - 1 for n in numbers.values())
     result.delivered_unanswered = len(delivered - answered)
     result.foreign = foreign + sum(
-        1 for n in delivered
-        if not setup.measured_first <= n < setup.measured_first + setup.measured_count)
+        1
+        for n in delivered
+        if not setup.measured_first <= n < setup.measured_first + setup.measured_count
+    )
 
 
 # --- set-up ----------------------------------------------------------------------------------
+
 
 def size_regions(args: argparse.Namespace) -> tuple[int, int]:
     """Callbacks for the warm-up and the measured run: --max-rate per second of each, so no
@@ -240,29 +267,54 @@ def size_regions(args: argparse.Namespace) -> tuple[int, int]:
     return warm, measured
 
 
-def prepare(args: argparse.Namespace, tmp: Path, vhost: Vhost, rabbit_pid: int | None,
-            naive_pythonpath: str | None) -> Setup:
+def prepare(
+    args: argparse.Namespace,
+    tmp: Path,
+    vhost: Vhost,
+    rabbit_pid: int | None,
+    naive_pythonpath: str | None,
+) -> Setup:
     tenants = make_tenants()
     config = tmp / "hookline.toml"
     write_config(config, tenants)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
-    env.update(HOOKLINE_CONFIG=str(config), HOOKLINE_AMQP_URL=vhost.url,
-               HOOKLINE_DATA_DIR=str(tmp / "data-topology"), HOOKLINE_LOG_LEVEL="warning")
+    env.update(
+        HOOKLINE_CONFIG=str(config),
+        HOOKLINE_AMQP_URL=vhost.url,
+        HOOKLINE_DATA_DIR=str(tmp / "data-topology"),
+        HOOKLINE_LOG_LEVEL="warning",
+    )
     factory = CallbackFactory(tenants, secrets.token_hex(4))
     warm, measured = size_regions(args)
-    factory.check([0, 1, 9, 10, 12_345, warm + measured - 1, *range(100, 120)],
-                  "http://127.0.0.1:8080")
+    factory.check(
+        [0, 1, 9, 10, 12_345, warm + measured - 1, *range(100, 120)], "http://127.0.0.1:8080"
+    )
     started = time.perf_counter()
     warmup_prefix, measured_prefix = tmp / "warmup", tmp / "measured"
     factory.write_slices(warmup_prefix, 0, warm, args.threads)
     factory.write_slices(measured_prefix, warm, measured, args.threads)
     elapsed = time.perf_counter() - started
     size = sum(p.stat().st_size for p in tmp.glob("*.[0-9]*")) / 1e6
-    print(f"callbacks: {warm + measured:,} signed in {elapsed:.1f} s ({size:.0f} MB): "
-          f"{warm:,} for warm-ups, {measured:,} for measured runs "
-          f"(enough up to {args.max_rate:,} callbacks/s; a repeat would be reported)", flush=True)
-    setup = Setup(args, tmp, config, vhost, tenants, factory, warmup_prefix, measured_prefix,
-                  warm, measured, rabbit_pid, naive_pythonpath)
+    print(
+        f"callbacks: {warm + measured:,} signed in {elapsed:.1f} s ({size:.0f} MB): "
+        f"{warm:,} for warm-ups, {measured:,} for measured runs "
+        f"(enough up to {args.max_rate:,} callbacks/s; a repeat would be reported)",
+        flush=True,
+    )
+    setup = Setup(
+        args,
+        tmp,
+        config,
+        vhost,
+        tenants,
+        factory,
+        warmup_prefix,
+        measured_prefix,
+        warm,
+        measured,
+        rabbit_pid,
+        naive_pythonpath,
+    )
     print(setup.hookline_cli("topology", "declare", env=env).strip(), flush=True)
     return setup
 
@@ -275,20 +327,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="hookline serve --workers")
-    parser.add_argument("--only", default=",".join(TARGETS),
-                        help="comma-separated subset of bare,naive,hookline")
-    parser.add_argument("--max-rate", type=int, default=40_000,
-                        help="callbacks/s the pre-generated set covers without repeats")
-    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/",
-                        help="RabbitMQ; the bench works in a throwaway vhost of it")
-    parser.add_argument("--hookline-log-level", default="warning",
-                        choices=("debug", "info", "warning", "error"))
-    parser.add_argument("--profile", action="store_true",
-                        help="sample hookline with py-spy during each measured run and print "
-                             "where its time went (the sampling slows it: figures disturbed)")
-    parser.add_argument("--pin", action="store_true",
-                        help=f"the target on CPU {TARGET_CPU}, RabbitMQ and wrk on the others "
-                             "(how much the shared cores cost the target)")
+    parser.add_argument(
+        "--only", default=",".join(TARGETS), help="comma-separated subset of bare,naive,hookline"
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=int,
+        default=40_000,
+        help="callbacks/s the pre-generated set covers without repeats",
+    )
+    parser.add_argument(
+        "--amqp-url",
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        help="RabbitMQ; the bench works in a throwaway vhost of it",
+    )
+    parser.add_argument(
+        "--hookline-log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample hookline with py-spy during each measured run and print "
+        "where its time went (the sampling slows it: figures disturbed)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"the target on CPU {TARGET_CPU}, RabbitMQ and wrk on the others "
+        "(how much the shared cores cost the target)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     targets = [t.strip() for t in args.only.split(",") if t.strip()]
@@ -339,12 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels = {t: t for t in args.targets}
             if args.workers > 1:
                 labels["hookline"] = f"hookline x{args.workers}"
-            print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s after a "
-                  f"{args.warmup:g} s warm-up, {args.repeats} repeat(s), vhost {vhost.name}; "
-                  f"hookline logs at {args.hookline_log_level} (HOOKLINE_LOG_LEVEL)", flush=True)
+            print(
+                f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s after a "
+                f"{args.warmup:g} s warm-up, {args.repeats} repeat(s), vhost {vhost.name}; "
+                f"hookline logs at {args.hookline_log_level} (HOOKLINE_LOG_LEVEL)",
+                flush=True,
+            )
             if args.pin:
-                print(f"pinned: targets on CPU {TARGET_CPU}; RabbitMQ (pid {rabbit_pid}) and "
-                      f"wrk on CPU {','.join(map(str, sorted(OTHER_CPUS)))}", flush=True)
+                print(
+                    f"pinned: targets on CPU {TARGET_CPU}; RabbitMQ (pid {rabbit_pid}) and "
+                    f"wrk on CPU {','.join(map(str, sorted(OTHER_CPUS)))}",
+                    flush=True,
+                )
             with pinned(rabbit_pid if args.pin else None, OTHER_CPUS):
                 for repeat in range(1, args.repeats + 1):
                     for target in args.targets:
@@ -368,37 +441,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     libs = {r.target: r.libraries for r in results}
     print()
-    print(f"machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, "
-          f"load {' '.join(info['loadavg'])} before the bench")
-    print(f"python {info['python']}, uvicorn {info['uvicorn']}, starlette {info['starlette']}, "
-          f"uvloop {info['uvloop']}, httptools {info['httptools']}, aio-pika {info['aio-pika']}, "
-          f"python-multipart {info['python-multipart']} (naive only), {info['wrk']}")
-    print("event loop / HTTP parser in use (mapped in the target): " + ", ".join(
-        f"{t}: {'uvloop' if lib.get('uvloop') else 'asyncio'}/"
-        f"{'httptools' if lib.get('httptools') else 'h11'}" for t, lib in libs.items()))
+    print(
+        f"machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, "
+        f"load {' '.join(info['loadavg'])} before the bench"
+    )
+    print(
+        f"python {info['python']}, uvicorn {info['uvicorn']}, starlette {info['starlette']}, "
+        f"uvloop {info['uvloop']}, httptools {info['httptools']}, aio-pika {info['aio-pika']}, "
+        f"python-multipart {info['python-multipart']} (naive only), {info['wrk']}"
+    )
+    print(
+        "event loop / HTTP parser in use (mapped in the target): "
+        + ", ".join(
+            f"{t}: {'uvloop' if lib.get('uvloop') else 'asyncio'}/"
+            f"{'httptools' if lib.get('httptools') else 'h11'}"
+            for t, lib in libs.items()
+        )
+    )
     print(f"RabbitMQ {info['rabbitmq']}: persistent messages, publisher confirms, quorum queues")
-    print(f"hookline: HOOKLINE_LOG_LEVEL={args.hookline_log_level} (no per-callback log line)"
-          if args.hookline_log_level in ("warning", "error") else
-          f"hookline: HOOKLINE_LOG_LEVEL={args.hookline_log_level} (one log line per callback)")
+    print(
+        f"hookline: HOOKLINE_LOG_LEVEL={args.hookline_log_level} (no per-callback log line)"
+        if args.hookline_log_level in ("warning", "error")
+        else f"hookline: HOOKLINE_LOG_LEVEL={args.hookline_log_level} (one log line per callback)"
+    )
     print()
-    print(f"medians of {args.repeats} run(s), {args.connections} connections, "
-          f"{args.duration:g} s each; (x) = ratio to naive; loss and dup summed over runs")
+    print(
+        f"medians of {args.repeats} run(s), {args.connections} connections, "
+        f"{args.duration:g} s each; (x) = ratio to naive; loss and dup summed over runs"
+    )
     print(render(results, labels))
     print()
     print("where the CPU went during the measured runs (medians, in cores = CPU s per s):")
     print(render_cores(results, labels))
     table = medians(results)
-    failures = [r for r in results
-                if r.loss or r.duplicates or r.spool_left or (r.wraps and r.loss is not None)]
+    failures = [
+        r
+        for r in results
+        if r.loss or r.duplicates or r.spool_left or (r.wraps and r.loss is not None)
+    ]
     out = Path(tempfile.gettempdir()) / f"hookline-bench-ingress-{started}.json"
-    out.write_bytes(orjson.dumps({
-        "args": {k: v for k, v in vars(args).items()}, "machine": info,
-        "medians": table, "runs": [asdict(r) for r in results],
-    }, option=orjson.OPT_INDENT_2))
+    out.write_bytes(
+        orjson.dumps(
+            {
+                "args": {k: v for k, v in vars(args).items()},
+                "machine": info,
+                "medians": table,
+                "runs": [asdict(r) for r in results],
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
     print(f"raw results: {out}")
     if failures:
-        print("FAILED: loss, duplicates, spool left or repeated callbacks in "
-              + ", ".join(f"{labels[r.target]} #{r.repeat}" for r in failures))
+        print(
+            "FAILED: loss, duplicates, spool left or repeated callbacks in "
+            + ", ".join(f"{labels[r.target]} #{r.repeat}" for r in failures)
+        )
         return 1
     return 0
 

@@ -58,8 +58,10 @@ async def ingest(url: str, items: Sequence[UsageFact], batch: int) -> float:
         rows = await ledger.usage("2026-11")
         expected = len({f.key for f in items if f.kind == "message"})
         if sum(r.messages for r in rows) != expected:
-            raise SystemExit(f"wrong totals at {url}: {sum(r.messages for r in rows)} messages, "
-                             f"expected {expected}")
+            raise SystemExit(
+                f"wrong totals at {url}: {sum(r.messages for r in rows)} messages, "
+                f"expected {expected}"
+            )
         return elapsed
     finally:
         await ledger.close()
@@ -87,8 +89,10 @@ class Postgres:
         with psycopg.connect(self.admin_url) as conn:
             row = conn.execute("SHOW server_version").fetchone()
             sync = conn.execute("SHOW synchronous_commit").fetchone()
-            return (f"PostgreSQL {row[0] if row else '?'}, "
-                    f"synchronous_commit={sync[0] if sync else '?'}")
+            return (
+                f"PostgreSQL {row[0] if row else '?'}, "
+                f"synchronous_commit={sync[0] if sync else '?'}"
+            )
 
     def drop_all(self) -> None:
         import psycopg
@@ -98,16 +102,19 @@ class Postgres:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def measure(label: str, make_url: Callable[[], str], items: Sequence[UsageFact], batch: int,
-            repeats: int) -> float:
+def measure(
+    label: str, make_url: Callable[[], str], items: Sequence[UsageFact], batch: int, repeats: int
+) -> float:
     rates = []
     for _ in range(repeats):
         seconds = asyncio.run(ingest(make_url(), items, batch))
         rates.append(len(items) / seconds)
     rate = statistics.median(rates)
     spread = f"min {min(rates):,.0f} max {max(rates):,.0f}"
-    print(f"  {label:<34} {rate:>10,.0f} events/s   ({len(items):,} events, batch {batch}, "
-          f"median of {repeats}: {spread})")
+    print(
+        f"  {label:<34} {rate:>10,.0f} events/s   ({len(items):,} events, batch {batch}, "
+        f"median of {repeats}: {spread})"
+    )
     return rate
 
 
@@ -117,18 +124,24 @@ def main() -> None:
     parser.add_argument("--naive-events", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--pg-url", default=os.environ.get(
-        "HOOKLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "HOOKLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
 
     items, naive_items = workload(args.events), workload(args.naive_events, seed=8)
     load = os.getloadavg()
     print("ledger ingest benchmark")
-    print(f"  conditions: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f} (machine shared with other work), Python {platform.python_version()}, "
-          f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=FULL), "
-          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(
+        f"  conditions: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} (machine shared with other work), Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=FULL), "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         counter = iter(range(10**6))
 
@@ -136,20 +149,20 @@ def main() -> None:
             return f"sqlite:///{Path(tmp) / f'ledger{next(counter)}.db'}"
 
         print("SQLite")
-        fast = measure("hookline (batched transactions)", sqlite_url, items, args.batch,
-                       args.repeats)
-        slow = measure("naive (one event per transaction)", sqlite_url, naive_items, 1,
-                       args.repeats)
+        fast = measure(
+            "hookline (batched transactions)", sqlite_url, items, args.batch, args.repeats
+        )
+        slow = measure(
+            "naive (one event per transaction)", sqlite_url, naive_items, 1, args.repeats
+        )
         print(f"  ratio hookline/naive: {fast / slow:,.1f}x")
     if args.skip_postgres:
         return
     pg = Postgres(args.pg_url)
     try:
         print(f"PostgreSQL ({pg.version()})")
-        fast = measure("hookline (batched transactions)", pg.new, items, args.batch,
-                       args.repeats)
-        slow = measure("naive (one event per transaction)", pg.new, naive_items, 1,
-                       args.repeats)
+        fast = measure("hookline (batched transactions)", pg.new, items, args.batch, args.repeats)
+        slow = measure("naive (one event per transaction)", pg.new, naive_items, 1, args.repeats)
         print(f"  ratio hookline/naive: {fast / slow:,.1f}x")
     finally:
         pg.drop_all()

@@ -24,8 +24,12 @@ def ensure_wrk() -> str:
         raise BenchError("wrk is not installed and we are not root: `sudo apt-get install -y wrk`")
     print("wrk not found: apt-get install -y wrk", flush=True)
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
         if done.returncode != 0:
             raise BenchError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
     path = shutil.which("wrk")
@@ -45,10 +49,24 @@ def ensure_python_multipart() -> str | None:
         return None
     env = dict(os.environ, PYTHONPATH=str(PYDEPS_DIR))
     if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode:
-        print(f"python-multipart (for the naive baseline's request.form()) -> {PYDEPS_DIR}",
-              flush=True)
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target",
-                               str(PYDEPS_DIR), "python-multipart"], capture_output=True, text=True)
+        print(
+            f"python-multipart (for the naive baseline's request.form()) -> {PYDEPS_DIR}",
+            flush=True,
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--target",
+                str(PYDEPS_DIR),
+                "python-multipart",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise BenchError(f"pip install python-multipart failed: {done.stderr.strip()[-500:]}")
     return str(PYDEPS_DIR)
@@ -74,15 +92,22 @@ def machine_info(rabbit_version: str, naive: bool, naive_pythonpath: str | None)
                 model = line.split(":", 1)[1].strip()
                 break
     return {
-        "nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
         "python": platform.python_version(),
-        "uvicorn": version_of("uvicorn"), "uvloop": version_of("uvloop"),
-        "httptools": version_of("httptools"), "starlette": version_of("starlette"),
-        "aio-pika": version_of("aio-pika"), "aiormq": version_of("aiormq"),
-        "orjson": version_of("orjson"), "twilio": version_of("twilio"),
+        "uvicorn": version_of("uvicorn"),
+        "uvloop": version_of("uvloop"),
+        "httptools": version_of("httptools"),
+        "starlette": version_of("starlette"),
+        "aio-pika": version_of("aio-pika"),
+        "aiormq": version_of("aiormq"),
+        "orjson": version_of("orjson"),
+        "twilio": version_of("twilio"),
         "python-multipart": version_of("python-multipart", naive_pythonpath) if naive else "-",
         "wrk": (wrk.stdout or wrk.stderr).split("Copyright")[0].strip(),
-        "rabbitmq": rabbit_version, "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "rabbitmq": rabbit_version,
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
 
 

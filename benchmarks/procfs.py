@@ -28,7 +28,7 @@ def port_open(port: int) -> bool:
 
 def _stat_fields(pid: int) -> list[str]:
     text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
+    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
 
 
 def process_tree(root: int) -> list[int]:
@@ -38,7 +38,8 @@ def process_tree(root: int) -> list[int]:
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(
-                    int(entry.name))
+                    int(entry.name)
+                )
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -110,8 +111,14 @@ class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name, self.log = name, log
         with open(log, "wb") as out:
-            self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.pid = self.popen.pid
 
     def alive(self) -> bool:

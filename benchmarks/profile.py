@@ -49,13 +49,19 @@ MAIN_THREAD_ROOT = "_run_module_as_main"
 
 def find_py_spy(pydeps: Path) -> str:
     """py-spy on PATH, beside this interpreter, or pip-installed into ``pydeps``."""
-    for candidate in (shutil.which("py-spy"), str(Path(sys.executable).with_name("py-spy")),
-                      str(pydeps / "bin" / "py-spy")):
+    for candidate in (
+        shutil.which("py-spy"),
+        str(Path(sys.executable).with_name("py-spy")),
+        str(pydeps / "bin" / "py-spy"),
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     print(f"py-spy not found: pip install --target {pydeps} py-spy", flush=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(pydeps),
-                           "py-spy"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(pydeps), "py-spy"],
+        capture_output=True,
+        text=True,
+    )
     path = pydeps / "bin" / "py-spy"
     if done.returncode != 0 or not path.exists():
         raise RuntimeError(f"cannot install py-spy: {done.stderr.strip()[-400:]}")
@@ -65,9 +71,23 @@ def find_py_spy(pydeps: Path) -> str:
 def start(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """Record ``pid`` for ``seconds`` at 200 Hz into ``out`` (py-spy's raw format)."""
     return subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-         "--rate", "200", "--format", "raw", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def summarize(raw: Path, top: int = 12) -> str:
@@ -94,8 +114,9 @@ def summarize(raw: Path, top: int = 12) -> str:
     out = [f"    profile: {total} main-thread samples; self time by module:"]
     out += [f"      {100 * n / total:5.1f}%  {name}" for name, n in groups.most_common()]
     out.append("    inclusive, by stage:")
-    out += [f"      {100 * stages[name] / total:5.1f}%  {name}" for _, name in STAGES
-            if stages[name]]
+    out += [
+        f"      {100 * stages[name] / total:5.1f}%  {name}" for _, name in STAGES if stages[name]
+    ]
     out.append(f"    top {top} functions (self):")
     out += [f"      {100 * n / total:5.1f}%  {name}" for name, n in leaves.most_common(top)]
     return "\n".join(out)

@@ -56,7 +56,8 @@ class Transport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default)
+            name, default
+        )
 
     def pause_reading(self) -> None:
         return None
@@ -78,8 +79,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def run(protocol_class: type[HttpToolsProtocol], requests: int) -> float:
     """CPU seconds per request, over ``requests`` sequential requests on one connection."""
-    config: uvicorn.Config = server_config(app, "127.0.0.1", 8080, ClientLimits(),
-                                           lifespan="off")
+    config: uvicorn.Config = server_config(app, "127.0.0.1", 8080, ClientLimits(), lifespan="off")
     config.load()
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = Transport()

@@ -38,15 +38,28 @@ def cpu_seconds() -> float:
 
 def status_events(count: int) -> list[Event]:
     now = datetime.now(UTC)
-    return [Event(id=str(uuid.uuid4()), kind="message.status", tenant=TENANTS[n % 10],
-                  provider="twilio", source="twilio/AC0123", subject=f"SM{n:032x}", time=now,
-                  data={"status": "delivered", "segments": 1,
-                        "raw": {"MessageStatus": "delivered", "To": "+14155550100"}})
-            for n in range(count)]
+    return [
+        Event(
+            id=str(uuid.uuid4()),
+            kind="message.status",
+            tenant=TENANTS[n % 10],
+            provider="twilio",
+            source="twilio/AC0123",
+            subject=f"SM{n:032x}",
+            time=now,
+            data={
+                "status": "delivered",
+                "segments": 1,
+                "raw": {"MessageStatus": "delivered", "To": "+14155550100"},
+            },
+        )
+        for n in range(count)
+    ]
 
 
-async def publish_all(publisher: FastAmqpPublisher, events: Sequence[Event],
-                      concurrency: int) -> None:
+async def publish_all(
+    publisher: FastAmqpPublisher, events: Sequence[Event], concurrency: int
+) -> None:
     pending: Iterator[Event] = iter(events)
 
     async def worker() -> None:
@@ -84,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate, cost = uvloop.run(measure(vhost.url, args.events, args.concurrency))
     finally:
         vhost.delete()
-    print(f"{args.events:,} confirmed publishes, {args.concurrency} in flight: {rate:,.0f}/s, "
-          f"{cost * 1e6:.1f} us CPU per publish (encoding included) in the publishing process")
+    print(
+        f"{args.events:,} confirmed publishes, {args.concurrency} in flight: {rate:,.0f}/s, "
+        f"{cost * 1e6:.1f} us CPU per publish (encoding included) in the publishing process"
+    )
     return 0
 
 

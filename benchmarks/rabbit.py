@@ -24,11 +24,13 @@ from benchmarks.common import BenchError
 
 
 def rabbitmqctl(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
+    )
     if check and result.returncode != 0:
-        raise BenchError(f"rabbitmqctl {' '.join(args)} failed: "
-                         f"{(result.stderr or result.stdout).strip()}")
+        raise BenchError(
+            f"rabbitmqctl {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}"
+        )
     return result.stdout
 
 
@@ -39,11 +41,15 @@ def check_rabbitmq(amqp_url: str) -> tuple[str, int | None]:
     with socket.socket() as s:
         s.settimeout(2)
         if s.connect_ex((host, port)) != 0:
-            raise BenchError(f"RabbitMQ is not reachable at {host}:{port} (start it, e.g. "
-                             "`service rabbitmq-server start`, or pass --amqp-url)")
+            raise BenchError(
+                f"RabbitMQ is not reachable at {host}:{port} (start it, e.g. "
+                "`service rabbitmq-server start`, or pass --amqp-url)"
+            )
     if shutil.which("rabbitmqctl") is None:
-        raise BenchError("rabbitmqctl not found: the bench creates its vhost with it (run as "
-                         "root on the RabbitMQ host)")
+        raise BenchError(
+            "rabbitmqctl not found: the bench creates its vhost with it (run as "
+            "root on the RabbitMQ host)"
+        )
     status = rabbitmqctl("status", check=False)
     if "RabbitMQ version" not in status:
         raise BenchError(f"`rabbitmqctl status` does not answer: {status.strip()[:300]}")
@@ -72,14 +78,21 @@ class Vhost:
             return
         deadline = time.monotonic() + 60
         while True:
-            done = subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.name],
-                                  capture_output=True, text=True, timeout=60)
+            done = subprocess.run(
+                ["rabbitmqctl", "-q", "delete_vhost", self.name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if done.returncode == 0 or "does not exist" in done.stderr + done.stdout:
                 self.created = False
                 return
             if time.monotonic() > deadline:
-                print(f"could not delete vhost {self.name}: "
-                      f"{(done.stderr or done.stdout).strip()[:200]}", file=sys.stderr)
+                print(
+                    f"could not delete vhost {self.name}: "
+                    f"{(done.stderr or done.stdout).strip()[:200]}",
+                    file=sys.stderr,
+                )
                 return
             time.sleep(3)
 
@@ -162,10 +175,16 @@ def drain_numbers(url: str, names: Sequence[str]) -> tuple[Counter[int], int]:
     return result
 
 
-
 BROKER_RETRIES = 3
-_OUTAGE_MARKS = ("Connect call failed", "Connection refused", "CONNECTION_FORCED",
-                 "Connection reset", "connection reset", "closed", "not reachable")
+_OUTAGE_MARKS = (
+    "Connect call failed",
+    "Connection refused",
+    "CONNECTION_FORCED",
+    "Connection reset",
+    "connection reset",
+    "closed",
+    "not reachable",
+)
 
 
 def broker_up(amqp_url: str) -> bool:
@@ -184,5 +203,6 @@ def broker_outage(amqp_url: str, exc: BaseException) -> bool:
     while current is not None and len(chain) < 10:
         chain.append(current)
         current = current.__cause__ or current.__context__
-    return any(isinstance(e, ConnectionError | aio_pika.exceptions.AMQPError) for e in chain) \
-        or any(mark in str(e) for e in chain for mark in _OUTAGE_MARKS)
+    return any(
+        isinstance(e, ConnectionError | aio_pika.exceptions.AMQPError) for e in chain
+    ) or any(mark in str(e) for e in chain for mark in _OUTAGE_MARKS)

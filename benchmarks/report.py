@@ -44,7 +44,6 @@ class RunResult:
     broker_retries: int = 0  # runs thrown away because RabbitMQ went away during them
 
 
-
 # --- report -----------------------------------------------------------------------------------
 
 METRICS = (  # attribute, header, format, lower is better
@@ -60,16 +59,22 @@ def medians(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for target in dict.fromkeys(r.target for r in results):
         runs = [r for r in results if r.target == target]
-        out[target] = {name: statistics.median(getattr(r, name) for r in runs)
-                       for name, *_ in METRICS}
+        out[target] = {
+            name: statistics.median(getattr(r, name) for r in runs) for name, *_ in METRICS
+        }
         out[target]["cpu_sys_us_per_accepted"] = statistics.median(
-            r.cpu_sys_us_per_accepted for r in runs)
+            r.cpu_sys_us_per_accepted for r in runs
+        )
         out[target]["wrk_cpu_us_per_request"] = statistics.median(
-            r.wrk_cpu_us_per_request for r in runs)
+            r.wrk_cpu_us_per_request for r in runs
+        )
         for key in CORES:
             out[target][f"cores_{key}"] = statistics.median(r.cores.get(key, 0.0) for r in runs)
-        rabbit = [r.rabbitmq_cpu_us_per_accepted for r in runs
-                  if r.rabbitmq_cpu_us_per_accepted is not None]
+        rabbit = [
+            r.rabbitmq_cpu_us_per_accepted
+            for r in runs
+            if r.rabbitmq_cpu_us_per_accepted is not None
+        ]
         if rabbit:
             out[target]["rabbitmq_cpu_us_per_accepted"] = statistics.median(rabbit)
     return out
@@ -80,22 +85,43 @@ CORES = ("target", "target_waiting", "rabbitmq", "wrk", "other", "steal", "machi
 
 def format_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
-             for row in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def render_cores(results: Sequence[RunResult], labels: dict[str, str]) -> str:
     """Where the machine's CPU went during the measured runs (medians), in cores."""
-    rows = [["target", "target cores", "waiting for a CPU", "rabbitmq", "wrk", "other",
-             "steal", f"machine (of {os.cpu_count()})", "rabbitmq us/acc", "wrk us/req"]]
+    rows = [
+        [
+            "target",
+            "target cores",
+            "waiting for a CPU",
+            "rabbitmq",
+            "wrk",
+            "other",
+            "steal",
+            f"machine (of {os.cpu_count()})",
+            "rabbitmq us/acc",
+            "wrk us/req",
+        ]
+    ]
     for target, f in medians(results).items():
         rabbit = f.get("rabbitmq_cpu_us_per_accepted")
-        rows.append([labels[target], *(f"{f['cores_' + key]:.2f}" for key in CORES),
-                     "-" if rabbit is None else f"{rabbit:.0f}",
-                     f"{f['wrk_cpu_us_per_request']:.0f}"])
+        rows.append(
+            [
+                labels[target],
+                *(f"{f['cores_' + key]:.2f}" for key in CORES),
+                "-" if rabbit is None else f"{rabbit:.0f}",
+                f"{f['wrk_cpu_us_per_request']:.0f}",
+            ]
+        )
     return format_table(rows)
 
 
@@ -121,20 +147,26 @@ def render(results: Sequence[RunResult], labels: dict[str, str]) -> str:
 
 
 def describe_run(r: RunResult, label: str) -> str:
-    text = (f"  {label} #{r.repeat}: {r.accepted_per_s:,.0f} accepted/s, p50 {r.p50_ms:.2f} ms, "
-            f"p99 {r.p99_ms:.2f} ms, {r.cpu_us_per_accepted:.0f} us CPU/acc "
-            f"({r.cpu_sys_us_per_accepted:.0f} sys), "
-            f"RSS {r.peak_rss_mb:.0f} MB ({r.processes} proc)")
+    text = (
+        f"  {label} #{r.repeat}: {r.accepted_per_s:,.0f} accepted/s, p50 {r.p50_ms:.2f} ms, "
+        f"p99 {r.p99_ms:.2f} ms, {r.cpu_us_per_accepted:.0f} us CPU/acc "
+        f"({r.cpu_sys_us_per_accepted:.0f} sys), "
+        f"RSS {r.peak_rss_mb:.0f} MB ({r.processes} proc)"
+    )
     c = r.cores
-    text += (f"\n      cores: target {c['target']:.2f} (+{c['target_waiting']:.2f} waiting for a "
-             f"CPU), rabbitmq {c['rabbitmq']:.2f}, wrk {c['wrk']:.2f}, other {c['other']:.2f}, "
-             f"steal {c['steal']:.2f}; "
-             f"machine {c['machine']:.2f} of {os.cpu_count()}")
+    text += (
+        f"\n      cores: target {c['target']:.2f} (+{c['target_waiting']:.2f} waiting for a "
+        f"CPU), rabbitmq {c['rabbitmq']:.2f}, wrk {c['wrk']:.2f}, other {c['other']:.2f}, "
+        f"steal {c['steal']:.2f}; "
+        f"machine {c['machine']:.2f} of {os.cpu_count()}"
+    )
     if r.loss is not None:
-        text += (f"\n      {r.accepted:,} answered 2xx, {r.queued:,} in tenant queues "
-                 f"({r.usage_queued:,} in hookline.usage): loss {r.loss}, duplicates "
-                 f"{r.duplicates}, {r.delivered_unanswered} delivered but unanswered at wrk's "
-                 f"stop ({r.unanswered_at_stop} in flight), spool left {r.spool_left}")
+        text += (
+            f"\n      {r.accepted:,} answered 2xx, {r.queued:,} in tenant queues "
+            f"({r.usage_queued:,} in hookline.usage): loss {r.loss}, duplicates "
+            f"{r.duplicates}, {r.delivered_unanswered} delivered but unanswered at wrk's "
+            f"stop ({r.unanswered_at_stop} in flight), spool left {r.spool_left}"
+        )
     if r.non2xx:
         text += f"\n      non-2xx answers: {r.non2xx}"
     if r.log_lines:
@@ -144,11 +176,15 @@ def describe_run(r: RunResult, label: str) -> str:
     elif r.wraps:
         text += f"\n      (callbacks repeated {r.wraps} times: harmless here, nothing is checked)"
     if c["other"] > 0.1 or c["steal"] > 0.1:
-        text += (f"\n      WARNING: {c['other']:.2f} cores went to other processes and "
-                 f"{c['steal']:.2f} to the hypervisor during this run: figures disturbed")
+        text += (
+            f"\n      WARNING: {c['other']:.2f} cores went to other processes and "
+            f"{c['steal']:.2f} to the hypervisor during this run: figures disturbed"
+        )
     if r.broker_retries:
-        text += (f"\n      (run {r.broker_retries + 1} of this repeat: the earlier one(s) were "
-                 "spoiled by RabbitMQ going away)")
+        text += (
+            f"\n      (run {r.broker_retries + 1} of this repeat: the earlier one(s) were "
+            "spoiled by RabbitMQ going away)"
+        )
     if r.profile:
         text += "\n" + r.profile
     return text

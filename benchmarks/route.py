@@ -65,22 +65,36 @@ def signed_requests(count: int) -> tuple[list[Any], list[Request_]]:
         _tenant, account, token = tenants[n % 10]
         body, headers = signed_form_request(f"{PUBLIC}{PATH}", message_status(account, n=n), token)
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        raw += [(b"host", b"127.0.0.1:8080"), (b"content-length", str(len(body)).encode()),
-                (b"user-agent", b"wrk")]
+        raw += [
+            (b"host", b"127.0.0.1:8080"),
+            (b"content-length", str(len(body)).encode()),
+            (b"user-agent", b"wrk"),
+        ]
         requests.append((raw, body))
     return [t for t, _, _ in tenants], requests
 
 
-async def drive(app: Callable[..., Awaitable[None]], requests: Sequence[Request_],
-                concurrency: int) -> tuple[float, dict[int, int]]:
+async def drive(
+    app: Callable[..., Awaitable[None]], requests: Sequence[Request_], concurrency: int
+) -> tuple[float, dict[int, int]]:
     """CPU seconds per callback, and the answers by status."""
     statuses: dict[int, int] = {}
 
     async def one(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": PATH, "raw_path": PATH.encode(),
-                 "query_string": b"", "root_path": "", "headers": headers,
-                 "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 40000)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": PATH,
+            "raw_path": PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "server": ("127.0.0.1", 8080),
+            "client": ("127.0.0.1", 40000),
+        }
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -93,7 +107,7 @@ async def drive(app: Callable[..., Awaitable[None]], requests: Sequence[Request_
 
     began = time.process_time()
     for start in range(0, len(requests), concurrency):
-        await asyncio.gather(*(one(*r) for r in requests[start:start + concurrency]))
+        await asyncio.gather(*(one(*r) for r in requests[start : start + concurrency]))
     return (time.process_time() - began) / len(requests), statuses
 
 
@@ -107,13 +121,21 @@ async def bare_cost(requests: Sequence[Request_], concurrency: int) -> float:
     return cost
 
 
-async def hookline_cost(tenants: list[Any], warmup: Sequence[Request_],
-                        requests: Sequence[Request_], concurrency: int, level: str,
-                        log_file: Path) -> tuple[float, dict[int, int]]:
+async def hookline_cost(
+    tenants: list[Any],
+    warmup: Sequence[Request_],
+    requests: Sequence[Request_],
+    concurrency: int,
+    level: str,
+    log_file: Path,
+) -> tuple[float, dict[int, int]]:
     configure_logging("json", level, stream=log_file.open("w"))
     try:
-        settings = Settings(tenants=StaticTenantRegistry(tenants), public_url=PUBLIC,
-                            data_dir=Path(tempfile.mkdtemp(prefix="hookline-bench-route-")))
+        settings = Settings(
+            tenants=StaticTenantRegistry(tenants),
+            public_url=PUBLIC,
+            data_dir=Path(tempfile.mkdtemp(prefix="hookline-bench-route-")),
+        )
         app = create_app(settings, publisher=EncodingPublisher())
         async with app.router.lifespan_context(app):
             stack = app.build_middleware_stack()
@@ -137,16 +159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare = await bare_cost(requests, args.concurrency)
         print(f"bare Starlette endpoint:    {bare * 1e6:6.1f} us CPU per callback (1.00x)")
         for level in ("warning", "info"):
-            cost, statuses = await hookline_cost(tenants, warmup, requests, args.concurrency,
-                                                 level, log_file)
+            cost, statuses = await hookline_cost(
+                tenants, warmup, requests, args.concurrency, level, log_file
+            )
             if statuses != {204: len(requests)}:
                 raise SystemExit(f"hookline answered {statuses}, expected 204 to every callback")
-            print(f"hookline route, log {level:7s} {cost * 1e6:6.1f} us CPU per callback "
-                  f"({cost / bare:.2f}x)")
+            print(
+                f"hookline route, log {level:7s} {cost * 1e6:6.1f} us CPU per callback "
+                f"({cost / bare:.2f}x)"
+            )
 
     uvloop.run(run())
-    print(f"{args.callbacks} callbacks, {args.concurrency} at a time, in one process; "
-          f"info lines written to {log_file}")
+    print(
+        f"{args.callbacks} callbacks, {args.concurrency} at a time, in one process; "
+        f"info lines written to {log_file}"
+    )
     return 0
 
 

@@ -47,9 +47,16 @@ _numbers = itertools.count(1)
 
 
 def bench_event(n: int) -> Event:
-    return Event(id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench/{n}")), kind="call.incoming",
-                 tenant="acme", provider="twilio", source=f"twilio/{ACME_SID}",
-                 subject=f"CA{n:032x}", time=datetime.now(UTC), data={"raw": {}})
+    return Event(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench/{n}")),
+        kind="call.incoming",
+        tenant="acme",
+        provider="twilio",
+        source=f"twilio/{ACME_SID}",
+        subject=f"CA{n:032x}",
+        time=datetime.now(UTC),
+        data={"raw": {}},
+    )
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -82,7 +89,8 @@ async def bare_target(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         await channel.default_exchange.publish(
             aio_pika.Message(message.body, correlation_id=message.correlation_id),
-            routing_key=message.reply_to or "")
+            routing_key=message.reply_to or "",
+        )
         await message.ack()
 
     async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -99,8 +107,9 @@ async def bare_target(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         waiting[correlation_id] = future
         await channel.default_exchange.publish(
-            aio_pika.Message(b"<Response/>", correlation_id=correlation_id,
-                             reply_to=replies.name), routing_key=requests.name)
+            aio_pika.Message(b"<Response/>", correlation_id=correlation_id, reply_to=replies.name),
+            routing_key=requests.name,
+        )
         await asyncio.wait_for(future, 10)
 
     return call, connection.close
@@ -121,16 +130,17 @@ async def measure(url: str, requests: int, levels: list[int]) -> None:
 
         tenant = routed_tenant(answer_timeout_ms=10_000)
         rpc = AmqpRpcClient(url, consumer_poll_s=0.2)
-        async with twiml_stack([tenant], url, rpc=rpc) as stack, \
-                worker(stack, EchoHandler()):
+        async with twiml_stack([tenant], url, rpc=rpc) as stack, worker(stack, EchoHandler()):
+
             async def rpc_call(n: int, rpc: AmqpRpcClient = rpc) -> None:
                 result = await rpc.request(bench_event(n), query="", timeout_s=10)
                 if result.outcome != "replied":
                     raise RuntimeError(f"request {n}: {result.outcome} {result.detail}")
 
             async def http_call(n: int) -> None:
-                response = await stack.post_signed("/twilio/voice",
-                                                   call_incoming(ACME_SID, n), ACME_TOKEN)
+                response = await stack.post_signed(
+                    "/twilio/voice", call_incoming(ACME_SID, n), ACME_TOKEN
+                )
                 if response.status_code != 200 or "<Say>CA" not in response.text:
                     raise RuntimeError(f"call {n}: {response.status_code} {response.text[:80]}")
 
@@ -147,15 +157,21 @@ def _summary(latencies: list[float], wall: float) -> tuple[float, float, float]:
 
 def _print(results: dict[tuple[str, int], tuple[float, float, float]], requests: int) -> None:
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f} (shared with other work: figures are noisy)")
-    print(f"{requests} requests per target and level after 200 warm-up, closed loop; "
-          "one process, one event loop; ratio = / bare at the same concurrency")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} (shared with other work: figures are noisy)"
+    )
+    print(
+        f"{requests} requests per target and level after 200 warm-up, closed loop; "
+        "one process, one event loop; ratio = / bare at the same concurrency"
+    )
     print(f"{'target':<6} {'conc':>5} {'p50 ms':>14} {'p99 ms':>14} {'req/s':>16}")
     for (name, concurrency), (p50, p99, rate) in results.items():
         base = results[("bare", concurrency)]
-        print(f"{name:<6} {concurrency:>5} {p50:>7.2f} ({p50 / base[0]:>4.1f}x) "
-              f"{p99:>7.2f} ({p99 / base[1]:>4.1f}x) {rate:>8,.0f} ({rate / base[2]:>4.2f}x)")
+        print(
+            f"{name:<6} {concurrency:>5} {p50:>7.2f} ({p50 / base[0]:>4.1f}x) "
+            f"{p99:>7.2f} ({p99 / base[1]:>4.1f}x) {rate:>8,.0f} ({rate / base[2]:>4.2f}x)"
+        )
 
 
 async def run(requests: int, levels: list[int], base_url: str) -> None:
@@ -172,8 +188,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", default="50,200")
-    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/",
-                        help="broker URL without vhost (guest's permissions are set on it)")
+    parser.add_argument(
+        "--amqp-url",
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        help="broker URL without vhost (guest's permissions are set on it)",
+    )
     args = parser.parse_args()
     configure_logging("json", "warning")
     levels = [int(level) for level in args.concurrency.split(",")]

@@ -61,17 +61,24 @@ async def measure(events: int, amqp_url: str) -> None:
         replay_seconds = time.perf_counter() - started
         await publisher.close()
         await spool.close()
-    print(f"spooled  {events} events in {put_seconds:.2f} s: {events / put_seconds:,.0f} events/s "
-          f"({spool.commits} commits)")
-    print(f"replayed {replayed} events in {replay_seconds:.2f} s: "
-          f"{replayed / replay_seconds:,.0f} events/s (confirmed, persistent, quorum queues)")
+    print(
+        f"spooled  {events} events in {put_seconds:.2f} s: {events / put_seconds:,.0f} events/s "
+        f"({spool.commits} commits)"
+    )
+    print(
+        f"replayed {replayed} events in {replay_seconds:.2f} s: "
+        f"{replayed / replay_seconds:,.0f} events/s (confirmed, persistent, quorum queues)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/",
-                        help="broker URL without vhost (guest's permissions are set on it)")
+    parser.add_argument(
+        "--amqp-url",
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        help="broker URL without vhost (guest's permissions are set on it)",
+    )
     args = parser.parse_args()
     asyncio.run(run(args.events, args.amqp_url))
 

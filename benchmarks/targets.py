@@ -28,6 +28,7 @@ from schemas.topology import tenant_queue
 TARGET_CPU: Final = 0
 OTHER_CPUS: Final = set(range(1, os.cpu_count() or 2)) or {0}
 
+
 @dataclass
 class Setup:
     args: argparse.Namespace
@@ -51,18 +52,31 @@ class Setup:
 
     def hookline_env(self, port: int, data_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
-        env.update(HOOKLINE_CONFIG=str(self.config), HOOKLINE_AMQP_URL=self.vhost.url,
-                   HOOKLINE_DATA_DIR=str(data_dir), HOOKLINE_PUBLIC_URL=f"http://127.0.0.1:{port}",
-                   HOOKLINE_LOG_LEVEL=self.args.hookline_log_level, HOOKLINE_LOG_FORMAT="json",
-                   HOOKLINE_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+        env.update(
+            HOOKLINE_CONFIG=str(self.config),
+            HOOKLINE_AMQP_URL=self.vhost.url,
+            HOOKLINE_DATA_DIR=str(data_dir),
+            HOOKLINE_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            HOOKLINE_LOG_LEVEL=self.args.hookline_log_level,
+            HOOKLINE_LOG_FORMAT="json",
+            HOOKLINE_ADMIN_LISTEN=f"127.0.0.1:{free_port()}",
+        )
         return env
 
     def hookline_cli(self, *argv: str, env: dict[str, str]) -> str:
-        result = subprocess.run([sys.executable, "-m", "gateway.cli", *argv], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if result.returncode != 0:
-            raise BenchError(f"hookline {' '.join(argv)} failed: "
-                             f"{(result.stderr or result.stdout).strip()[-500:]}")
+            raise BenchError(
+                f"hookline {' '.join(argv)} failed: "
+                f"{(result.stderr or result.stdout).strip()[-500:]}"
+            )
         return result.stdout
 
 
@@ -72,8 +86,16 @@ def start_target(setup: Setup, target: str, label: str) -> tuple[Process, int, d
     data_dir.mkdir()
     env = setup.hookline_env(port, data_dir)
     if target == "hookline":
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port),
-                "--workers", str(setup.args.workers)]
+        argv = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(setup.args.workers),
+        ]
     else:
         argv = [sys.executable, "-m", "benchmarks.baselines", target, "--port", str(port)]
         if target == "naive" and setup.naive_pythonpath:
@@ -103,14 +125,26 @@ def start_target(setup: Setup, target: str, label: str) -> tuple[Process, int, d
     return process, port, env
 
 
-def run_wrk(setup: Setup, port: int, prefix: Path, seconds: float,
-            ids_path: Path | None, summary_path: Path) -> tuple[dict[str, Any], float]:
+def run_wrk(
+    setup: Setup, port: int, prefix: Path, seconds: float, ids_path: Path | None, summary_path: Path
+) -> tuple[dict[str, Any], float]:
     """One wrk run; its JSON summary and wrk's own CPU seconds."""
     args = setup.args
     env = dict(os.environ, BENCH_SUMMARY=str(summary_path), BENCH_IDS=str(ids_path or ""))
-    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--latency",
-            "--timeout", "60s", "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}{STATUS_PATH}",
-            "--", str(prefix)]
+    argv = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "--timeout",
+        "60s",
+        "-s",
+        str(LUA_SCRIPT),
+        f"http://127.0.0.1:{port}{STATUS_PATH}",
+        "--",
+        str(prefix),
+    ]
     if args.pin:
         argv = ["taskset", "-c", ",".join(map(str, sorted(OTHER_CPUS))), *argv]
     popen = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

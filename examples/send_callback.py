@@ -31,17 +31,37 @@ PATHS = {
 
 def sample(kind: str) -> dict[str, str]:
     sid = secrets.token_hex(16)
-    common = {"AccountSid": DEMO_ACCOUNT_SID, "ApiVersion": "2010-04-01",
-              "From": "+14158675309", "To": "+18005551212"}
+    common = {
+        "AccountSid": DEMO_ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "From": "+14158675309",
+        "To": "+18005551212",
+    }
     if kind == "message.status":
-        return {**common, "MessageSid": "SM" + sid, "MessageStatus": "delivered",
-                "NumSegments": "1"}
+        return {
+            **common,
+            "MessageSid": "SM" + sid,
+            "MessageStatus": "delivered",
+            "NumSegments": "1",
+        }
     if kind == "message.incoming":
-        return {**common, "MessageSid": "SM" + sid, "Body": "Is my prescription ready?",
-                "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received"}
+        return {
+            **common,
+            "MessageSid": "SM" + sid,
+            "Body": "Is my prescription ready?",
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+        }
     if kind == "call.status":
-        return {**common, "CallSid": "CA" + sid, "CallStatus": "completed",
-                "CallDuration": "42", "SequenceNumber": "3", "Direction": "inbound"}
+        return {
+            **common,
+            "CallSid": "CA" + sid,
+            "CallStatus": "completed",
+            "CallDuration": "42",
+            "SequenceNumber": "3",
+            "Direction": "inbound",
+        }
     return {**common, "CallSid": "CA" + sid, "CallStatus": "ringing", "Direction": "inbound"}
 
 
@@ -54,9 +74,13 @@ def main() -> int:
     params = sample(args.kind)
     signature = RequestValidator(DEMO_AUTH_TOKEN).compute_signature(url, params)
     request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own gateway
-        url, data=urlencode(params).encode(), method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded",
-                 "X-Twilio-Signature": signature},
+        url,
+        data=urlencode(params).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

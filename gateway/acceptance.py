@@ -164,9 +164,13 @@ class AcceptanceCounts:
     uncertain: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"published": self.published, "spooled": self.spooled,
-                "duplicates": self.duplicates, "refused": self.refused,
-                "uncertain": self.uncertain}
+        return {
+            "published": self.published,
+            "spooled": self.spooled,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+            "uncertain": self.uncertain,
+        }
 
 
 @dataclass
@@ -256,8 +260,9 @@ class Acceptor:
             except TimeoutError:
                 self.counts.uncertain += 1
                 self._breaker_until = time.monotonic() + self.breaker_seconds
-                logger.warning("publish_timed_out", event_id=event.id,
-                               timeout_s=self.publish_timeout)
+                logger.warning(
+                    "publish_timed_out", event_id=event.id, timeout_s=self.publish_timeout
+                )
             except PublishError as exc:
                 if not isinstance(exc, UnroutableEvent):  # returned: surely not delivered
                     self.counts.uncertain += 1
@@ -270,8 +275,10 @@ class Acceptor:
                     self.on_confirmed(time.perf_counter() - sent)
                 return "published"
         if self.spool is None:
-            raise PublishError(f"event {event.id} not published: broker {self.broker_state} "
-                               "and no spool configured")
+            raise PublishError(
+                f"event {event.id} not published: broker {self.broker_state} "
+                "and no spool configured"
+            )
         await self.spool.put(event)
         self.counts.spooled += 1
         if self.on_spooled is not None:

@@ -54,5 +54,7 @@ class Backends(Generic[B]):
 
     def rejected(self, url: str) -> ConfigError:
         """The one error for a URL this kind cannot serve (it never shows a password)."""
-        return ConfigError(f"{self.setting}: expected {self.forms}, got scheme "
-                           f"{url_scheme(url)!r} ({mask_url_password(url)})")
+        return ConfigError(
+            f"{self.setting}: expected {self.forms}, got scheme "
+            f"{url_scheme(url)!r} ({mask_url_password(url)})"
+        )

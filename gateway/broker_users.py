@@ -43,8 +43,9 @@ def user_amqp_url(amqp_url: str, username: str, password: str, vhost: str) -> st
     parts = urlsplit(amqp_url)
     host = parts.netloc.rpartition("@")[2]
     userinfo = f"{quote(username, safe='')}:{quote(password, safe='')}"
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", "/" + quote(vhost, safe=""),
-                       parts.query, ""))
+    return urlunsplit(
+        (parts.scheme, f"{userinfo}@{host}", "/" + quote(vhost, safe=""), parts.query, "")
+    )
 
 
 def management_api(settings: Settings) -> ManagementApi:
@@ -53,7 +54,8 @@ def management_api(settings: Settings) -> ManagementApi:
         raise ConfigError(
             "broker users need RabbitMQ: HOOKLINE_AMQP_URL is memory://, which has no users; "
             "set HOOKLINE_AMQP_URL (and HOOKLINE_RABBITMQ_API_URL if the management API is "
-            "not on the AMQP host's port 15672)")
+            "not on the AMQP host's port 15672)"
+        )
     parts = urlsplit(settings.amqp_url)
     fallback = (unquote(parts.username or "guest"), unquote(parts.password or "guest"))
     return ManagementApi(settings.rabbitmq_api_url, fallback)
@@ -67,8 +69,9 @@ class IssuedUser:
     amqp_url: str
 
 
-async def tenant_credentials(settings: Settings, tenant_id: str, out: TextIO, *,
-                             rotate: bool = False, delete: bool = False) -> int:
+async def tenant_credentials(
+    settings: Settings, tenant_id: str, out: TextIO, *, rotate: bool = False, delete: bool = False
+) -> int:
     """Create (or ``rotate``, or ``delete``) the broker user of ``tenant_id``; one JSON object
     on ``out``."""
     if rotate and delete:
@@ -82,10 +85,8 @@ async def tenant_credentials(settings: Settings, tenant_id: str, out: TextIO, *,
     if delete:
         # RabbitMQ closes the deleted user's open connections (CONNECTION_FORCED).
         deleted = await api.delete_user(username)
-        log.info("tenant_broker_user_deleted", tenant=tenant_id, username=username,
-                 existed=deleted)
-        _print(out, {"tenant": tenant_id, "username": username, "vhost": vhost,
-                     "deleted": deleted})
+        log.info("tenant_broker_user_deleted", tenant=tenant_id, username=username, existed=deleted)
+        _print(out, {"tenant": tenant_id, "username": username, "vhost": vhost, "deleted": deleted})
         return 0
     exists = await api.user_exists(username)
     if exists and not rotate:
@@ -93,18 +94,31 @@ async def tenant_credentials(settings: Settings, tenant_id: str, out: TextIO, *,
             f"broker user {username!r} of tenant {tenant_id!r} already exists on "
             f"{api.masked_url}; its password was shown once when it was made: run "
             f"`hookline tenant credentials --tenant {tenant_id} --rotate` for a new one, or "
-            "--delete to remove the user")
+            "--delete to remove the user"
+        )
     if not exists and rotate:
         raise HooklineError(
             f"--rotate: tenant {tenant_id!r} has no broker user {username!r} on "
-            f"{api.masked_url} yet: run without --rotate to create it")
-    issued = await _issue(api, settings.amqp_url, username, vhost,
-                          tenant_permissions(tenant_id))
-    log.info("tenant_broker_user_rotated" if exists else "tenant_broker_user_created",
-             tenant=tenant_id, username=username, vhost=vhost)
-    _print(out, {"tenant": tenant_id, "username": issued.username,
-                 "password": issued.password, "vhost": vhost,
-                 "queue": tenant_queue(tenant_id), "amqp_url": issued.amqp_url})
+            f"{api.masked_url} yet: run without --rotate to create it"
+        )
+    issued = await _issue(api, settings.amqp_url, username, vhost, tenant_permissions(tenant_id))
+    log.info(
+        "tenant_broker_user_rotated" if exists else "tenant_broker_user_created",
+        tenant=tenant_id,
+        username=username,
+        vhost=vhost,
+    )
+    _print(
+        out,
+        {
+            "tenant": tenant_id,
+            "username": issued.username,
+            "password": issued.password,
+            "vhost": vhost,
+            "queue": tenant_queue(tenant_id),
+            "amqp_url": issued.amqp_url,
+        },
+    )
     return 0
 
 
@@ -123,21 +137,22 @@ async def service_users(settings: Settings, out: TextIO) -> int:
         else:
             issued = await _issue(api, settings.amqp_url, username, vhost, permissions)
             line.update(created=True, password=issued.password, amqp_url=issued.amqp_url)
-        log.info("service_broker_user_ready", service=service, username=username,
-                 created=line["created"])
+        log.info(
+            "service_broker_user_ready", service=service, username=username, created=line["created"]
+        )
         _print(out, line)
     return 0
 
 
-async def _issue(api: ManagementApi, amqp_url: str, username: str, vhost: str,
-                 permissions: UserPermissions) -> IssuedUser:
+async def _issue(
+    api: ManagementApi, amqp_url: str, username: str, vhost: str, permissions: UserPermissions
+) -> IssuedUser:
     password = new_password()
     # The user first, then its permissions: a failure in between leaves a user that may do
     # nothing at all (no permissions on any vhost), never one with a stale grant.
     await api.put_user(username, password)
     await api.set_permissions(vhost, username, permissions)
-    return IssuedUser(username, password, vhost,
-                      user_amqp_url(amqp_url, username, password, vhost))
+    return IssuedUser(username, password, vhost, user_amqp_url(amqp_url, username, password, vhost))
 
 
 def _print(out: TextIO, line: dict[str, Any]) -> None:

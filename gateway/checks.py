@@ -20,18 +20,25 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
     failures = 0
     tenants = list(settings.tenants)
     if settings.config_found:
-        print(f"ok   config: {settings.config_path} ({len(tenants)} tenant(s), secrets "
-              "resolved)", file=out)
+        print(
+            f"ok   config: {settings.config_path} ({len(tenants)} tenant(s), secrets resolved)",
+            file=out,
+        )
     else:
-        print(f"warn config: no config file: {settings.config_path} does not exist and "
-              "HOOKLINE_CONFIG is unset, so there are no tenants", file=out)
+        print(
+            f"warn config: no config file: {settings.config_path} does not exist and "
+            "HOOKLINE_CONFIG is unset, so there are no tenants",
+            file=out,
+        )
     if not tenants:
-        print("warn config: no tenants configured, every callback will be refused (403)",
-              file=out)
+        print("warn config: no tenants configured, every callback will be refused (403)", file=out)
     card = settings.rate_card
     budgets = sum(1 for tenant in tenants if tenant.budget is not None)
-    print(f"ok   usage: {len(card.rates)} rate(s), {len(card.rentals)} number rental(s), "
-          f"{budgets} tenant budget(s), {card.currency}", file=out)
+    print(
+        f"ok   usage: {len(card.rates)} rate(s), {len(card.rentals)} number rental(s), "
+        f"{budgets} tenant budget(s), {card.currency}",
+        file=out,
+    )
     for name, check in (("broker", _check_broker), ("database", _check_database)):
         try:
             detail = await check(settings)

@@ -25,11 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hookline",
         description="Webhook gateway: verified provider callbacks become CloudEvents on RabbitMQ.",
         epilog="Configured by the environment: HOOKLINE_CONFIG (the TOML file of tenants, "
-               "routing, flows and rates; default ./hookline.toml), HOOKLINE_AMQP_URL "
-               "(amqp[s]://user:password@host/vhost, default memory://, the embedded broker), "
-               "HOOKLINE_PUBLIC_URL, HOOKLINE_DB_URL, HOOKLINE_DATA_DIR, "
-               "HOOKLINE_ADMIN_LISTEN, HOOKLINE_LOG_FORMAT, HOOKLINE_LOG_LEVEL. "
-               "Every variable: docs/configuration.md.",
+        "routing, flows and rates; default ./hookline.toml), HOOKLINE_AMQP_URL "
+        "(amqp[s]://user:password@host/vhost, default memory://, the embedded broker), "
+        "HOOKLINE_PUBLIC_URL, HOOKLINE_DB_URL, HOOKLINE_DATA_DIR, "
+        "HOOKLINE_ADMIN_LISTEN, HOOKLINE_LOG_FORMAT, HOOKLINE_LOG_LEVEL. "
+        "Every variable: docs/configuration.md.",
     )
     # The one version is pyproject's, as installed: nothing in the code repeats it.
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('hookline')}")
@@ -38,20 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="gateway plus all workers in one process")
     serve = commands.add_parser("serve", help="gateway only")
     for sub in (run, serve):
-        sub.add_argument("--host", default=DEFAULT_HOST,
-                         help=f"bind address (default {DEFAULT_HOST})")
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT,
-                         help=f"port (default {DEFAULT_PORT})")
+        sub.add_argument(
+            "--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})"
+        )
+        sub.add_argument(
+            "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        )
     serve.add_argument("--workers", type=int, default=1, help="gateway processes (default 1)")
 
     commands.add_parser("check", help="validate config, secrets, broker and database; exit 0 or 1")
 
     topology = commands.add_parser("topology", help="RabbitMQ topology")
     topology_commands = topology.add_subparsers(dest="action", required=True, metavar="ACTION")
-    declare = topology_commands.add_parser("declare",
-                                           help="declare exchanges, queues and bindings")
-    declare.add_argument("--users", action="store_true",
-                         help="also make hookline's service users (docs/broker-users.md)")
+    declare = topology_commands.add_parser("declare", help="declare exchanges, queues and bindings")
+    declare.add_argument(
+        "--users",
+        action="store_true",
+        help="also make hookline's service users (docs/broker-users.md)",
+    )
 
     spool = commands.add_parser("spool", help="the local spool of unconfirmed events")
     spool_commands = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -61,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = commands.add_parser("tenant", help="tenants")
     tenant_commands = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
     credentials = tenant_commands.add_parser(
-        "credentials", help="the tenant's own RabbitMQ user: one JSON object, password once")
+        "credentials", help="the tenant's own RabbitMQ user: one JSON object, password once"
+    )
     credentials.add_argument("--tenant", required=True, help="tenant id")
     change = credentials.add_mutually_exclusive_group()
     change.add_argument("--rotate", action="store_true", help="give the user a new password")
@@ -97,8 +102,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "tenant":
             from gateway.broker_users import tenant_credentials
 
-            return asyncio.run(tenant_credentials(settings, args.tenant, sys.stdout,
-                                                  rotate=args.rotate, delete=args.delete))
+            return asyncio.run(
+                tenant_credentials(
+                    settings, args.tenant, sys.stdout, rotate=args.rotate, delete=args.delete
+                )
+            )
         if args.command == "spool":
             from gateway import spool_admin
 
@@ -126,8 +134,9 @@ def settings_and_logging(
         return None
     from gateway.log import configure_logging
 
-    configure_logging(settings.log_format, settings.log_level,
-                      stream=sys.stderr if logs_to_stderr else None)
+    configure_logging(
+        settings.log_format, settings.log_level, stream=sys.stderr if logs_to_stderr else None
+    )
     return settings
 
 
@@ -147,8 +156,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if workers == 1:
         from gateway.http.app import create_app
 
-        config = server_config(create_app(settings), args.host, args.port,
-                               settings.client_limits)
+        config = server_config(create_app(settings), args.host, args.port, settings.client_limits)
         server = uvicorn.Server(config)
         server.run(sockets=[public])
         return 0 if server.started else 1
@@ -160,8 +168,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     metrics_dir = prepare_multiprocess_dir(settings.data_dir / METRICS_DIR)
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    config = server_config("gateway.http.app:app_from_environ", args.host, args.port,
-                           settings.client_limits, factory=True, workers=workers)
+    config = server_config(
+        "gateway.http.app:app_from_environ",
+        args.host,
+        args.port,
+        settings.client_limits,
+        factory=True,
+        workers=workers,
+    )
     Multiprocess(config, sockets=[public]).run()
     return 0
 
@@ -176,9 +190,11 @@ async def _declare(settings: Settings, out: TextIO) -> int:
     publisher = FastAmqpPublisher(settings.amqp_url, tenant_ids)
     await publisher.start()  # connects and declares, idempotently
     await publisher.close()
-    print(f"topology declared: hookline.events, hookline.usage (and its retry queues), "
-          f"hookline.twiml, hookline.dlx/hookline.dead and {len(tenant_ids)} tenant queue(s)",
-          file=out)
+    print(
+        f"topology declared: hookline.events, hookline.usage (and its retry queues), "
+        f"hookline.twiml, hookline.dlx/hookline.dead and {len(tenant_ids)} tenant queue(s)",
+        file=out,
+    )
     return 0
 
 

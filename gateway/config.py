@@ -55,18 +55,37 @@ ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-fA-F]{32}")
 #: Every key each table may hold: the one place to extend when the config grows.
 ALLOWED_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "document": frozenset({"gateway", "tenants", "usage"}),
-    "gateway": frozenset({"max_body_bytes", "publish_timeout_ms", "spool_max_events",
-                          "spool_max_bytes", "flow_secret", "header_timeout_ms",
-                          "body_timeout_ms", "max_header_bytes", "max_headers",
-                          "max_connections"}),
-    "tenant": frozenset({"id", "name", "fallback_voice_twiml", "twilio", "kaleyra", "flows",
-                         "routing", "budget", "usage"}),
+    "gateway": frozenset(
+        {
+            "max_body_bytes",
+            "publish_timeout_ms",
+            "spool_max_events",
+            "spool_max_bytes",
+            "flow_secret",
+            "header_timeout_ms",
+            "body_timeout_ms",
+            "max_header_bytes",
+            "max_headers",
+            "max_connections",
+        }
+    ),
+    "tenant": frozenset(
+        {
+            "id",
+            "name",
+            "fallback_voice_twiml",
+            "twilio",
+            "kaleyra",
+            "flows",
+            "routing",
+            "budget",
+            "usage",
+        }
+    ),
     "tenant.twilio": frozenset({"account_sid", "auth_token", "previous_auth_token"}),
     # Each flow is a table named by the flow: [tenants.flows.refill] (gateway.flows.flow_config).
     "tenant.flows": frozenset({"calls_per_second", "caller_id", ANY_TABLE}),
-    "tenant.kaleyra": frozenset(
-        {"sid", "callback_secret", "previous_callback_secret", "timezone"}
-    ),
+    "tenant.kaleyra": frozenset({"sid", "callback_secret", "previous_callback_secret", "timezone"}),
     # Its sub-tables (rules, actions) are checked by gateway.routing_config.
     "tenant.routing": ROUTING_KEYS,
     "tenant.budget": TENANT_BUDGET_KEYS,
@@ -187,8 +206,11 @@ def parse_config(
     root = Table(document, "", ALLOWED_KEYS["document"], reader)
     gateway = root.table("gateway", ALLOWED_KEYS["gateway"])
     limit = gateway.integer("max_body_bytes", 1, MAX_BODY_BYTES_LIMIT) if gateway else None
-    given = {key: gateway.integer(key, low, high) for key, low, high in _GATEWAY_LIMITS} \
-        if gateway else {}
+    given = (
+        {key: gateway.integer(key, low, high) for key, low, high in _GATEWAY_LIMITS}
+        if gateway
+        else {}
+    )
     usage_table = root.table("usage", ALLOWED_KEYS["usage"])
     rate_card = parse_rate_card(usage_table) if usage_table else RateCard()
     tables = root.tables("tenants", ALLOWED_KEYS["tenant"], _tenant_label)
@@ -198,8 +220,11 @@ def parse_config(
     flow_secret = gateway.secret("flow_secret", required=False) if gateway else None
     with_flows = [tenant.id for _, tenant in tenants if tenant.flows is not None]
     if with_flows and flow_secret is None:
-        reader.fail("gateway.flow_secret", f"is required when tenants define flows "
-                    f"({', '.join(with_flows)}): a secret reference that seals step URLs")
+        reader.fail(
+            "gateway.flow_secret",
+            f"is required when tenants define flows "
+            f"({', '.join(with_flows)}): a secret reference that seals step URLs",
+        )
     publish_ms = given.get("publish_timeout_ms") or GatewayConfig().publish_timeout_ms
     for where, tenant in tenants:
         if (problem := check_answer_budget(publish_ms, tenant.routing)) is not None:

@@ -47,8 +47,9 @@ class Table:
         self._data, self.path, self._reader = data, path, reader
         self._start, names = len(reader.problems), ", ".join(sorted(allowed - {ANY_TABLE}))
         # ANY_TABLE admits any other key whose value is a table (named entries: flows).
-        named = {k for k, v in data.items() if isinstance(v, dict)} if ANY_TABLE in allowed \
-            else set()
+        named = (
+            {k for k, v in data.items() if isinstance(v, dict)} if ANY_TABLE in allowed else set()
+        )
         # A typo is one problem: the allowed key it was meant to be (absent, since it was
         # mistyped) is not reported again as missing or invalid.
         misspelt: set[str] = set()
@@ -141,8 +142,12 @@ class Table:
         value = self._get(name, dict, "a table", False)
         return Table(value, self.key(name), allowed, self._reader) if value is not None else None
 
-    def tables(self, name: str, allowed: frozenset[str],
-               label: Callable[[Mapping[str, object]], str | None] | None = None) -> list[Table]:
+    def tables(
+        self,
+        name: str,
+        allowed: frozenset[str],
+        label: Callable[[Mapping[str, object]], str | None] | None = None,
+    ) -> list[Table]:
         """The entries of an array of tables, keyed by index and, when ``label`` gives one for
         an entry, a label after it: ``tenants[0](acme)``."""
         value = self._get(name, list, f"an array of tables ([[{name}]])", False)

@@ -63,7 +63,9 @@ class Durability:
         if self.spool is not None:
             self.replayer = Replayer(self.spool, self.publisher)
         self.acceptor = Acceptor(
-            self.publisher, self.spool, publish_timeout=self._publish_timeout,
+            self.publisher,
+            self.spool,
+            publish_timeout=self._publish_timeout,
             on_spooled=self.replayer.wake if self.replayer else None,
         )
         try:
@@ -95,8 +97,12 @@ class Durability:
         if self.spool is not None:
             await self.spool.close()
         counts = self.acceptor.counts.as_dict() if self.acceptor is not None else {}
-        return {**counts, "replay_uncertain": self.replay_uncertain,
-                "replayed_at_exit": replayed_at_exit, "left_in_spool": left}
+        return {
+            **counts,
+            "replay_uncertain": self.replay_uncertain,
+            "replayed_at_exit": replayed_at_exit,
+            "left_in_spool": left,
+        }
 
     @property
     def replay_uncertain(self) -> int:

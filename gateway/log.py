@@ -72,6 +72,7 @@ class _DropConnectionNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.prefixes)
 
+
 _PLAIN, _SECRET, _PHONE = 0, 1, 2
 _KEY_CACHE: dict[str, int] = {}
 # Nested payloads (e.g. a provider's raw form) may carry attacker-chosen key names: bound the
@@ -239,7 +240,8 @@ class _BoundLogger(structlog.BoundLoggerBase):
 
 
 _LEVEL_METHODS: Final = frozenset(
-    name for name, value in vars(structlog.make_filtering_bound_logger(logging.INFO)).items()
+    name
+    for name, value in vars(structlog.make_filtering_bound_logger(logging.INFO)).items()
     if callable(value) and not name.startswith("__")
 )
 
@@ -277,13 +279,18 @@ def _sink_factory(*_args: object) -> _Sink:
     return _SINK
 
 
-def _configure_structlog(processors: list[structlog.typing.Processor], level: int,
-                         stream: TextIO | None) -> None:
+def _configure_structlog(
+    processors: list[structlog.typing.Processor], level: int, stream: TextIO | None
+) -> None:
     _PROCESSORS[:] = processors
     _set_level(level)
     _SINK.stream = stream
-    structlog.configure(processors=_PROCESSORS, wrapper_class=_BoundLogger,
-                        logger_factory=_sink_factory, cache_logger_on_first_use=True)
+    structlog.configure(
+        processors=_PROCESSORS,
+        wrapper_class=_BoundLogger,
+        logger_factory=_sink_factory,
+        cache_logger_on_first_use=True,
+    )
 
 
 _HANDLER_NAME: Final = "hookline"
@@ -314,15 +321,19 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
 
-    _configure_structlog([
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        timestamper,
-        structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
-        redact_processor,
-        renderer,
-    ], LOG_LEVELS[level], out)
+    _configure_structlog(
+        [
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            timestamper,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+        LOG_LEVELS[level],
+        out,
+    )
 
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[

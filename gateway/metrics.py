@@ -42,11 +42,24 @@ REFRESH_SECONDS: Final = 1.0
 
 # Sub-millisecond (a status callback answered from memory) to seconds (a voice callback waiting
 # for a worker's TwiML, at most 10 s; a publish confirm under a slow broker).
-LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                          2.5, 5.0, 10.0)
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 # A worker's batch: a database write or a REST call, up to the long tail of a slow provider.
-HANDLE_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                         30.0)
+HANDLE_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # The `_created` series would double every counter line in single-process mode only (the
 # multiprocess exposition has none): leave them out everywhere, for one consistent output.
@@ -58,8 +71,9 @@ class _Sampled:
 
     __slots__ = ("counter", "gauge", "last", "read")
 
-    def __init__(self, read: Callable[[], float], gauge: Gauge | None,
-                 counter: Counter | None) -> None:
+    def __init__(
+        self, read: Callable[[], float], gauge: Gauge | None, counter: Counter | None
+    ) -> None:
         self.read, self.gauge, self.counter, self.last = read, gauge, counter, 0.0
 
     def refresh(self) -> None:
@@ -72,14 +86,16 @@ class _Sampled:
 
 
 class Metrics:
-    """A registry and how to render it: this process's, or every process's in ``multiprocess_dir``.
-    """
+    """A registry and how to render it: this process's, or every process's in
+    ``multiprocess_dir``."""
 
     def __init__(self, multiprocess_dir: Path | None = None) -> None:
         if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(multiprocess_dir):
             # prometheus_client picks file-backed values when first imported, from this variable.
-            raise ConfigError(f"metrics: {MULTIPROC_ENV} must be {multiprocess_dir} before the "
-                              f"process starts, got {os.environ.get(MULTIPROC_ENV)!r}")
+            raise ConfigError(
+                f"metrics: {MULTIPROC_ENV} must be {multiprocess_dir} before the "
+                f"process starts, got {os.environ.get(MULTIPROC_ENV)!r}"
+            )
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir
         self._sampled: list[_Sampled] = []
@@ -87,12 +103,23 @@ class Metrics:
     def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(name, help_text, labels, registry=self.registry)
 
-    def histogram(self, name: str, help_text: str, labels: Sequence[str] = (),
-                  buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
         return Histogram(name, help_text, labels, registry=self.registry, buckets=buckets)
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float],
-              kind: str = "gauge", mode: GaugeMode = "livesum") -> None:
+    def gauge(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], float],
+        kind: str = "gauge",
+        mode: GaugeMode = "livesum",
+    ) -> None:
         """Register a value read at scrape time (broker state, spool size ...); ``kind="counter"``
         for a cumulative count kept elsewhere. ``mode`` aggregates a gauge across processes."""
         if kind == "counter":
@@ -156,23 +183,31 @@ class GatewayMetrics:
         self._callbacks = metrics.counter(
             "hookline_callbacks_total",
             "Callbacks by provider, kind and outcome (published, spooled, duplicate, rejected, "
-            "failed).", ("provider", "kind", "outcome"))
-        self._rejections = metrics.counter("hookline_callbacks_rejected_total",
-                                           "Refused requests by reason.", ("reason",))
+            "failed).",
+            ("provider", "kind", "outcome"),
+        )
+        self._rejections = metrics.counter(
+            "hookline_callbacks_rejected_total", "Refused requests by reason.", ("reason",)
+        )
         self._disconnects = metrics.counter(
             "hookline_client_disconnects_total",
-            "Requests whose client hung up before its body arrived.", ("provider", "kind"))
+            "Requests whose client hung up before its body arrived.",
+            ("provider", "kind"),
+        )
         self._latency = metrics.histogram(
             "hookline_callback_seconds",
             "Time from a callback's arrival to its answer, by provider and kind.",
-            ("provider", "kind"))
+            ("provider", "kind"),
+        )
         self.publish_confirm = metrics.histogram(
             "hookline_publish_confirm_seconds",
-            "Time from publishing a callback's event to the broker's confirm.")
+            "Time from publishing a callback's event to the broker's confirm.",
+        )
         self._twiml = metrics.histogram(
             "hookline_twiml_answer_seconds",
-            "Time a voice/messaging callback waited for its TwiML, by outcome (worker, "
-            "fallback).", ("outcome",))
+            "Time a voice/messaging callback waited for its TwiML, by outcome (worker, fallback).",
+            ("outcome",),
+        )
         # Label children, looked up once: ``labels()`` validates and locks on every call.
         self._children: dict[tuple[str, ...], Counter] = {}
         self._latencies: dict[tuple[str, str], Histogram] = {}
@@ -202,8 +237,14 @@ class GatewayMetrics:
         self._twiml.labels(outcome).observe(seconds)
 
 
-WORKER_OUTCOMES: Final = ("acked", "replied", "retried", "dead_lettered", "expired",
-                          "settle_failed")
+WORKER_OUTCOMES: Final = (
+    "acked",
+    "replied",
+    "retried",
+    "dead_lettered",
+    "expired",
+    "settle_failed",
+)
 
 
 class WorkerMetrics:
@@ -214,11 +255,15 @@ class WorkerMetrics:
         self._messages = metrics.counter(
             "hookline_worker_messages_total",
             "Messages settled by worker, queue and outcome (acked, replied, retried, "
-            "dead_lettered, expired, settle_failed).", ("worker", "queue", "outcome"))
+            "dead_lettered, expired, settle_failed).",
+            ("worker", "queue", "outcome"),
+        )
         self._handle = metrics.histogram(
             "hookline_worker_handle_seconds",
             "Time a worker took to handle the batch a message came in, by worker and queue.",
-            ("worker", "queue"), buckets=HANDLE_BUCKETS)
+            ("worker", "queue"),
+            buckets=HANDLE_BUCKETS,
+        )
 
     def settled(self, worker: str, queue: str, outcome: str) -> None:
         self._messages.labels(worker, queue, outcome).inc()

@@ -45,14 +45,23 @@ UNROUTABLE_RETRY_S: Final = (1.0, 300.0)
 class Replayer:
     """Publishes what a Spool holds through a Publisher; ``run`` is the background task."""
 
-    def __init__(self, spool: Spool, publisher: Publisher, *, batch: int = 500,
-                 idle_interval: float = 1.0, concurrency: int = 64,
-                 unroutable_retry_s: tuple[float, float] = UNROUTABLE_RETRY_S) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        publisher: Publisher,
+        *,
+        batch: int = 500,
+        idle_interval: float = 1.0,
+        concurrency: int = 64,
+        unroutable_retry_s: tuple[float, float] = UNROUTABLE_RETRY_S,
+    ) -> None:
         first, longest = unroutable_retry_s
         if batch < 1 or concurrency < 1 or idle_interval <= 0 or not 0 < first <= longest:
-            raise ValueError(f"Replayer needs batch >= 1, concurrency >= 1, idle_interval > 0 "
-                             f"and 0 < first <= longest retry of an unroutable event; got "
-                             f"{batch}, {concurrency}, {idle_interval}, {unroutable_retry_s}")
+            raise ValueError(
+                f"Replayer needs batch >= 1, concurrency >= 1, idle_interval > 0 "
+                f"and 0 < first <= longest retry of an unroutable event; got "
+                f"{batch}, {concurrency}, {idle_interval}, {unroutable_retry_s}"
+            )
         self.spool = spool
         self.publisher = publisher
         self.batch = batch
@@ -149,14 +158,22 @@ class Replayer:
         self.last_error = next((e for e in errors if isinstance(e, PublishError)), None)
         return len(confirmed), items[-1].seq if items else None, bool(failures)
 
-    def _park(self, item: SpooledEvent, exc: Exception, level: Callable[..., Any],
-              what: str) -> None:
+    def _park(
+        self, item: SpooledEvent, exc: Exception, level: Callable[..., Any], what: str
+    ) -> None:
         first, longest = self.unroutable_retry_s
         previous = self._parked.get(item.seq)
         delay = first if previous is None else min(previous[1] * 2, longest)
         self._parked[item.seq] = (time.monotonic() + delay, delay)
-        level(what, event_id=item.event_id, routing_key=item.routing_key, retry_in_s=delay,
-              parked=len(self._parked), error=str(exc), path=str(self.spool.path))
+        level(
+            what,
+            event_id=item.event_id,
+            routing_key=item.routing_key,
+            retry_in_s=delay,
+            parked=len(self._parked),
+            error=str(exc),
+            path=str(self.spool.path),
+        )
 
     async def drain(self) -> int:
         """Passes over the whole spool until every row was tried once, or a refusal stopped
@@ -185,19 +202,32 @@ class Replayer:
                     replayed = await self.drain()
                 except Exception as exc:  # never die: a dead replayer strands the spool
                     replayed = 0
-                    log.error("spool_replay_failed", path=str(self.spool.path), error=str(exc),
-                              exc_info=True)
+                    log.error(
+                        "spool_replay_failed",
+                        path=str(self.spool.path),
+                        error=str(exc),
+                        exc_info=True,
+                    )
                 elapsed = time.monotonic() - started
                 if replayed:
-                    log.info("spool_replayed", count=replayed, remaining=self.spool.count(),
-                             parked=self.parked, rate=round(replayed / max(elapsed, 1e-9), 1),
-                             path=str(self.spool.path))
+                    log.info(
+                        "spool_replayed",
+                        count=replayed,
+                        remaining=self.spool.count(),
+                        parked=self.parked,
+                        rate=round(replayed / max(elapsed, 1e-9), 1),
+                        path=str(self.spool.path),
+                    )
                 if replayed and self.spool.count() > self.parked:
                     continue  # more arrived, or a partial batch: go again at once
                 stalled = self.last_error is not None and self.spool.count() > 0
                 if stalled and not self._stalled:
-                    log.warning("spool_replay_stalled", remaining=self.spool.count(),
-                                error=str(self.last_error), path=str(self.spool.path))
+                    log.warning(
+                        "spool_replay_stalled",
+                        remaining=self.spool.count(),
+                        error=str(self.last_error),
+                        path=str(self.spool.path),
+                    )
                 self._stalled = stalled
             await self._idle(self._idle_for())
 
@@ -217,8 +247,9 @@ class Replayer:
         self._wakeup.clear()
 
 
-async def replay_orphans(data_dir: Path, publisher: Publisher, *, batch: int = 500,
-                         concurrency: int = 64) -> int:
+async def replay_orphans(
+    data_dir: Path, publisher: Publisher, *, batch: int = 500, concurrency: int = 64
+) -> int:
     """Adopt every orphan spool under ``data_dir``, drain it, close it (deleted when empty).
 
     For start-up and ``hookline spool replay``: what dead processes left reaches the broker.

@@ -29,14 +29,28 @@ DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS: Final = re.compile(r"(?P<days>[a-z,\-]+)\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})")
 #: Twilio's default opt-out, opt-in and help keywords, which Twilio answers itself on long codes
 #: and toll-free numbers (https://help.twilio.com/articles/223134027): hookline only records them.
-OPT_KEYWORDS: Final = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
-                                 "START", "YES", "UNSTOP", "HELP", "INFO"})
+OPT_KEYWORDS: Final = frozenset(
+    {
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "START",
+        "YES",
+        "UNSTOP",
+        "HELP",
+        "INFO",
+    }
+)
 DEFAULT_RETRY_PROMPT: Final = "Sorry, that is not a valid choice."
 DEFAULT_VOICEMAIL_PROMPT: Final = "Please leave a message after the beep."
 REJECT_REASONS: Final = ("busy", "rejected")  # https://www.twilio.com/docs/voice/twiml/reject
 
-ROUTING_KEYS: Final = frozenset({"timezone", "answer_timeout_ms", "language", "voice", "sms",
-                                 "actions", "sms_default_reply"})
+ROUTING_KEYS: Final = frozenset(
+    {"timezone", "answer_timeout_ms", "language", "voice", "sms", "actions", "sms_default_reply"}
+)
 VOICE_RULE_KEYS: Final = frozenset({"name", "to", "hours", "action"})
 SMS_RULE_KEYS: Final = frozenset({"name", "to", "hours", "keywords", "reply"})
 #: Keys of each action type (besides ``type``).
@@ -169,9 +183,11 @@ def check_answer_budget(publish_timeout_ms: int, routing: Routing | None) -> str
     total = publish_timeout_ms + int(answer_timeout_s(routing) * 1000)
     if total <= ANSWER_BUDGET_MS:
         return None
-    return (f"with [gateway] publish_timeout_ms = {publish_timeout_ms} a call could wait "
-            f"{total} ms, over the {ANSWER_BUDGET_MS} ms that keep it well inside Twilio's "
-            "15 s: lower one of them")
+    return (
+        f"with [gateway] publish_timeout_ms = {publish_timeout_ms} a call could wait "
+        f"{total} ms, over the {ANSWER_BUDGET_MS} ms that keep it well inside Twilio's "
+        "15 s: lower one of them"
+    )
 
 
 def parse_routing(table: Table) -> Routing | None:
@@ -193,8 +209,10 @@ def parse_routing(table: Table) -> Routing | None:
     if not table.ok:
         return None
     return Routing(
-        timezone=zone, answer_timeout_ms=timeout or DEFAULT_ANSWER_TIMEOUT_MS,
-        language=language, voice=tuple(r for r in voice if r is not None),
+        timezone=zone,
+        answer_timeout_ms=timeout or DEFAULT_ANSWER_TIMEOUT_MS,
+        language=language,
+        voice=tuple(r for r in voice if r is not None),
         sms=tuple(r for r in sms if r is not None),
         actions={name: action for name, action in actions.items() if action is not None},
         sms_default_reply=default_reply,
@@ -236,17 +254,20 @@ def _actions(table: Table) -> dict[str, Action | None]:
         kind = body.get("type")
         allowed = ACTION_KEYS.get(kind) if isinstance(kind, str) else None
         if allowed is None:
-            table.fail(f"actions.{name}.type",
-                       f"unknown action {kind!r}, expected one of {', '.join(ACTION_KEYS)}")
+            table.fail(
+                f"actions.{name}.type",
+                f"unknown action {kind!r}, expected one of {', '.join(ACTION_KEYS)}",
+            )
             parsed[name] = None
             continue
-        parsed[name] = _action(table.nested(f"actions.{name}", body, allowed | {"type"}),
-                               str(kind))
+        parsed[name] = _action(table.nested(f"actions.{name}", body, allowed | {"type"}), str(kind))
     for name, action in parsed.items():
         for key, target in _references(action):
             if target not in parsed:
-                table.fail(f"actions.{name}.{key}", f"no action named {target!r} "
-                           f"(defined: {', '.join(sorted(parsed)) or 'none'})")
+                table.fail(
+                    f"actions.{name}.{key}",
+                    f"no action named {target!r} (defined: {', '.join(sorted(parsed)) or 'none'})",
+                )
     return parsed
 
 
@@ -255,12 +276,17 @@ def _action(table: Table, kind: str) -> Action | None:
         numbers = _numbers(table, "numbers", required=True)
         caller_id = table.string("caller_id", required=False)
         if caller_id is not None and not E164_PATTERN.fullmatch(caller_id):
-            table.fail("caller_id", f"expected an E.164 number such as +14155550100, got "
-                       f"{_masked(caller_id)}")
+            table.fail(
+                "caller_id",
+                f"expected an E.164 number such as +14155550100, got {_masked(caller_id)}",
+            )
         timeout = table.integer("timeout_s", 5, 600)
         then = table.string("then", required=False)
-        return Dial(tuple(sorted(numbers)), timeout or 20, caller_id, then) \
-            if table.ok and numbers else None
+        return (
+            Dial(tuple(sorted(numbers)), timeout or 20, caller_id, then)
+            if table.ok and numbers
+            else None
+        )
     if kind == "menu":
         prompt = table.string("prompt")
         options = _options(table)
@@ -270,8 +296,9 @@ def _action(table: Table, kind: str) -> Action | None:
         then = table.string("then", required=False)
         if not table.ok or prompt is None:
             return None
-        return Menu(prompt, options, retry or DEFAULT_RETRY_PROMPT, attempts or 3, timeout or 5,
-                    then)
+        return Menu(
+            prompt, options, retry or DEFAULT_RETRY_PROMPT, attempts or 3, timeout or 5, then
+        )
     if kind == "voicemail":
         prompt = table.string("prompt", required=False)
         length = table.integer("max_length_s", 1, 14_400)  # Twilio's Record maximum: 4 hours
@@ -312,11 +339,13 @@ def _check_loops(table: Table, actions: Mapping[str, Action | None]) -> None:
             if target not in actions:
                 continue
             if state.get(target) == 1:
-                cycle = [*path[path.index(target):], target]
+                cycle = [*path[path.index(target) :], target]
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
-                    table.fail(f"actions.{target}", "loop: " + " -> ".join(cycle)
-                               + " (a caller could never leave it)")
+                    table.fail(
+                        f"actions.{target}",
+                        "loop: " + " -> ".join(cycle) + " (a caller could never leave it)",
+                    )
             elif state.get(target) is None:
                 visit(target, [*path, target])
         state[name] = 2
@@ -357,7 +386,7 @@ def _numbers(table: Table, name: str, *, required: bool = False) -> list[str]:
     values = _strings(table, name)
     if values is None:
         if required:
-            table.fail(name, "expected one or more E.164 numbers such as \"+14155550100\"")
+            table.fail(name, 'expected one or more E.164 numbers such as "+14155550100"')
         return []
     for value in values:
         if not E164_PATTERN.fullmatch(value):
@@ -384,8 +413,10 @@ def parse_hours(text: str) -> Hours:
         days.update((start_day + offset) % 7 for offset in range((end_day - start_day) % 7 + 1))
     start, end = _clock(found["start"]), _clock(found["end"])
     if end <= start:
-        raise ValueError(f"{text!r}: the end must be after the start (split a window that "
-                         "crosses midnight in two)")
+        raise ValueError(
+            f"{text!r}: the end must be after the start (split a window that "
+            "crosses midnight in two)"
+        )
     return Hours(frozenset(days), start, end)
 
 
@@ -412,8 +443,10 @@ def _voice_rule(table: Table, actions: Mapping[str, Action | None]) -> VoiceRule
     name, action = table.string("name"), table.string("action")
     match = _match(table)
     if action is not None and action not in actions:
-        table.fail("action", f"no action named {action!r} "
-                   f"(defined: {', '.join(sorted(actions)) or 'none'})")
+        table.fail(
+            "action",
+            f"no action named {action!r} (defined: {', '.join(sorted(actions)) or 'none'})",
+        )
     if not table.ok or name is None or action is None:
         return None
     return VoiceRule(name, match, action)
@@ -425,8 +458,11 @@ def _sms_rule(table: Table) -> SmsRule | None:
     keywords = {word.strip().upper() for word in _strings(table, "keywords") or ()}
     reserved = sorted(keywords & OPT_KEYWORDS)
     if reserved:
-        table.fail("keywords", f"{', '.join(reserved)} are Twilio's opt-out/help keywords, "
-                   "answered by Twilio itself; hookline only records them")
+        table.fail(
+            "keywords",
+            f"{', '.join(reserved)} are Twilio's opt-out/help keywords, "
+            "answered by Twilio itself; hookline only records them",
+        )
     if not table.ok or name is None or reply is None:
         return None
     return SmsRule(name, match, frozenset(keywords), reply)

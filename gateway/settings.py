@@ -182,10 +182,13 @@ def load_settings(
     raw_level = get("HOOKLINE_LOG_LEVEL") or "info"
     log_level = _choice("HOOKLINE_LOG_LEVEL", raw_level, _LOG_LEVELS, problems, "info")
 
-    admin_listen = _listen_address("HOOKLINE_ADMIN_LISTEN", get("HOOKLINE_ADMIN_LISTEN"),
-                                   problems) or DEFAULT_ADMIN_LISTEN
-    worker_admin_listen = _listen_address("HOOKLINE_WORKER_ADMIN_LISTEN",
-                                          get("HOOKLINE_WORKER_ADMIN_LISTEN"), problems)
+    admin_listen = (
+        _listen_address("HOOKLINE_ADMIN_LISTEN", get("HOOKLINE_ADMIN_LISTEN"), problems)
+        or DEFAULT_ADMIN_LISTEN
+    )
+    worker_admin_listen = _listen_address(
+        "HOOKLINE_WORKER_ADMIN_LISTEN", get("HOOKLINE_WORKER_ADMIN_LISTEN"), problems
+    )
     config_path, config = _config(get("HOOKLINE_CONFIG"), env, problems)
     if problems:
         raise ConfigProblems(problems)
@@ -213,8 +216,10 @@ def load_settings(
         client_limits=ClientLimits(
             header_timeout_s=gateway.header_timeout_ms / 1000,
             body_timeout_s=gateway.body_timeout_ms / 1000,
-            max_header_bytes=gateway.max_header_bytes, max_headers=gateway.max_headers,
-            max_connections=gateway.max_connections),
+            max_header_bytes=gateway.max_header_bytes,
+            max_headers=gateway.max_headers,
+            max_connections=gateway.max_connections,
+        ),
         rabbitmq_api_url=rabbitmq_api_url,
     )
 
@@ -265,8 +270,10 @@ def _amqp_url(raw: str | None, problems: list[str]) -> str:
         problems.append(f"HOOKLINE_AMQP_URL: expected {expected}, got {mask_url_password(raw)!r}")
     elif parts.query:
         # One rule for every command: `check` used to pass what `run` then refused.
-        problems.append(f"HOOKLINE_AMQP_URL: query options (?{parts.query.split('=')[0]}=...) "
-                        f"are not supported, got {mask_url_password(raw)!r}")
+        problems.append(
+            f"HOOKLINE_AMQP_URL: query options (?{parts.query.split('=')[0]}=...) "
+            f"are not supported, got {mask_url_password(raw)!r}"
+        )
     return raw
 
 
@@ -295,8 +302,10 @@ def _rabbitmq_api_url(raw: str | None, amqp_url: str, problems: list[str]) -> st
     except ValueError:  # an out-of-range port
         valid = False
     if not valid:
-        problems.append("HOOKLINE_RABBITMQ_API_URL: expected http[s]://[user:password@]host"
-                        f"[:port] (the management API), got {mask_url_password(raw)!r}")
+        problems.append(
+            "HOOKLINE_RABBITMQ_API_URL: expected http[s]://[user:password@]host"
+            f"[:port] (the management API), got {mask_url_password(raw)!r}"
+        )
     return raw
 
 
@@ -348,8 +357,9 @@ def _listen_address(name: str, raw: str | None, problems: list[str]) -> tuple[st
     except ValueError:
         valid = False
     if not valid or host is None or port is None:
-        problems.append(f"{name}: expected HOST:PORT (e.g. 127.0.0.1:9180, [::1]:9180), "
-                        f"got {raw!r}")
+        problems.append(
+            f"{name}: expected HOST:PORT (e.g. 127.0.0.1:9180, [::1]:9180), got {raw!r}"
+        )
         return None
     return host, port
 
@@ -361,13 +371,20 @@ def _forwarded_hosts(raw: str | None, problems: list[str]) -> frozenset[str]:
             continue
         try:
             parts = urlsplit(f"//{item}")
-            valid = bool(parts.hostname) and parts.port != 0 and parts.netloc == item \
-                and not parts.username and item.isascii()
+            valid = (
+                bool(parts.hostname)
+                and parts.port != 0
+                and parts.netloc == item
+                and not parts.username
+                and item.isascii()
+            )
         except ValueError:
             valid = False
         if not valid:
-            problems.append(f"HOOKLINE_FORWARDED_HOSTS: expected comma-separated host or "
-                            f"host:port values, got {item!r}")
+            problems.append(
+                f"HOOKLINE_FORWARDED_HOSTS: expected comma-separated host or "
+                f"host:port values, got {item!r}"
+            )
             continue
         hosts.add(item)
     return frozenset(hosts)

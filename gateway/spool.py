@@ -75,9 +75,15 @@ def is_corrupt(exc: BaseException) -> bool:
 
 def _failure(path: Path, exc: sqlite3.Error | OSError) -> SpoolError:
     name, text = getattr(exc, "sqlite_errorname", ""), str(exc)
-    what = ("disk full" if name == "SQLITE_FULL" or "database or disk is full" in text
-            else "read-only" if name.startswith("SQLITE_READONLY") or "readonly" in text
-            else "sqlite error" if isinstance(exc, sqlite3.Error) else "unusable")
+    what = (
+        "disk full"
+        if name == "SQLITE_FULL" or "database or disk is full" in text
+        else "read-only"
+        if name.startswith("SQLITE_READONLY") or "readonly" in text
+        else "sqlite error"
+        if isinstance(exc, sqlite3.Error)
+        else "unusable"
+    )
     return SpoolError(f"spool {path}: {what} ({text})")
 
 
@@ -123,8 +129,14 @@ class Spool:
         self._closed = False
 
     @classmethod
-    async def open(cls, data_dir: Path, *, max_events: int = 1_000_000, max_bytes: int = 1 << 30,
-                   max_pages: int | None = None) -> Spool:
+    async def open(
+        cls,
+        data_dir: Path,
+        *,
+        max_events: int = 1_000_000,
+        max_bytes: int = 1 << 30,
+        max_pages: int | None = None,
+    ) -> Spool:
         """Claim the first free ``<data_dir>/spool/spool-<n>.db`` (new, or left by a dead
         process: its rows are ours to replay). ``max_pages``: test hook, to fill the disk."""
         directory = data_dir / SPOOL_DIR
@@ -145,8 +157,11 @@ class Spool:
             fd = _claim(path)
         except OSError as exc:
             raise _failure(path, exc) from exc
-        return None if fd is None else await cls(path, fd, max_events=1_000_000,
-                                                 max_bytes=1 << 30)._start(None)
+        return (
+            None
+            if fd is None
+            else await cls(path, fd, max_events=1_000_000, max_bytes=1 << 30)._start(None)
+        )
 
     @staticmethod
     def orphans(data_dir: Path) -> list[Path]:
@@ -170,7 +185,8 @@ class Spool:
     async def _run(self, func: Callable[..., _T], *args: Any) -> _T:
         try:  # submitted now (FIFO), executed in the writer thread
             job = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._guarded, func, *args)
+                self._executor, self._guarded, func, *args
+            )
         except RuntimeError as exc:  # the executor is shut down: close() ran
             raise SpoolError(f"spool {self.path}: closed") from exc
         return await job
@@ -213,7 +229,8 @@ class Spool:
             conn.execute(f"PRAGMA {pragma}")
         conn.execute(_SCHEMA)
         self._count, self._bytes = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM spool").fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM spool"
+        ).fetchone()
 
     def _quarantine(self, exc: sqlite3.DatabaseError) -> None:
         """Move a spool file SQLite calls corrupt (and its WAL) aside, under a name the orphan
@@ -228,26 +245,39 @@ class Spool:
         for suffix in ("", "-wal", "-shm"):  # renamed together: SQLite pairs them by name
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f"{self.path}{suffix}", f"{target}{suffix}")
-        log.error("spool_quarantined", path=str(self.path), moved_to=str(target),
-                  error=f"{getattr(exc, 'sqlite_errorname', 'SQLITE_ERROR')}: {exc}")
+        log.error(
+            "spool_quarantined",
+            path=str(self.path),
+            moved_to=str(target),
+            error=f"{getattr(exc, 'sqlite_errorname', 'SQLITE_ERROR')}: {exc}",
+        )
 
     def _write(self, rows: list[tuple[str, str, bytes, float]]) -> None:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO spool (event_id, routing_key, body, spooled_at) "
-                         "VALUES (?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO spool (event_id, routing_key, body, spooled_at) VALUES (?, ?, ?, ?)", rows
+        )
         conn.execute("COMMIT")
 
     def _peek(self, limit: int, after: int) -> list[SpooledEvent]:
-        rows = self._db().execute("SELECT seq, event_id, routing_key, body FROM spool "
-                                  "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT seq, event_id, routing_key, body FROM spool "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+            .fetchall()
+        )
         return [SpooledEvent(seq, event_id, key, bytes(body)) for seq, event_id, key, body in rows]
 
     def _delete(self, seqs: list[int]) -> tuple[int, int]:
         conn, ids = self._db(), orjson.dumps(seqs)
         conn.execute("BEGIN IMMEDIATE")
         removed, freed = conn.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) {_SELECTED}", (ids,)).fetchone()
+            f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) {_SELECTED}", (ids,)
+        ).fetchone()
         conn.execute(f"DELETE {_SELECTED}", (ids,))
         conn.execute("COMMIT")
         return removed, freed
@@ -260,8 +290,12 @@ class Spool:
                 self._conn.close()  # the last connection checkpoints the WAL into the database
                 self._conn = None
             if empty:
-                for name in (f"{self.path}-wal", f"{self.path}-shm", self.path,
-                             self.path.with_suffix(".lock")):  # the lock last, still held
+                for name in (
+                    f"{self.path}-wal",
+                    f"{self.path}-shm",
+                    self.path,
+                    self.path.with_suffix(".lock"),
+                ):  # the lock last, still held
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(name)
         finally:
@@ -280,9 +314,13 @@ class Spool:
             raise SpoolError(f"spool {self.path}: closed, event {event.id} not spooled")
         body = event.to_json()
         # Pending (not yet committed) puts count against the caps, so the caps are exact.
-        cap = (f"max_events={self.max_events}" if self._count + len(self._pending)
-               >= self.max_events else f"max_bytes={self.max_bytes}" if self._bytes
-               + self._pending_bytes + len(body) > self.max_bytes else None)
+        cap = (
+            f"max_events={self.max_events}"
+            if self._count + len(self._pending) >= self.max_events
+            else f"max_bytes={self.max_bytes}"
+            if self._bytes + self._pending_bytes + len(body) > self.max_bytes
+            else None
+        )
         if cap:
             raise SpoolError(f"spool {self.path}: full, {cap} reached; {event.id} not spooled")
         future = asyncio.get_running_loop().create_future()

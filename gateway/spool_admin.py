@@ -44,12 +44,20 @@ def inspect(data_dir: Path) -> list[SpoolFile]:
                 problem = f"corrupt ({exc}): the next gateway to open it moves it aside"
         finally:
             connection.close()
-        found.append(SpoolFile(path, events, size, oldest, owned=path not in orphans,
-                               problem=problem))
+        found.append(
+            SpoolFile(path, events, size, oldest, owned=path not in orphans, problem=problem)
+        )
     for path in sorted((data_dir / SPOOL_DIR).glob(f"{QUARANTINE_PREFIX}*.db")):
-        found.append(SpoolFile(path, 0, path.stat().st_size, None, owned=False,
-                               problem="quarantined as corrupt: never replayed, kept for "
-                                       "recovery by hand"))
+        found.append(
+            SpoolFile(
+                path,
+                0,
+                path.stat().st_size,
+                None,
+                owned=False,
+                problem="quarantined as corrupt: never replayed, kept for recovery by hand",
+            )
+        )
     return found
 
 
@@ -65,12 +73,17 @@ def print_status(settings: Settings, out: TextIO) -> int:
             continue
         age = f"oldest {now - item.oldest:.0f} s ago" if item.oldest else "empty"
         owner = "owned by a running gateway" if item.owned else "orphan (no live owner)"
-        print(f"{item.path}: {item.events} event(s), {item.body_bytes} bytes, {age}, {owner}",
-              file=out)
+        print(
+            f"{item.path}: {item.events} event(s), {item.body_bytes} bytes, {age}, {owner}",
+            file=out,
+        )
     total = sum(item.events for item in files)
     bad = sum(1 for item in files if item.problem is not None)
-    print(f"total: {total} event(s) in {len(files) - bad} file(s)"
-          + (f"; {bad} corrupt or quarantined file(s), not counted" if bad else ""), file=out)
+    print(
+        f"total: {total} event(s) in {len(files) - bad} file(s)"
+        + (f"; {bad} corrupt or quarantined file(s), not counted" if bad else ""),
+        file=out,
+    )
     return 0
 
 
@@ -90,6 +103,9 @@ async def replay(settings: Settings, out: TextIO) -> int:
     left = inspect(settings.data_dir)
     owned = sum(item.events for item in left if item.owned)
     stuck = sum(item.events for item in left if not item.owned)
-    print(f"replayed {replayed} event(s); {owned} wait in spools of running gateways "
-          f"(they replay them themselves); {stuck} could not be replayed", file=out)
+    print(
+        f"replayed {replayed} event(s); {owned} wait in spools of running gateways "
+        f"(they replay them themselves); {stuck} could not be replayed",
+        file=out,
+    )
     return 1 if stuck else 0

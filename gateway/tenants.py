@@ -78,9 +78,7 @@ class Tenant:
 
     def __post_init__(self) -> None:
         if not TENANT_ID_PATTERN.fullmatch(self.id):
-            raise ConfigError(
-                f"tenant id must match {TENANT_ID_PATTERN.pattern}, got {self.id!r}"
-            )
+            raise ConfigError(f"tenant id must match {TENANT_ID_PATTERN.pattern}, got {self.id!r}")
 
 
 class TenantRegistry(Protocol):

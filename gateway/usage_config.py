@@ -39,10 +39,12 @@ _DECIMAL: Final = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,12})?")
 _PREFIX: Final = re.compile(r"\+?[0-9]{1,8}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 
-USAGE_KEYS: Final = frozenset({"currency", "tolerance_amount", "tolerance_percent", "rates",
-                               "rentals"})
-RATE_KEYS: Final = frozenset({"provider", "channel", "direction", "prefix", "per_segment",
-                              "per_minute"})
+USAGE_KEYS: Final = frozenset(
+    {"currency", "tolerance_amount", "tolerance_percent", "rates", "rentals"}
+)
+RATE_KEYS: Final = frozenset(
+    {"provider", "channel", "direction", "prefix", "per_segment", "per_minute"}
+)
 RENTAL_KEYS: Final = frozenset({"provider", "prefix", "monthly"})
 TENANT_BUDGET_KEYS: Final = frozenset({"mode", "amount", "thresholds"})
 TENANT_USAGE_KEYS: Final = frozenset({"plan_monthly", "cac", "monthly_churn", "numbers"})
@@ -106,16 +108,18 @@ class RateCard:
         for rate in self.rates:
             if (rate.provider, rate.channel, rate.direction) != (provider, channel, direction):
                 continue
-            if digits.startswith(rate.prefix) and (best is None or
-                                                   len(rate.prefix) > len(best.prefix)):
+            if digits.startswith(rate.prefix) and (
+                best is None or len(rate.prefix) > len(best.prefix)
+            ):
                 best = rate
         return best
 
     def rental_for(self, provider: str, number: str) -> Rental | None:
         """The rental with the longest prefix of the number's digits, or None."""
         digits = digits_of(number)
-        matches = [r for r in self.rentals if r.provider == provider and
-                   digits.startswith(r.prefix)]
+        matches = [
+            r for r in self.rentals if r.provider == provider and digits.startswith(r.prefix)
+        ]
         return max(matches, key=lambda r: len(r.prefix), default=None)
 
 
@@ -138,8 +142,9 @@ class TenantUsage:
     numbers: tuple[str, ...] = field(default=())
 
 
-def decimal_value(table: Table, name: str, *, required: bool = False,
-                  maximum: Decimal | None = None) -> Decimal | None:
+def decimal_value(
+    table: Table, name: str, *, required: bool = False, maximum: Decimal | None = None
+) -> Decimal | None:
     """A non-negative decimal written as a string ("0.0079") or an integer, never a float."""
     raw = table.raw(name)
     if raw is None:
@@ -147,8 +152,11 @@ def decimal_value(table: Table, name: str, *, required: bool = False,
             table.fail(name, 'expected a decimal as a string such as "0.0079", got nothing')
         return None
     if isinstance(raw, float):
-        table.fail(name, f'expected a decimal as a string such as "{raw}" or an integer, got '
-                         f"the float {raw} (TOML floats are inexact; quote the value)")
+        table.fail(
+            name,
+            f'expected a decimal as a string such as "{raw}" or an integer, got '
+            f"the float {raw} (TOML floats are inexact; quote the value)",
+        )
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         table.fail(name, f'expected a decimal as a string such as "0.0079", got {table.kind(raw)}')
@@ -159,8 +167,10 @@ def decimal_value(table: Table, name: str, *, required: bool = False,
     except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
         value = None
     if value is None:
-        table.fail(name, f"expected a non-negative decimal with at most 12 decimal places, "
-                         f"got {text[:40]!r}")
+        table.fail(
+            name,
+            f"expected a non-negative decimal with at most 12 decimal places, got {text[:40]!r}",
+        )
         return None
     if maximum is not None and value > maximum:
         table.fail(name, f"expected at most {maximum}, got {value}")
@@ -168,8 +178,9 @@ def decimal_value(table: Table, name: str, *, required: bool = False,
     return value
 
 
-def _choice(table: Table, name: str, choices: tuple[str, ...], default: str | None = None
-            ) -> str | None:
+def _choice(
+    table: Table, name: str, choices: tuple[str, ...], default: str | None = None
+) -> str | None:
     value = table.string(name, required=default is None)
     if value is None:
         return default
@@ -205,22 +216,41 @@ def parse_rate_card(table: Table) -> RateCard:
         per_minute = decimal_value(entry, "per_minute")
         wanted = "per_minute" if channel == "voice" else "per_segment"
         other = "per_segment" if channel == "voice" else "per_minute"
-        if channel is not None and (per_minute if channel == "voice" else per_segment) is None \
-                and entry.raw(wanted) is None:
+        if (
+            channel is not None
+            and (per_minute if channel == "voice" else per_segment) is None
+            and entry.raw(wanted) is None
+        ):
             entry.fail(wanted, f"expected a price for channel {channel!r}, got nothing")
         if channel is not None and entry.raw(other) is not None:
             entry.fail(other, f"channel {channel!r} is priced {wanted}, not {other}")
-        if provider is None or channel is None or direction is None or prefix is None \
-                or not entry.ok:
+        if (
+            provider is None
+            or channel is None
+            or direction is None
+            or prefix is None
+            or not entry.ok
+        ):
             continue
         key = (provider, channel, direction, prefix)
         if key in seen:
-            entry.fail("prefix", f"duplicate rate for {provider}/{channel}/{direction} prefix "
-                                 f"{'+' + prefix if prefix else '(any)'}: already in {seen[key]}")
+            entry.fail(
+                "prefix",
+                f"duplicate rate for {provider}/{channel}/{direction} prefix "
+                f"{'+' + prefix if prefix else '(any)'}: already in {seen[key]}",
+            )
             continue
         seen[key] = entry.path
-        rates.append(Rate(provider, channel, direction, prefix,  # type: ignore[arg-type]
-                          per_segment, per_minute))
+        rates.append(
+            Rate(
+                provider,
+                channel,
+                direction,  # type: ignore[arg-type]
+                prefix,
+                per_segment,
+                per_minute,
+            )
+        )
     rentals: list[Rental] = []
     for entry in table.tables("rentals", RENTAL_KEYS):
         provider = _choice(entry, "provider", PROVIDERS, "twilio")
@@ -231,7 +261,9 @@ def parse_rate_card(table: Table) -> RateCard:
     amount = decimal_value(table, "tolerance_amount")
     percent = decimal_value(table, "tolerance_percent", maximum=Decimal(100))
     return RateCard(
-        currency=currency, rates=tuple(rates), rentals=tuple(rentals),
+        currency=currency,
+        rates=tuple(rates),
+        rentals=tuple(rentals),
         tolerance_amount=DEFAULT_TOLERANCE_AMOUNT if amount is None else amount,
         tolerance_percent=DEFAULT_TOLERANCE_PERCENT if percent is None else percent,
     )
@@ -245,10 +277,14 @@ def parse_budget(table: Table) -> Budget | None:
     raw = table.raw("thresholds")
     if raw is not None:
         items = raw if isinstance(raw, list) else None
-        if (not items or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1000
-                             for t in items)):
-            table.fail("thresholds", f"expected a non-empty array of whole percentages from 1 to "
-                                     f"1000, such as [50, 80, 100], got {raw!r}")
+        if not items or any(
+            isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1000 for t in items
+        ):
+            table.fail(
+                "thresholds",
+                f"expected a non-empty array of whole percentages from 1 to "
+                f"1000, such as [50, 80, 100], got {raw!r}",
+            )
         else:
             thresholds = tuple(sorted(set(items)))
     if amount is not None and amount == 0:
@@ -264,16 +300,16 @@ def parse_tenant_usage(table: Table) -> TenantUsage | None:
     cac = decimal_value(table, "cac")
     churn = decimal_value(table, "monthly_churn", maximum=Decimal(1))
     if churn is not None and churn == 0:
-        table.fail("monthly_churn", "expected a fraction above 0 such as \"0.02\" (2 % a month)")
+        table.fail("monthly_churn", 'expected a fraction above 0 such as "0.02" (2 % a month)')
     numbers: list[str] = []
     raw = table.raw("numbers")
     if raw is not None:
-        if not isinstance(raw, list) or not all(isinstance(n, str) and
-                                                E164_PATTERN.fullmatch(n) for n in raw):
+        if not isinstance(raw, list) or not all(
+            isinstance(n, str) and E164_PATTERN.fullmatch(n) for n in raw
+        ):
             table.fail("numbers", 'expected an array of E.164 numbers such as ["+14155550100"]')
         else:
             numbers = list(dict.fromkeys(raw))
     if not table.ok:
         return None
     return TenantUsage(plan, cac, churn, tuple(numbers))
-

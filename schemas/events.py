@@ -30,8 +30,15 @@ MESSAGE_STATUS: Final = "message.status"
 CALL_BOT_RESULT: Final = "call.bot.result"
 USAGE_BUDGET: Final = "usage.budget"
 KINDS: Final = frozenset(
-    {CALL_INCOMING, CALL_STATUS, CALL_FLOW, MESSAGE_INCOMING, MESSAGE_STATUS, CALL_BOT_RESULT,
-     USAGE_BUDGET}
+    {
+        CALL_INCOMING,
+        CALL_STATUS,
+        CALL_FLOW,
+        MESSAGE_INCOMING,
+        MESSAGE_STATUS,
+        CALL_BOT_RESULT,
+        USAGE_BUDGET,
+    }
 )
 
 PROVIDERS: Final = frozenset({"twilio", "kaleyra", "hookline"})
@@ -39,14 +46,35 @@ PROVIDERS: Final = frozenset({"twilio", "kaleyra", "hookline"})
 # Normalized message statuses, whatever the provider (docs/architecture.md#events). The provider's
 # value always travels beside it as ``provider_status``.
 MESSAGE_STATUSES: Final = frozenset(
-    {"queued", "sent", "delivered", "undelivered", "failed", "read", "canceled", "accepted",
-     "scheduled", "received", "unknown"}
+    {
+        "queued",
+        "sent",
+        "delivered",
+        "undelivered",
+        "failed",
+        "read",
+        "canceled",
+        "accepted",
+        "scheduled",
+        "received",
+        "unknown",
+    }
 )
 # Normalized call statuses: Twilio's CallStatus values plus "unknown".
 # https://www.twilio.com/docs/voice/api/call-resource#call-status-values
 CALL_STATUSES: Final = frozenset(
-    {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer",
-     "canceled", "failed", "unknown"}
+    {
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "no-answer",
+        "canceled",
+        "failed",
+        "unknown",
+    }
 )
 
 # Fixed namespace so that ids are stable across processes, hosts and releases.
@@ -66,8 +94,9 @@ def event_id(*parts: str) -> str:
     # uuid.uuid5 by hand (RFC 4122 section 4.3: SHA-1 of namespace + name, first 16 bytes,
     # version 5, RFC variant), without building a UUID object: this runs for every callback.
     # A test holds it equal to uuid.uuid5.
-    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode(),
-                          usedforsecurity=False).digest()
+    digest = hashlib.sha1(
+        _NAMESPACE_BYTES + "\x1f".join(parts).encode(), usedforsecurity=False
+    ).digest()
     value = (int.from_bytes(digest[:16], "big") & _CLEAR_VERSION_VARIANT) | _V5_RFC_VARIANT
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
@@ -129,8 +158,11 @@ class Event:
             raise ValueError(f"event body is not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise ValueError(f"event body must be a JSON object, got {type(doc).__name__}")
-        missing = [k for k in ("id", "type", "tenant", "provider", "source", "subject", "time")
-                   if not isinstance(doc.get(k), str)]
+        missing = [
+            k
+            for k in ("id", "type", "tenant", "provider", "source", "subject", "time")
+            if not isinstance(doc.get(k), str)
+        ]
         if missing:
             raise ValueError(f"event is missing string attributes: {', '.join(missing)}")
         if doc.get("specversion") != SPEC_VERSION:
@@ -145,7 +177,12 @@ class Event:
             raise ValueError(f"event data must be an object, got {type(data).__name__}")
         time = datetime.fromisoformat(doc["time"].replace("Z", "+00:00"))
         return cls(
-            id=doc["id"], kind=event_type.removeprefix(TYPE_PREFIX), tenant=doc["tenant"],
-            provider=doc["provider"], source=doc["source"], subject=doc["subject"], time=time,
+            id=doc["id"],
+            kind=event_type.removeprefix(TYPE_PREFIX),
+            tenant=doc["tenant"],
+            provider=doc["provider"],
+            source=doc["source"],
+            subject=doc["subject"],
+            time=time,
             data=data,
         )

@@ -15,8 +15,15 @@ from typing import Any, Final
 # The kinds that have a schema file; a test checks this equals schemas.events.KINDS and the
 # files actually present, so a new kind cannot ship without its schema.
 SCHEMA_KINDS: Final = frozenset(
-    {"call.incoming", "call.status", "call.flow", "message.incoming", "message.status",
-     "call.bot.result", "usage.budget"}
+    {
+        "call.incoming",
+        "call.status",
+        "call.flow",
+        "message.incoming",
+        "message.status",
+        "call.bot.result",
+        "usage.budget",
+    }
 )
 SCHEMA_DIR: Final = "jsonschema"
 

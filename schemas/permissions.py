@@ -128,15 +128,17 @@ class Grant:
     read: frozenset[str] = frozenset()
 
     def __or__(self, other: Grant) -> Grant:
-        return Grant(self.configure | other.configure, self.write | other.write,
-                     self.read | other.read)
+        return Grant(
+            self.configure | other.configure, self.write | other.write, self.read | other.read
+        )
 
     def permissions(self) -> UserPermissions:
         return UserPermissions(any_of(self.configure), any_of(self.write), any_of(self.read))
 
 
-def _grant(*, configure: Iterable[str] = (), write: Iterable[str] = (),
-           read: Iterable[str] = ()) -> Grant:
+def _grant(
+    *, configure: Iterable[str] = (), write: Iterable[str] = (), read: Iterable[str] = ()
+) -> Grant:
     return Grant(frozenset(configure), frozenset(write), frozenset(read))
 
 
@@ -148,11 +150,14 @@ def _declare(topology: Topology, tenant_queues: bool) -> Grant:
     queues = [literal(queue.name) for queue in topology.queues]
     bound = [literal(queue.name) for queue in topology.queues if queue.bindings]
     sources = [literal(exchange) for queue in topology.queues for exchange, _ in queue.bindings]
-    dead_lettered = [queue for queue in topology.queues
-                     if "x-dead-letter-exchange" in queue.arguments]
+    dead_lettered = [
+        queue for queue in topology.queues if "x-dead-letter-exchange" in queue.arguments
+    ]
     readable = [literal(queue.name) for queue in dead_lettered]
-    dlx = [literal(str(queue.arguments["x-dead-letter-exchange"]) or DEFAULT_EXCHANGE)
-           for queue in dead_lettered]
+    dlx = [
+        literal(str(queue.arguments["x-dead-letter-exchange"]) or DEFAULT_EXCHANGE)
+        for queue in dead_lettered
+    ]
     if tenant_queues:
         # Tenant queues are quorum queues dead-lettering to hookline.dlx, like the others.
         queues.append(ANY_TENANT_QUEUE)
@@ -173,9 +178,11 @@ def _consumer(queue: str) -> Grant:
     """A worker runtime on ``queue``: consume it; retry through its holding queues (default
     exchange); dead-letter to hookline.dlx."""
     # A holding queue dead-letters to the default exchange: declaring one takes read on it.
-    return _grant(configure=_holding(queue),
-                  write=[literal(DEFAULT_EXCHANGE), literal(DEAD_LETTER_EXCHANGE)],
-                  read=[literal(queue), *_holding(queue)])
+    return _grant(
+        configure=_holding(queue),
+        write=[literal(DEFAULT_EXCHANGE), literal(DEAD_LETTER_EXCHANGE)],
+        read=[literal(queue), *_holding(queue)],
+    )
 
 
 #: Declaring every tenant's topology: the gateway, and every process that publishes events
@@ -187,14 +194,18 @@ DECLARE_BASE: Final = _declare(build_topology(()), tenant_queues=False)
 PUBLISH_EVENTS: Final = DECLARE_ALL | _grant(write=[literal(EVENTS_EXCHANGE)])
 
 _GATEWAY: Final = PUBLISH_EVENTS | _grant(
-    configure=[ANY_REPLY_QUEUE], write=[literal(DEFAULT_EXCHANGE)], read=[ANY_REPLY_QUEUE])
+    configure=[ANY_REPLY_QUEUE], write=[literal(DEFAULT_EXCHANGE)], read=[ANY_REPLY_QUEUE]
+)
 _TWIML: Final = DECLARE_BASE | _consumer(TWIML_QUEUE)
 _USAGE: Final = DECLARE_BASE | _consumer(USAGE_QUEUE) | PUBLISH_EVENTS
-_FLOWS: Final = (DECLARE_BASE | _consumer(BOT_COMMANDS_QUEUE) | _consumer(BOT_CALLS_QUEUE)
-                 | PUBLISH_EVENTS)
+_FLOWS: Final = (
+    DECLARE_BASE | _consumer(BOT_COMMANDS_QUEUE) | _consumer(BOT_CALLS_QUEUE) | PUBLISH_EVENTS
+)
 _OPERATOR: Final = PUBLISH_EVENTS | _grant(
-    configure=[SERVER_NAMED], write=[literal(DEFAULT_EXCHANGE), SERVER_NAMED],
-    read=[literal(DEAD_QUEUE), SERVER_NAMED, literal(EVENTS_EXCHANGE)])
+    configure=[SERVER_NAMED],
+    write=[literal(DEFAULT_EXCHANGE), SERVER_NAMED],
+    read=[literal(DEAD_QUEUE), SERVER_NAMED, literal(EVENTS_EXCHANGE)],
+)
 
 #: What hookline's own processes need, and no more: one broker user per service.
 SERVICE_PERMISSIONS: Final[dict[str, UserPermissions]] = {
@@ -239,6 +250,7 @@ def tenant_username(tenant_id: str, vhost: str) -> str:
 def service_username(service: str, vhost: str) -> str:
     """The broker user of one hookline service: ``hookline-<service>``, plus ``@<vhost>``."""
     if service not in SERVICE_PERMISSIONS:
-        raise ValueError(f"no hookline service {service!r}; expected one of "
-                         f"{', '.join(SERVICE_PERMISSIONS)}")
+        raise ValueError(
+            f"no hookline service {service!r}; expected one of {', '.join(SERVICE_PERMISSIONS)}"
+        )
     return _qualified(f"hookline-{service}", vhost)

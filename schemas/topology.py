@@ -40,8 +40,12 @@ DEAD_HEADERS: Final = (REASON_HEADER, ERROR_HEADER, QUEUE_HEADER, WORKER_HEADER,
 RETRY_DELAYS_S: Final = (1, 5, 30)
 
 # The usage worker meters status events (docs/architecture.md#topology) and bot-call outcomes.
-USAGE_BINDINGS: Final = ("*.*.message.status", "*.*.message.incoming", "*.*.call.status",
-                          "*.*.call.bot.result")
+USAGE_BINDINGS: Final = (
+    "*.*.message.status",
+    "*.*.message.incoming",
+    "*.*.call.status",
+    "*.*.call.bot.result",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,16 @@ def retry_queues(queue: str, delays_s: tuple[int, ...] = RETRY_DELAYS_S) -> tupl
     https://www.rabbitmq.com/docs/dlx#routing
     """
     return tuple(
-        Queue(retry_queue(queue, delay), (), {
-            "x-queue-type": "classic",
-            "x-message-ttl": delay * 1000,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue,
-        })
+        Queue(
+            retry_queue(queue, delay),
+            (),
+            {
+                "x-queue-type": "classic",
+                "x-message-ttl": delay * 1000,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
         for delay in delays_s
     )
 
@@ -105,22 +113,35 @@ def twiml_queue() -> Queue:
     gateway answers with the fallback at once; no dead-lettering of expired requests.
     https://www.rabbitmq.com/docs/maxlength#overflow-behaviour
     """
-    return Queue(TWIML_QUEUE, (), {
-        "x-queue-type": "classic", "x-max-length": 10_000, "x-overflow": "reject-publish",
-    })
+    return Queue(
+        TWIML_QUEUE,
+        (),
+        {
+            "x-queue-type": "classic",
+            "x-max-length": 10_000,
+            "x-overflow": "reject-publish",
+        },
+    )
 
 
 def build_topology(tenant_ids: list[str] | tuple[str, ...]) -> Topology:
     """Everything hookline declares for the given tenants, in declaration order."""
-    exchanges = (Exchange(EVENTS_EXCHANGE, "topic"), Exchange(DEAD_LETTER_EXCHANGE, "topic"),
-                 Exchange(COMMANDS_EXCHANGE, "topic"))
+    exchanges = (
+        Exchange(EVENTS_EXCHANGE, "topic"),
+        Exchange(DEAD_LETTER_EXCHANGE, "topic"),
+        Exchange(COMMANDS_EXCHANGE, "topic"),
+    )
     queues = [
         Queue(DEAD_QUEUE, ((DEAD_LETTER_EXCHANGE, "#"),), {"x-queue-type": "quorum"}),
         Queue(USAGE_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in USAGE_BINDINGS), _quorum()),
-        Queue(BOT_COMMANDS_QUEUE,
-              tuple((COMMANDS_EXCHANGE, key) for key in BOT_COMMAND_BINDINGS), _quorum()),
-        Queue(BOT_CALLS_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in BOT_CALL_BINDINGS),
-              _quorum()),
+        Queue(
+            BOT_COMMANDS_QUEUE,
+            tuple((COMMANDS_EXCHANGE, key) for key in BOT_COMMAND_BINDINGS),
+            _quorum(),
+        ),
+        Queue(
+            BOT_CALLS_QUEUE, tuple((EVENTS_EXCHANGE, key) for key in BOT_CALL_BINDINGS), _quorum()
+        ),
         *retry_queues(USAGE_QUEUE),
         twiml_queue(),
     ]

@@ -85,11 +85,14 @@ def rabbitmq_api_url(amqp_url: str) -> str:
         pytest.fail(f"no management API URL for {amqp_url}", pytrace=False)
     parts = urlsplit(url)
     try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 15672),
-                                 timeout=1.0).close()
+        socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 15672), timeout=1.0
+        ).close()
     except OSError as exc:
-        _unavailable(f"no RabbitMQ management API at {parts.hostname}:{parts.port} "
-                     f"(rabbitmq-plugins enable rabbitmq_management): {exc}")
+        _unavailable(
+            f"no RabbitMQ management API at {parts.hostname}:{parts.port} "
+            f"(rabbitmq-plugins enable rabbitmq_management): {exc}"
+        )
     return url
 
 

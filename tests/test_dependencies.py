@@ -13,9 +13,18 @@ PACKAGES = ("gateway", "workers", "schemas")
 # Pure core modules that provider code may use beside schemas: no I/O, no framework. A
 # tenant's typed config sections are pure data, so their modules (and the Table type their
 # parsers take) are pure core too.
-PURE_CORE = ("gateway.errors", "gateway.secrets", "gateway.tenants", "gateway.clock",
-             "gateway.providers", "gateway.e164", "gateway.config_table",
-             "gateway.routing_config", "gateway.usage_config", "gateway.flows.model")
+PURE_CORE = (
+    "gateway.errors",
+    "gateway.secrets",
+    "gateway.tenants",
+    "gateway.clock",
+    "gateway.providers",
+    "gateway.e164",
+    "gateway.config_table",
+    "gateway.routing_config",
+    "gateway.usage_config",
+    "gateway.flows.model",
+)
 
 
 def modules() -> Iterator[tuple[str, set[str]]]:
@@ -71,9 +80,9 @@ def test_import_rules(module: str, imports: set[str]) -> None:
         assert not {n for n in imports if within(n, "starlette", "aio_pika", "aiormq", "uvicorn")}
     if not within(module, "gateway.http"):
         assert not {n for n in imports if within(n, "starlette")}, f"{module} imports Starlette"
-    if not within(module, "gateway.broker", "workers.runner"):
+    if not within(module, "gateway.broker", "workers.amqp_transport"):
         bad = {n for n in imports if within(n, "aio_pika", "aiormq")}
-        assert not bad, f"{module} imports aio-pika outside gateway.broker and the worker runner"
+        assert not bad, f"{module} imports aio-pika outside gateway.broker and the worker transport"
     if within(module, "gateway"):
         assert not {n for n in internal if within(n, "workers")}, f"{module} imports workers"
 
@@ -87,7 +96,8 @@ def test_no_import_cycles() -> None:
     def visit(name: str, path: list[str]) -> None:
         for target in sorted(graph[name]):
             assert target not in path, "import cycle: " + " -> ".join(
-                [*path[path.index(target):], target])
+                [*path[path.index(target) :], target]
+            )
             if target not in done:
                 visit(target, [*path, target])
         done.add(name)

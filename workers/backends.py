@@ -34,7 +34,7 @@ def _memory_transport(url: str, worker: str, memory_broker: MemoryBroker | None)
 
 
 def _amqp_transport(url: str, worker: str, memory_broker: MemoryBroker | None) -> Transport:
-    from workers.runner import AmqpTransport
+    from workers.amqp_transport import AmqpTransport
 
     return AmqpTransport(url, worker)
 
@@ -73,14 +73,20 @@ def _sqlite_path(kind: Backends[Callable[[str], object]], url: str) -> Path:
 _POSTGRES_SCHEMES: Final = ("postgresql", "postgres", "postgresql+")
 
 TRANSPORTS: Final[Backends[Callable[[str, str, MemoryBroker | None], Transport]]] = Backends(
-    "HOOKLINE_AMQP_URL", AMQP_FORMS,
-    {"memory": _memory_transport, "amqp": _amqp_transport, "amqps": _amqp_transport})
+    "HOOKLINE_AMQP_URL",
+    AMQP_FORMS,
+    {"memory": _memory_transport, "amqp": _amqp_transport, "amqps": _amqp_transport},
+)
 BOT_CALL_STORES: Final[Backends[Callable[[str], BotCallStore]]] = Backends(
-    "HOOKLINE_DB_URL", DB_FORMS,
-    {"sqlite": _sqlite_store, **dict.fromkeys(_POSTGRES_SCHEMES, _postgres_store)})
+    "HOOKLINE_DB_URL",
+    DB_FORMS,
+    {"sqlite": _sqlite_store, **dict.fromkeys(_POSTGRES_SCHEMES, _postgres_store)},
+)
 LEDGERS: Final[Backends[Callable[[str], Ledger]]] = Backends(
-    "HOOKLINE_DB_URL", DB_FORMS,
-    {"sqlite": _sqlite_ledger, **dict.fromkeys(_POSTGRES_SCHEMES, _postgres_ledger)})
+    "HOOKLINE_DB_URL",
+    DB_FORMS,
+    {"sqlite": _sqlite_ledger, **dict.fromkeys(_POSTGRES_SCHEMES, _postgres_ledger)},
+)
 
 
 def create_transport(

@@ -33,8 +33,9 @@ WORKER_COMMANDS = ("run", "worker", "dead", "usage")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = gateway_cli.build_parser()
-    commands = next(action for action in parser._actions
-                    if isinstance(action, argparse._SubParsersAction))
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
     worker = commands.add_parser("worker", help="run one kind of worker (or all)")
     worker.add_argument("kind", choices=[*KINDS, "all"], help="which worker")
     dead = commands.add_parser("dead", help="dead-lettered messages (hookline.dead)")
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return gateway_cli.main(arguments, environ)
     # `dead list` and `usage report` print data on stdout: their log lines go to stderr.
     settings = gateway_cli.settings_and_logging(
-        environ, logs_to_stderr=args.command in ("dead", "usage"))
+        environ, logs_to_stderr=args.command in ("dead", "usage")
+    )
     if settings is None:
         return 1
     try:
@@ -78,14 +80,23 @@ def _kinds(kind: str) -> list[str]:
     return list(KINDS) if kind == "all" else [kind]
 
 
-def _runners(settings: Settings, kinds: list[str], context: WorkerContext | None = None,
-             metrics: Metrics | None = None) -> list[Runner]:
+def _runners(
+    settings: Settings,
+    kinds: list[str],
+    context: WorkerContext | None = None,
+    metrics: Metrics | None = None,
+) -> list[Runner]:
     context = context or WorkerContext()
     worker_metrics = WorkerMetrics(metrics) if metrics is not None else None
-    return [Runner(handler, create_transport(settings.amqp_url, handler.name,
-                                             memory_broker=context.memory_broker),
-                   metrics=worker_metrics)
-            for kind in kinds for handler in HANDLERS[kind](settings, context)]
+    return [
+        Runner(
+            handler,
+            create_transport(settings.amqp_url, handler.name, memory_broker=context.memory_broker),
+            metrics=worker_metrics,
+        )
+        for kind in kinds
+        for handler in HANDLERS[kind](settings, context)
+    ]
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -109,8 +120,11 @@ async def _workers(settings: Settings, kind: str) -> int:
             ready = {runner.handler.name: runner.ready.is_set() for runner in runners}
             return all(ready.values()), {"workers": ready}
 
-        admin = AdminListener(create_admin_app(readiness, metrics),
-                              *settings.worker_admin_listen, settings.client_limits)
+        admin = AdminListener(
+            create_admin_app(readiness, metrics),
+            *settings.worker_admin_listen,
+            settings.client_limits,
+        )
         await admin.start()  # a taken port is a ConfigError: one clear line, nothing started
     try:
         await run_until_stopped(runners, stop)
@@ -143,8 +157,12 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
     metrics = Metrics()  # one registry: the gateway's admin listener shows the workers' too
     if broker is not None:
         tenant_ids = [tenant.id for tenant in settings.tenants]
-        app = create_app(settings, publisher=MemoryPublisher(broker, tenant_ids),
-                         rpc=MemoryRpcClient(broker), metrics=metrics)
+        app = create_app(
+            settings,
+            publisher=MemoryPublisher(broker, tenant_ids),
+            rpc=MemoryRpcClient(broker),
+            metrics=metrics,
+        )
     else:
         app = create_app(settings, metrics=metrics)
     # Without HOOKLINE_PUBLIC_URL, bot-call step URLs point at the address served here.
@@ -190,8 +208,16 @@ async def _dead(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
     for dead in replayed:
         out.write(orjson.dumps({"replayed": dead.message_id, "queue": dead.queue}).decode() + "\n")
     for dead in skipped:
-        out.write(orjson.dumps({"skipped": dead.message_id, "queue": dead.queue,
-                                "why": "original queue unknown or gone"}).decode() + "\n")
+        out.write(
+            orjson.dumps(
+                {
+                    "skipped": dead.message_id,
+                    "queue": dead.queue,
+                    "why": "original queue unknown or gone",
+                }
+            ).decode()
+            + "\n"
+        )
     print(f"replayed {len(replayed)}, skipped {len(skipped)}", file=sys.stderr)
     if args.message_id is not None and not replayed and not skipped:
         print(f"hookline: no dead letter with message_id {args.message_id!r}", file=sys.stderr)

@@ -60,9 +60,12 @@ def require_routed_tenant(delivery: Delivery, tenant: str, what: str) -> None:
     """
     routed = routing_tenant(delivery.routing_key)
     if routed != tenant:
-        raise PoisonMessage(f"{what} {delivery.message_id or ''}: body names tenant "
-                            f"{tenant[:60]!r}, routing key {delivery.routing_key[:120]!r} "
-                            f"names {routed[:60]!r}", reason="tenant_mismatch")
+        raise PoisonMessage(
+            f"{what} {delivery.message_id or ''}: body names tenant "
+            f"{tenant[:60]!r}, routing key {delivery.routing_key[:120]!r} "
+            f"names {routed[:60]!r}",
+            reason="tenant_mismatch",
+        )
 
 
 def error_reply(reason: str) -> RpcReply:

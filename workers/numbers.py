@@ -23,7 +23,6 @@ def ascii_int(value: object, *, default: int, max_digits: int = 9) -> int:
         return value if value >= 0 else default
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
-    if not isinstance(value, str) or len(value) > max_digits \
-            or not _ASCII_DIGITS.fullmatch(value):
+    if not isinstance(value, str) or len(value) > max_digits or not _ASCII_DIGITS.fullmatch(value):
         return default
     return int(value)

@@ -44,8 +44,9 @@ def usage_handlers(settings: Settings, _context: WorkerContext) -> Sequence[Hand
 
 
 def flows_of(settings: Settings, context: WorkerContext) -> Sequence[Handler]:
-    return flows_handlers(settings, memory_broker=context.memory_broker,
-                          public_url=context.public_url)
+    return flows_handlers(
+        settings, memory_broker=context.memory_broker, public_url=context.public_url
+    )
 
 
 HANDLERS: Final[Mapping[str, HandlerFactory]] = {
@@ -53,4 +54,3 @@ HANDLERS: Final[Mapping[str, HandlerFactory]] = {
     "usage": usage_handlers,
     "flows": flows_of,
 }
-

@@ -63,8 +63,13 @@ def _param(raw: Mapping[str, object], name: str) -> str:
 class VoiceRouter:
     """One call step: the first request of a call, or a step of its menu, dial or voicemail."""
 
-    def __init__(self, tenant: Tenant, routing: Routing, status_url: str = STATUS_URL,
-                 flow_url: Callable[[str], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        tenant: Tenant,
+        routing: Routing,
+        status_url: str = STATUS_URL,
+        flow_url: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.tenant, self.routing, self.status_url = tenant, routing, status_url
         # The sealed first step of a bot-call flow by name (gateway.flows.position).
         self.flow_url = flow_url
@@ -91,8 +96,7 @@ class VoiceRouter:
             return Routed(str(response), None, None, "step hangup")
         if kind == "menu" and isinstance(action, Menu):
             # Twilio signs the query, but the tenant holds the token that signs it: any text.
-            attempt = ascii_int(parse_qs(query).get("hl_try", ["1"])[0], default=1,
-                                max_digits=2)
+            attempt = ascii_int(parse_qs(query).get("hl_try", ["1"])[0], default=1, max_digits=2)
             digits = _param(raw, "Digits")
             choice = action.options.get(digits[:1]) if digits else None
             if choice is not None:
@@ -126,8 +130,12 @@ class VoiceRouter:
         if isinstance(action, Dial):
             # Numbers of one Dial ring at once; the first to answer takes the call.
             # https://www.twilio.com/docs/voice/twiml/number
-            dial = response.dial(timeout=action.timeout_s, caller_id=action.caller_id,
-                                 action=_url(hl_step=f"dial:{name}"), method="POST")
+            dial = response.dial(
+                timeout=action.timeout_s,
+                caller_id=action.caller_id,
+                action=_url(hl_step=f"dial:{name}"),
+                method="POST",
+            )
             for number in action.numbers:
                 dial.number(number)
         elif isinstance(action, Menu):
@@ -135,11 +143,15 @@ class VoiceRouter:
         elif isinstance(action, Voicemail):
             response.say(action.prompt, language=language)
             # https://www.twilio.com/docs/voice/twiml/record
-            response.record(max_length=action.max_length_s, play_beep=True,
-                            action=_url(hl_step="hangup"), method="POST",
-                            recording_status_callback=self.status_url,
-                            recording_status_callback_method="POST",
-                            recording_status_callback_event="completed")
+            response.record(
+                max_length=action.max_length_s,
+                play_beep=True,
+                action=_url(hl_step="hangup"),
+                method="POST",
+                recording_status_callback=self.status_url,
+                recording_status_callback_method="POST",
+                recording_status_callback_event="completed",
+            )
             response.hangup()
         elif isinstance(action, Say):
             response.say(action.text, language=language)
@@ -160,14 +172,16 @@ class VoiceRouter:
         # https://www.twilio.com/docs/voice/twiml/gather: without input Twilio goes on to the
         # next verb, the Redirect, which comes back as this menu step without Digits.
         step = _url(hl_step=f"menu:{name}", hl_try=str(attempt))
-        gather = response.gather(num_digits=1, timeout=menu.timeout_s, action=step,
-                                 method="POST", input="dtmf")
+        gather = response.gather(
+            num_digits=1, timeout=menu.timeout_s, action=step, method="POST", input="dtmf"
+        )
         gather.say(menu.prompt, language=self.routing.language)
         response.redirect(step, method="POST")
 
 
-def route_message(tenant: Tenant, routing: Routing | None, raw: Mapping[str, object],
-                  body: str, now: datetime) -> Routed:
+def route_message(
+    tenant: Tenant, routing: Routing | None, raw: Mapping[str, object], body: str, now: datetime
+) -> Routed:
     """The TwiML answer of an incoming message: a keyword reply, the default, or nothing."""
     words = _WORD.findall(body)
     keyword = words[0].upper() if words else ""

@@ -28,42 +28,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final, Literal
 
-import aio_pika
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
 
-from gateway.broker.declare import declare_topology
-from gateway.broker.failures import connect_failure
 from gateway.errors import ConfigError, ConsumerError, PoisonMessage, TransientError
 from gateway.log import scrub
 from gateway.metrics import WorkerMetrics
 from schemas.topology import (
-    ATTEMPT_HEADER,
-    DEAD_LETTER_EXCHANGE,
     DEADLINE_HEADER,
     RETRY_DELAYS_S,
-    ROUTING_KEY_HEADER,
-    Topology,
-    build_topology,
-    retry_queues,
 )
 from workers.handler import Delivery, Handler, Result, RpcReply, error_reply
 from workers.transport import (
     BrokerUnavailable,
     DeadLetter,
-    Deliver,
     Inbound,
     Transport,
-    attempt_of,
-    original_routing_key,
 )
 
 log = structlog.get_logger("hookline.worker")
@@ -88,8 +70,11 @@ class Runner:
     ) -> None:
         # Optional handler attributes (additive to the contract): a handler may choose its own
         # back-off schedule and how many batches run at once.
-        delays = retry_delays_s if retry_delays_s is not None else getattr(
-            handler, "retry_delays_s", RETRY_DELAYS_S)
+        delays = (
+            retry_delays_s
+            if retry_delays_s is not None
+            else getattr(handler, "retry_delays_s", RETRY_DELAYS_S)
+        )
         self.retry_delays_s = tuple(int(delay) for delay in delays)
         self.concurrency: int = concurrency or int(getattr(handler, "concurrency", 1))
         if self.concurrency < 1 or handler.batch_size < 1:
@@ -115,9 +100,14 @@ class Runner:
             await handler.start()
             if not await self._open(stop):
                 return
-            log.info("worker_started", worker=handler.name, queue=handler.queue,
-                     prefetch=self.prefetch, batch_size=handler.batch_size,
-                     retry_delays_s=list(self.retry_delays_s))
+            log.info(
+                "worker_started",
+                worker=handler.name,
+                queue=handler.queue,
+                prefetch=self.prefetch,
+                batch_size=handler.batch_size,
+                retry_delays_s=list(self.retry_delays_s),
+            )
             self.ready.set()
             watcher = asyncio.create_task(self._stop_on(stop))
             try:
@@ -137,12 +127,17 @@ class Runner:
         delay = 1.0
         while True:
             try:
-                await self.transport.open(self.handler.queue, self.prefetch,
-                                          self._buffer.put_nowait)
+                await self.transport.open(
+                    self.handler.queue, self.prefetch, self._buffer.put_nowait
+                )
                 return True
             except BrokerUnavailable as exc:
-                log.warning("worker_connect_failed", worker=self.handler.name, error=str(exc),
-                            retry_in_s=delay)
+                log.warning(
+                    "worker_connect_failed",
+                    worker=self.handler.name,
+                    error=str(exc),
+                    retry_in_s=delay,
+                )
                 await self.transport.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -171,8 +166,12 @@ class Runner:
                 for task in late:
                     task.cancel()
                 if late:
-                    log.warning("worker_drain_timeout", worker=self.handler.name,
-                                unfinished=len(late), timeout_s=self.drain_timeout_s)
+                    log.warning(
+                        "worker_drain_timeout",
+                        worker=self.handler.name,
+                        unfinished=len(late),
+                        timeout_s=self.drain_timeout_s,
+                    )
 
     async def _next_batch(self) -> list[Inbound]:
         first = await self._buffer.get()
@@ -217,22 +216,28 @@ class Runner:
         except ConsumerError as exc:
             return [exc] * len(deliveries)
         except Exception as exc:
-            error = TransientError(f"handler {self.handler.name} raised "
-                                   f"{type(exc).__name__}: {exc}")
+            error = TransientError(
+                f"handler {self.handler.name} raised {type(exc).__name__}: {exc}"
+            )
             log.exception("handler_crashed", worker=self.handler.name, batch=len(deliveries))
             return [error] * len(deliveries)
         if len(results) != len(deliveries):
-            error = TransientError(f"handler {self.handler.name} returned {len(results)} "
-                                   f"results for a batch of {len(deliveries)}")
+            error = TransientError(
+                f"handler {self.handler.name} returned {len(results)} "
+                f"results for a batch of {len(deliveries)}"
+            )
             return [error] * len(deliveries)
         return results
 
-    async def _settle(self, inbound: Inbound, result: Result | Literal["expired"],
-                      latency_ms: float) -> None:
+    async def _settle(
+        self, inbound: Inbound, result: Result | Literal["expired"], latency_ms: float
+    ) -> None:
         delivery = inbound.delivery
         fields: dict[str, object] = {
-            "worker": self.handler.name, "queue": self.handler.queue,
-            "message_id": delivery.message_id, "attempt": delivery.attempt,
+            "worker": self.handler.name,
+            "queue": self.handler.queue,
+            "message_id": delivery.message_id,
+            "attempt": delivery.attempt,
             "latency_ms": latency_ms,
         }
         try:
@@ -247,8 +252,9 @@ class Runner:
         level = "info" if outcome in ("acked", "replied", "expired") else "warning"
         getattr(log, level)("message_handled", **fields)
 
-    async def _decide(self, inbound: Inbound, result: Result | Literal["expired"],
-                      fields: dict[str, object]) -> str:
+    async def _decide(
+        self, inbound: Inbound, result: Result | Literal["expired"], fields: dict[str, object]
+    ) -> str:
         delivery = inbound.delivery
         if result == "expired":
             fields["reason"] = "deadline_passed"
@@ -275,14 +281,19 @@ class Runner:
             return "retried"
         if not isinstance(result, PoisonMessage):
             fields["reason"] = "attempts_exhausted"
-        dead = DeadLetter(reason=str(fields["reason"]), error=scrub(str(result)),
-                          queue=self.handler.queue, worker=self.handler.name,
-                          attempts=delivery.attempt)
+        dead = DeadLetter(
+            reason=str(fields["reason"]),
+            error=scrub(str(result)),
+            queue=self.handler.queue,
+            worker=self.handler.name,
+            attempts=delivery.attempt,
+        )
         await self.transport.dead_letter(inbound, dead)
         return "dead_lettered"
 
-    async def _reply_failure(self, inbound: Inbound, reason: str,
-                             fields: dict[str, object]) -> None:
+    async def _reply_failure(
+        self, inbound: Inbound, reason: str, fields: dict[str, object]
+    ) -> None:
         """Tell an RPC requester now that no answer is coming (it would otherwise wait out its
         deadline in silence); the message is settled as usual after. Best effort: a lost
         error reply only means the requester waits for its deadline."""
@@ -293,8 +304,7 @@ class Runner:
         else:
             fields["error_reply"] = "sent"
 
-    def _count(self, outcome: str, result: Result | Literal["expired"],
-               latency_ms: float) -> None:
+    def _count(self, outcome: str, result: Result | Literal["expired"], latency_ms: float) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         metrics = self.metrics
         if metrics is not None:
@@ -307,14 +317,17 @@ class Runner:
 def _deadline_passed(delivery: Delivery, now_ms: float) -> bool:
     """An RPC request carries its deadline (``x-hookline-deadline-ms``, epoch ms)."""
     deadline = delivery.headers.get(DEADLINE_HEADER)
-    return isinstance(deadline, int | float) and not isinstance(deadline, bool) \
-        and deadline < now_ms
+    return (
+        isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline < now_ms
+    )
 
 
 async def run_until_stopped(runners: Sequence[Runner], stop: asyncio.Event) -> None:
     """Run several runners; the first one to fail stops the others, then its error is raised."""
-    tasks = [asyncio.create_task(runner.run(stop), name=f"worker-{runner.handler.name}")
-             for runner in runners]
+    tasks = [
+        asyncio.create_task(runner.run(stop), name=f"worker-{runner.handler.name}")
+        for runner in runners
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         failed = [task for task in done if task.exception() is not None]
@@ -328,145 +341,3 @@ async def run_until_stopped(runners: Sequence[Runner], stop: asyncio.Event) -> N
             if not task.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-class AmqpTransport:
-    """The runtime on RabbitMQ: one robust connection, a consuming channel with prefetch, a
-    confirming channel for retries and dead letters (the copy must be safe before the original
-    is acked) and a plain channel for RPC replies (a lost reply only means the fallback)."""
-
-    def __init__(self, url: str, worker: str, *, connect_timeout: float = 5.0) -> None:
-        self._url, self._worker, self._connect_timeout = url, worker, connect_timeout
-        self._connection: AbstractRobustConnection | None = None
-        self._confirming: AbstractChannel | None = None
-        self._replies: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-        self._holding: set[int] = set()  # delays whose holding queue is declared
-
-    async def open(self, queue: str, prefetch: int, deliver: Deliver) -> None:
-        try:
-            self._connection = await aio_pika.connect_robust(
-                self._url, timeout=self._connect_timeout,
-                client_properties={"connection_name": f"hookline-worker-{self._worker}"},
-            )
-        except Exception as exc:
-            raise BrokerUnavailable(f"worker {self._worker}: "
-                                    f"{connect_failure(exc, self._url, self._connect_timeout)}"
-                                    ) from None
-        consuming = await self._connection.channel()
-        await consuming.set_qos(prefetch_count=prefetch)
-        self._confirming = await self._connection.channel(publisher_confirms=True)
-        self._replies = await self._connection.channel(publisher_confirms=False)
-        await declare_topology(self._confirming, self._topology(queue))
-        self._holding.update(RETRY_DELAYS_S if _has_holding(queue) else ())
-        self._queue = await consuming.declare_queue(queue, passive=True)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            deliver(Inbound(_amqp_delivery(message), message))
-
-        self._tag = await self._queue.consume(on_message)
-
-    @staticmethod
-    def _topology(queue: str) -> Topology:
-        # The work queues of the topology with their arguments, the dead-letter queue, and
-        # nothing per tenant (that is the gateway's and `topology declare`'s business).
-        base = build_topology(())
-        if any(declared.name == queue for declared in base.queues):
-            return base
-        raise ConfigError(f"queue {queue!r} is not part of the hookline topology "
-                          f"({', '.join(declared.name for declared in base.queues)})")
-
-    async def stop_consuming(self) -> None:
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):  # a closed channel has no consumer left
-                await self._queue.cancel(self._tag)
-            self._tag = None
-
-    async def ack(self, inbound: Inbound) -> None:
-        await _incoming(inbound).ack()
-
-    async def retry(self, inbound: Inbound, delay_s: int, next_attempt: int) -> None:
-        queue = self._queue
-        if queue is None or self._confirming is None:
-            raise ConsumerError("transport not open")
-        if delay_s not in self._holding:
-            await declare_topology(self._confirming,
-                                   Topology((), retry_queues(queue.name, (delay_s,))))
-            self._holding.add(delay_s)
-        message = _incoming(inbound)
-        headers = {**(message.headers or {}), ATTEMPT_HEADER: next_attempt,
-                   ROUTING_KEY_HEADER: inbound.delivery.routing_key}
-        await self._confirming.default_exchange.publish(
-            _copy(message, headers), routing_key=f"{queue.name}.retry.{delay_s}s",
-            mandatory=True,
-        )
-        await message.ack()
-
-    async def dead_letter(self, inbound: Inbound, dead: DeadLetter) -> None:
-        if self._confirming is None:
-            raise ConsumerError("transport not open")
-        message = _incoming(inbound)
-        headers = {**(message.headers or {}), **dead.headers(),
-                   ROUTING_KEY_HEADER: inbound.delivery.routing_key}
-        exchange = await self._confirming.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
-        await exchange.publish(_copy(message, headers),
-                               routing_key=inbound.delivery.routing_key or dead.queue,
-                               mandatory=True)
-        await message.ack()
-
-    async def reply(self, inbound: Inbound, reply: RpcReply) -> None:
-        delivery = inbound.delivery
-        if self._replies is None or not delivery.reply_to:
-            return
-        await self._replies.default_exchange.publish(
-            aio_pika.Message(body=reply.body, content_type=reply.content_type,
-                             correlation_id=delivery.correlation_id,
-                             headers=dict(reply.headers),
-                             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
-            routing_key=delivery.reply_to,
-        )
-
-    async def close(self) -> None:
-        await self.stop_consuming()
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
-
-
-def _has_holding(queue: str) -> bool:
-    return any(declared.name.startswith(queue + ".retry.")
-               for declared in build_topology(()).queues)
-
-
-def _incoming(inbound: Inbound) -> AbstractIncomingMessage:
-    if not isinstance(inbound.handle, AbstractIncomingMessage):
-        raise TypeError(f"not an AMQP delivery: {type(inbound.handle).__name__}")
-    return inbound.handle
-
-
-def _amqp_delivery(message: AbstractIncomingMessage) -> Delivery:
-    headers: dict[str, object] = dict(message.headers or {})
-    return Delivery(
-        body=message.body,
-        routing_key=original_routing_key(message.routing_key or "", headers, message.exchange),
-        message_id=message.message_id,
-        content_type=message.content_type,
-        headers=headers,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        redelivered=bool(message.redelivered),
-        attempt=attempt_of(headers),
-    )
-
-
-def _copy(message: AbstractIncomingMessage, headers: Mapping[str, object]) -> aio_pika.Message:
-    """The message with new headers, persistent, without its per-message TTL."""
-    return aio_pika.Message(
-        body=message.body, headers=dict(headers),  # type: ignore[arg-type]
-        content_type=message.content_type, content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
-        correlation_id=message.correlation_id, type=message.type, app_id=message.app_id,
-        timestamp=message.timestamp,
-    )

@@ -26,14 +26,16 @@ def connect_wal(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: callers issue BEGIN IMMEDIATE / COMMIT themselves.
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                         timeout=busy_timeout_ms / 1000)
+    db = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+    )
     try:
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = _switch_to_wal(db, time.monotonic() + busy_timeout_ms / 1000)
         if mode != "wal":
             raise sqlite3.OperationalError(
-                f"{path}: expected journal_mode wal, SQLite kept {mode!r}")
+                f"{path}: expected journal_mode wal, SQLite kept {mode!r}"
+            )
         db.execute("PRAGMA synchronous = FULL")
     except BaseException:
         db.close()

@@ -102,8 +102,9 @@ def attempt_of(headers: Mapping[str, object]) -> int:
     return attempt if attempt >= 1 else 1
 
 
-def original_routing_key(routing_key: str, headers: Mapping[str, object],
-                         exchange: str | None) -> str:
+def original_routing_key(
+    routing_key: str, headers: Mapping[str, object], exchange: str | None
+) -> str:
     """The routing key the message was first published with (retries travel by queue name).
 
     The header is believed only on a message that came through the default exchange (``""``):
@@ -170,8 +171,11 @@ class MemoryTransport:
 
     async def retry(self, inbound: Inbound, delay_s: int, next_attempt: int) -> None:
         message = _message(inbound)
-        headers = {**message.headers, ATTEMPT_HEADER: next_attempt,
-                   ROUTING_KEY_HEADER: inbound.delivery.routing_key}
+        headers = {
+            **message.headers,
+            ATTEMPT_HEADER: next_attempt,
+            ROUTING_KEY_HEADER: inbound.delivery.routing_key,
+        }
         copy = replace(message, exchange="", routing_key=self._queue, headers=headers)
 
         def publish() -> None:
@@ -187,11 +191,20 @@ class MemoryTransport:
         from schemas.topology import DEAD_LETTER_EXCHANGE
 
         message = _message(inbound)
-        headers = {**message.headers, **dead.headers(),
-                   ROUTING_KEY_HEADER: inbound.delivery.routing_key}
-        self._broker.publish(replace(message, exchange=DEAD_LETTER_EXCHANGE,
-                                     routing_key=inbound.delivery.routing_key, headers=headers,
-                                     reply_to=None))
+        headers = {
+            **message.headers,
+            **dead.headers(),
+            ROUTING_KEY_HEADER: inbound.delivery.routing_key,
+        }
+        self._broker.publish(
+            replace(
+                message,
+                exchange=DEAD_LETTER_EXCHANGE,
+                routing_key=inbound.delivery.routing_key,
+                headers=headers,
+                reply_to=None,
+            )
+        )
         self._settled()
 
     async def reply(self, inbound: Inbound, reply: RpcReply) -> None:
@@ -199,9 +212,14 @@ class MemoryTransport:
         if not delivery.reply_to:
             return
         message = MemoryMessage(
-            exchange="", routing_key=delivery.reply_to, body=reply.body,
-            message_id=delivery.correlation_id or "", type="reply",
-            content_type=reply.content_type, persistent=False, headers=dict(reply.headers),
+            exchange="",
+            routing_key=delivery.reply_to,
+            body=reply.body,
+            message_id=delivery.correlation_id or "",
+            type="reply",
+            content_type=reply.content_type,
+            persistent=False,
+            headers=dict(reply.headers),
             correlation_id=delivery.correlation_id,
         )
         # The requester may be gone (its reply queue deleted): a reply nobody waits for.

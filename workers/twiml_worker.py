@@ -40,14 +40,21 @@ class TwimlHandler:
     concurrency = 64
     retry_delays_s: tuple[int, ...] = ()
 
-    def __init__(self, tenants: TenantRegistry, *, public_url: str | None = None,
-                 clock: Clock | None = None, seal: PositionSeal | None = None) -> None:
+    def __init__(
+        self,
+        tenants: TenantRegistry,
+        *,
+        public_url: str | None = None,
+        clock: Clock | None = None,
+        seal: PositionSeal | None = None,
+    ) -> None:
         self.tenants = tenants
         self.seal = seal
         self.clock = clock or SystemClock()
         # Absolute when the public URL is known; else relative to /twilio/voice.
-        self.status_url = f"{public_url.rstrip('/')}/twilio/voice/status" if public_url \
-            else STATUS_URL
+        self.status_url = (
+            f"{public_url.rstrip('/')}/twilio/voice/status" if public_url else STATUS_URL
+        )
 
     async def start(self) -> None:
         return None
@@ -65,8 +72,9 @@ class TwimlHandler:
             return PoisonMessage(f"TwiML request is not an event: {exc}", reason="unparsable")
         tenant = self.tenants.by_id(event.tenant)
         if tenant is None:
-            return PoisonMessage(f"TwiML request for unknown tenant {event.tenant!r}",
-                                 reason="unknown_tenant")
+            return PoisonMessage(
+                f"TwiML request for unknown tenant {event.tenant!r}", reason="unknown_tenant"
+            )
         raw = event.data.get("raw")
         params = raw if isinstance(raw, dict) else {}
         routing = tenant.routing
@@ -76,20 +84,34 @@ class TwimlHandler:
             if routing is None:
                 routed = Routed(tenant.fallback_voice_twiml, None, None, "no routing")
             else:
-                router = VoiceRouter(tenant, routing, self.status_url,
-                                     partial(self.flow_url, tenant, event.subject, now))
+                router = VoiceRouter(
+                    tenant,
+                    routing,
+                    self.status_url,
+                    partial(self.flow_url, tenant, event.subject, now),
+                )
                 routed = router.route(params, query, now)
         elif event.kind == MESSAGE_INCOMING:
             body = event.data.get("body")
-            routed = route_message(tenant, routing, params, body if isinstance(body, str)
-                                   else "", now)
+            routed = route_message(
+                tenant, routing, params, body if isinstance(body, str) else "", now
+            )
         else:
-            return PoisonMessage(f"TwiML requests are call.incoming or message.incoming, got "
-                                 f"{event.kind}", reason="unexpected_kind")
-        log.info("twiml_routed", tenant=tenant.id, kind=event.kind, sid=event.subject,
-                 event_id=event.id, rule=routed.rule, action=routed.action, note=routed.note)
+            return PoisonMessage(
+                f"TwiML requests are call.incoming or message.incoming, got {event.kind}",
+                reason="unexpected_kind",
+            )
+        log.info(
+            "twiml_routed",
+            tenant=tenant.id,
+            kind=event.kind,
+            sid=event.subject,
+            event_id=event.id,
+            rule=routed.rule,
+            action=routed.action,
+            note=routed.note,
+        )
         return RpcReply(routed.twiml.encode(), TWIML_CONTENT_TYPE)
-
 
     def flow_url(self, tenant: Tenant, call_sid: str, now: datetime, name: str) -> str | None:
         """The sealed first step of flow ``name``, relative to /twilio/voice; the call's SID
@@ -98,8 +120,9 @@ class TwimlHandler:
         if flow is None or self.seal is None:
             return None
         # Bound to the call from the start: the position is refused on any other CallSid.
-        position = Position(tenant.id, name, flow.start, call_sid, int(now.timestamp()),
-                            call_sid=call_sid)
+        position = Position(
+            tenant.id, name, flow.start, call_sid, int(now.timestamp()), call_sid=call_sid
+        )
         return f"{FLOW_URL}?s={self.seal.seal(position)}"
 
 

@@ -82,7 +82,8 @@ def describe(message: AbstractIncomingMessage) -> DeadMessage:
         worker=_text(headers.get(WORKER_HEADER)),
         dead_at=_text(headers.get(DEAD_AT_HEADER)) or _text(death.get("time")),
         error=_text(headers.get(ERROR_HEADER)),
-        routing_key=_text(headers.get(ROUTING_KEY_HEADER)) or _text(death_key)
+        routing_key=_text(headers.get(ROUTING_KEY_HEADER))
+        or _text(death_key)
         or message.routing_key,
         type=message.type,
         bytes=len(message.body),
@@ -98,10 +99,13 @@ class DeadLetters:
     async def _connect(self) -> aio_pika.abc.AbstractConnection:
         try:
             return await aio_pika.connect(
-                self._url, client_properties={"connection_name": "hookline-dead"})
+                self._url, client_properties={"connection_name": "hookline-dead"}
+            )
         except Exception as exc:
-            raise HooklineError(f"cannot reach the broker at {mask_url_password(self._url)}: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            raise HooklineError(
+                f"cannot reach the broker at {mask_url_password(self._url)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     async def inspect(self, limit: int | None = None) -> list[DeadMessage]:
         connection = await self._connect()
@@ -119,8 +123,9 @@ class DeadLetters:
         finally:
             await connection.close()
 
-    async def replay(self, *, message_id: str | None = None) -> tuple[list[DeadMessage],
-                                                                       list[DeadMessage]]:
+    async def replay(
+        self, *, message_id: str | None = None
+    ) -> tuple[list[DeadMessage], list[DeadMessage]]:
         """Replay the messages with ``message_id`` (every one when None).
 
         Returns (replayed, skipped): skipped are selected messages whose original queue is
@@ -144,23 +149,30 @@ class DeadLetters:
                 if not dead.queue:
                     skipped.append(dead)
                     continue
-                headers = {key: value for key, value in (message.headers or {}).items()
-                           if key not in DEAD_HEADERS and key != "x-death"}
+                headers = {
+                    key: value
+                    for key, value in (message.headers or {}).items()
+                    if key not in DEAD_HEADERS and key != "x-death"
+                }
                 headers[ATTEMPT_HEADER] = 1
                 if dead.routing_key:
                     headers[ROUTING_KEY_HEADER] = dead.routing_key
                 try:
                     await confirming.default_exchange.publish(
                         aio_pika.Message(
-                            body=message.body, headers=headers,
+                            body=message.body,
+                            headers=headers,
                             content_type=message.content_type,
                             content_encoding=message.content_encoding,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=message.message_id, correlation_id=message.correlation_id,
-                            type=message.type, app_id=message.app_id,
+                            message_id=message.message_id,
+                            correlation_id=message.correlation_id,
+                            type=message.type,
+                            app_id=message.app_id,
                             timestamp=message.timestamp,
                         ),
-                        routing_key=dead.queue, mandatory=True,
+                        routing_key=dead.queue,
+                        mandatory=True,
                     )
                 except aio_pika.exceptions.DeliveryError:  # returned or nacked: queue gone/full
                     skipped.append(dead)

@@ -38,9 +38,7 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
                 f"exchange {exchange.name!r}: unsupported type {exchange.type!r}, "
                 f"expected one of {sorted(_EXCHANGE_TYPES)}"
             ) from None
-        exchanges[exchange.name] = await channel.declare_exchange(
-            exchange.name, kind, durable=True
-        )
+        exchanges[exchange.name] = await channel.declare_exchange(exchange.name, kind, durable=True)
     for queue in topology.queues:
         # Quorum queues must be durable; classic ones are durable too so no event is lost
         # on a broker restart. https://www.rabbitmq.com/docs/quorum-queues#declaring

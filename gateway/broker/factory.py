@@ -20,13 +20,15 @@ from gateway.log import mask_url_password
 AMQP_FORMS: Final = "amqp://, amqps:// or memory://"
 
 
-def _memory_publisher(url: str, tenant_ids: Sequence[str], memory_broker: MemoryBroker | None,
-                      name: str) -> Publisher:
+def _memory_publisher(
+    url: str, tenant_ids: Sequence[str], memory_broker: MemoryBroker | None, name: str
+) -> Publisher:
     return MemoryPublisher(memory_broker or MemoryBroker(), tenant_ids)
 
 
-def _amqp_publisher(url: str, tenant_ids: Sequence[str], memory_broker: MemoryBroker | None,
-                    name: str) -> Publisher:
+def _amqp_publisher(
+    url: str, tenant_ids: Sequence[str], memory_broker: MemoryBroker | None, name: str
+) -> Publisher:
     if memory_broker is not None:
         raise ConfigError(
             f"HOOKLINE_AMQP_URL is {mask_url_password(url)} but an embedded memory broker was "
@@ -47,13 +49,18 @@ def _amqp_rpc_client(url: str, memory_broker: MemoryBroker | None) -> RpcClient:
     return AmqpRpcClient(url)
 
 
-PUBLISHERS: Final[Backends[Callable[[str, Sequence[str], MemoryBroker | None, str],
-                                    Publisher]]] = \
-    Backends("HOOKLINE_AMQP_URL", AMQP_FORMS, {
-        "memory": _memory_publisher, "amqp": _amqp_publisher, "amqps": _amqp_publisher})
-RPC_CLIENTS: Final[Backends[Callable[[str, MemoryBroker | None], RpcClient]]] = \
-    Backends("HOOKLINE_AMQP_URL", AMQP_FORMS, {
-        "memory": _memory_rpc_client, "amqp": _amqp_rpc_client, "amqps": _amqp_rpc_client})
+PUBLISHERS: Final[Backends[Callable[[str, Sequence[str], MemoryBroker | None, str], Publisher]]] = (
+    Backends(
+        "HOOKLINE_AMQP_URL",
+        AMQP_FORMS,
+        {"memory": _memory_publisher, "amqp": _amqp_publisher, "amqps": _amqp_publisher},
+    )
+)
+RPC_CLIENTS: Final[Backends[Callable[[str, MemoryBroker | None], RpcClient]]] = Backends(
+    "HOOKLINE_AMQP_URL",
+    AMQP_FORMS,
+    {"memory": _memory_rpc_client, "amqp": _amqp_rpc_client, "amqps": _amqp_rpc_client},
+)
 
 
 def create_publisher(

@@ -39,14 +39,21 @@ def connect_failure(exc: BaseException, url: str, timeout: float | None = None) 
     """One sentence saying why connecting to ``url`` failed with ``exc``; no secret in it."""
     host, port, user, vhost, password = _address(url)
     where = f"{host}:{port}"
+
     def scrub(text: str) -> str:  # what the broker or a library says may quote the URL
         return text.replace(password, "****") if password else text
 
     return f"{_classify(exc, where, user, vhost, timeout, scrub)} ({mask_url_password(url)})"
 
 
-def _classify(exc: BaseException, where: str, user: str, vhost: str, timeout: float | None,
-              scrub: Callable[[str], str]) -> str:
+def _classify(
+    exc: BaseException,
+    where: str,
+    user: str,
+    vhost: str,
+    timeout: float | None,
+    scrub: Callable[[str], str],
+) -> str:
     for cause in _chain(exc):
         names = {kind.__name__ for kind in type(cause).__mro__}
         code = getattr(cause, "reply_code", 0)
@@ -69,8 +76,9 @@ def _classify(exc: BaseException, where: str, user: str, vhost: str, timeout: fl
             return f"cannot resolve the broker's host name {where.rpartition(':')[0]!r}"
         if isinstance(cause, ssl.SSLError):
             # verify_message says why a certificate was refused (e.g. "Hostname mismatch").
-            why = ": ".join(str(part) for part in (
-                cause.reason, getattr(cause, "verify_message", None)) if part) or str(cause)
+            why = ": ".join(
+                str(part) for part in (cause.reason, getattr(cause, "verify_message", None)) if part
+            ) or str(cause)
             return f"TLS handshake with {where} failed: {scrub(why)}"
         if isinstance(cause, TimeoutError):
             within = f" within {timeout:g} s" if timeout else ""
@@ -79,11 +87,13 @@ def _classify(exc: BaseException, where: str, user: str, vhost: str, timeout: fl
         return f"cannot connect to the broker at {where}: {exc.strerror}"
     text = scrub(str(exc))
     return f"cannot connect to the broker at {where}: {type(exc).__name__}" + (
-        f": {text}" if text else "")
+        f": {text}" if text else ""
+    )
 
 
-_RESOLVE_ERRORS: Final = frozenset({socket.EAI_NONAME, socket.EAI_AGAIN,
-                                    getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+_RESOLVE_ERRORS: Final = frozenset(
+    {socket.EAI_NONAME, socket.EAI_AGAIN, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+)
 
 
 def _errno(exc: BaseException) -> int | None:
@@ -119,6 +129,10 @@ def _address(url: str) -> tuple[str, int, str, str, str]:
         return "?", 0, "?", "?", ""
     secure = parts.scheme.lower() == "amqps"
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    return (parts.hostname or "localhost", port or (5671 if secure else 5672),
-            unquote(parts.username) if parts.username is not None else "guest", vhost,
-            unquote(parts.password) if parts.password else "")
+    return (
+        parts.hostname or "localhost",
+        port or (5671 if secure else 5672),
+        unquote(parts.username) if parts.username is not None else "guest",
+        vhost,
+        unquote(parts.password) if parts.password else "",
+    )

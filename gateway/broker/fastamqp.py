@@ -68,8 +68,12 @@ class EventEncoder:
         routing_key = event.routing_key
         method = self._methods.get(routing_key)
         if method is None:
-            method = wire.encode_method(self.channel, commands.Basic.Publish(
-                exchange=self.exchange, routing_key=routing_key, mandatory=True))
+            method = wire.encode_method(
+                self.channel,
+                commands.Basic.Publish(
+                    exchange=self.exchange, routing_key=routing_key, mandatory=True
+                ),
+            )
             if len(self._methods) < 4096:  # tenants x providers x kinds: a small set
                 self._methods[routing_key] = method
         headers = self._headers.get(event.tenant)
@@ -80,10 +84,18 @@ class EventEncoder:
         kind = self._types.get(event.kind)
         if kind is None:
             kind = self._types[event.kind] = wire.shortstr(TYPE_PREFIX + event.kind)
-        props = (_CONTENT_TYPE + headers + _PERSISTENT + wire.shortstr(event.id)
-                 + timestamp.to_bytes(8, "big") + kind + _APP_ID)
-        return method + wire.content_frames(self.channel, _FLAGS, props, event.to_json(),
-                                            self.frame_max)
+        props = (
+            _CONTENT_TYPE
+            + headers
+            + _PERSISTENT
+            + wire.shortstr(event.id)
+            + timestamp.to_bytes(8, "big")
+            + kind
+            + _APP_ID
+        )
+        return method + wire.content_frames(
+            self.channel, _FLAGS, props, event.to_json(), self.frame_max
+        )
 
 
 class FastAmqpPublisher:
@@ -122,8 +134,7 @@ class FastAmqpPublisher:
     @property
     def ready(self) -> bool:
         link = self._link
-        return (not self._closed and link is not None and link.is_open
-                and link.blocked is None)
+        return not self._closed and link is not None and link.is_open and link.blocked is None
 
     async def start(self) -> None:
         """Connect, open a confirming channel and declare the topology; fails fast.
@@ -137,8 +148,12 @@ class FastAmqpPublisher:
             return
         self._install(await self._connect())
         self._started = True
-        log.info("broker_connected", connection=self.name, url=self._masked_url,
-                 tenant_queues_declared=self._tenant_count)
+        log.info(
+            "broker_connected",
+            connection=self.name,
+            url=self._masked_url,
+            tenant_queues_declared=self._tenant_count,
+        )
 
     async def close(self) -> None:
         """Let in-flight publishes finish (up to confirm_timeout), then close. Idempotent."""
@@ -182,8 +197,14 @@ class FastAmqpPublisher:
 
     async def _connect(self) -> Link:
         try:
-            link = await open_link(self._target, self.name, self._connect_timeout,
-                                   self._confirm_timeout, self._on_lost, self._heartbeat)
+            link = await open_link(
+                self._target,
+                self.name,
+                self._connect_timeout,
+                self._confirm_timeout,
+                self._on_lost,
+                self._heartbeat,
+            )
         except Exception as exc:
             raise PublishError(connect_failure(exc, self._url, self._connect_timeout)) from None
         try:
@@ -194,8 +215,9 @@ class FastAmqpPublisher:
             link.abort(ConnectionError("could not declare the topology on the broker"))
             if not isinstance(exc, Exception):
                 raise  # cancelled: propagate as is
-            raise PublishError(f"cannot declare the topology on {self._masked_url}: "
-                               f"{self._describe(exc)}") from exc
+            raise PublishError(
+                f"cannot declare the topology on {self._masked_url}: {self._describe(exc)}"
+            ) from exc
         return link
 
     def _install(self, link: Link) -> None:
@@ -205,8 +227,11 @@ class FastAmqpPublisher:
     def _on_lost(self, link: Link, exc: BaseException | None) -> None:
         if link is not self._link or self._closed:
             return
-        log.warning("broker_connection_lost", url=self._masked_url,
-                    error=self._describe(exc) if exc else None)
+        log.warning(
+            "broker_connection_lost",
+            url=self._masked_url,
+            error=self._describe(exc) if exc else None,
+        )
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -240,8 +265,9 @@ class FastAmqpPublisher:
             return f"broker blocked the connection ({link.blocked})"
         return "broker connection down"
 
-    def _failure(self, event: Event, cause: str,
-                 failure: type[PublishError] = PublishError) -> PublishError:
+    def _failure(
+        self, event: Event, cause: str, failure: type[PublishError] = PublishError
+    ) -> PublishError:
         return failure(f"event {event.id} ({event.routing_key}) not published: {cause}")
 
     def _describe(self, exc: BaseException) -> str:
@@ -263,29 +289,43 @@ async def declare(link: Link, topology: Topology) -> None:
     declared = {exchange.name for exchange in topology.exchanges}
     for exchange in topology.exchanges:
         if exchange.type not in _EXCHANGE_TYPES:
-            raise ValueError(f"exchange {exchange.name!r}: unsupported type {exchange.type!r}, "
-                             f"expected one of {sorted(_EXCHANGE_TYPES)}")
-        await link.call(commands.Exchange.Declare(exchange=exchange.name,
-                                                  exchange_type=exchange.type, durable=True),
-                        commands.Exchange.DeclareOk)
+            raise ValueError(
+                f"exchange {exchange.name!r}: unsupported type {exchange.type!r}, "
+                f"expected one of {sorted(_EXCHANGE_TYPES)}"
+            )
+        await link.call(
+            commands.Exchange.Declare(
+                exchange=exchange.name, exchange_type=exchange.type, durable=True
+            ),
+            commands.Exchange.DeclareOk,
+        )
     for queue in topology.queues:
         # Quorum queues must be durable; classic ones are durable too so no event is lost
         # on a broker restart. https://www.rabbitmq.com/docs/quorum-queues#declaring
-        await link.call(commands.Queue.Declare(queue=queue.name, durable=True,
-                                               arguments=dict(queue.arguments)),
-                        commands.Queue.DeclareOk)
+        await link.call(
+            commands.Queue.Declare(queue=queue.name, durable=True, arguments=dict(queue.arguments)),
+            commands.Queue.DeclareOk,
+        )
         for exchange_name, pattern in queue.bindings:
             if exchange_name not in declared:
-                raise ValueError(f"queue {queue.name!r} binds to exchange {exchange_name!r}, "
-                                 "which the topology does not declare")
-            await link.call(commands.Queue.Bind(queue=queue.name, exchange=exchange_name,
-                                                routing_key=pattern),
-                            commands.Queue.BindOk)
+                raise ValueError(
+                    f"queue {queue.name!r} binds to exchange {exchange_name!r}, "
+                    "which the topology does not declare"
+                )
+            await link.call(
+                commands.Queue.Bind(queue=queue.name, exchange=exchange_name, routing_key=pattern),
+                commands.Queue.BindOk,
+            )
 
 
-async def open_link(target: Target, connection_name: str, connect_timeout: float,
-                    confirm_timeout: float, on_lost: Callable[[Link, BaseException | None], None],
-                    heartbeat: int = DEFAULT_HEARTBEAT) -> Link:
+async def open_link(
+    target: Target,
+    connection_name: str,
+    connect_timeout: float,
+    confirm_timeout: float,
+    on_lost: Callable[[Link, BaseException | None], None],
+    heartbeat: int = DEFAULT_HEARTBEAT,
+) -> Link:
     """A connection through the handshake, with its confirming channel open, within
     ``connect_timeout``; any failure propagates (``connect_failure`` words it)."""
     scheme, host, port, username, password, vhost = target
@@ -294,15 +334,28 @@ async def open_link(target: Target, connection_name: str, connect_timeout: float
         async with asyncio.timeout(connect_timeout):
             loop = asyncio.get_running_loop()
             _transport, link = await loop.create_connection(
-                lambda: Link(confirm_timeout, on_lost), host, port,
-                ssl=tls_context(scheme), server_hostname=host if scheme == "amqps" else None,
+                lambda: Link(confirm_timeout, on_lost),
+                host,
+                port,
+                ssl=tls_context(scheme),
+                server_hostname=host if scheme == "amqps" else None,
             )
-            await link.handshake(username, password, vhost, heartbeat, {
-                "connection_name": connection_name, "product": "hookline",
-                "capabilities": {"publisher_confirms": True, "basic.nack": True,
-                                 "connection.blocked": True,
-                                 "authentication_failure_close": True},
-            })
+            await link.handshake(
+                username,
+                password,
+                vhost,
+                heartbeat,
+                {
+                    "connection_name": connection_name,
+                    "product": "hookline",
+                    "capabilities": {
+                        "publisher_confirms": True,
+                        "basic.nack": True,
+                        "connection.blocked": True,
+                        "authentication_failure_close": True,
+                    },
+                },
+            )
     except BaseException:
         if link is not None:
             link.on_lost = _ignore
@@ -340,6 +393,11 @@ def parse_url(url: str, masked: str) -> Target:
         raise ConfigError(f"HOOKLINE_AMQP_URL: query options are not supported, got {masked}")
     path = parts.path
     vhost = unquote(path[1:]) if len(path) > 1 else "/"
-    return (scheme, parts.hostname or "localhost", port or (5671 if scheme == "amqps" else 5672),
-            unquote(parts.username) if parts.username is not None else "guest",
-            unquote(parts.password) if parts.password is not None else "guest", vhost)
+    return (
+        scheme,
+        parts.hostname or "localhost",
+        port or (5671 if scheme == "amqps" else 5672),
+        unquote(parts.username) if parts.username is not None else "guest",
+        unquote(parts.password) if parts.password is not None else "guest",
+        vhost,
+    )

@@ -81,8 +81,9 @@ class _Incoming:
 class Link(asyncio.Protocol):
     """The connection. ``open`` completes the handshake; ``publish`` returns a confirm future."""
 
-    def __init__(self, confirm_timeout: float,
-                 on_lost: Callable[[Link, BaseException | None], None]) -> None:
+    def __init__(
+        self, confirm_timeout: float, on_lost: Callable[[Link, BaseException | None], None]
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.confirm_timeout = confirm_timeout
         self.on_lost = on_lost
@@ -131,8 +132,14 @@ class Link(asyncio.Protocol):
 
     # -- handshake and set-up ------------------------------------------------------------------
 
-    async def handshake(self, username: str, password: str, vhost: str, heartbeat: int,
-                        client_properties: dict[str, Any]) -> None:
+    async def handshake(
+        self,
+        username: str,
+        password: str,
+        vhost: str,
+        heartbeat: int,
+        client_properties: dict[str, Any],
+    ) -> None:
         """connection.start .. open-ok, channel.open, confirm.select (spec 2.2.4)."""
         start = await self._expect(0, commands.Connection.Start)
         self.server_properties = dict(start.server_properties or {})
@@ -140,14 +147,21 @@ class Link(asyncio.Protocol):
         if "PLAIN" not in mechanisms:
             raise BrokerClosed(f"the broker offers {mechanisms}, this client speaks PLAIN only")
         # PLAIN: "\0user\0password" (RFC 4616), the mechanism RabbitMQ enables by default.
-        self._send(0, commands.Connection.StartOk(
-            client_properties=client_properties, mechanism="PLAIN",
-            response=f"\0{username}\0{password}", locale="en_US"))
+        self._send(
+            0,
+            commands.Connection.StartOk(
+                client_properties=client_properties,
+                mechanism="PLAIN",
+                response=f"\0{username}\0{password}",
+                locale="en_US",
+            ),
+        )
         tune = await self._expect(0, commands.Connection.Tune)
         self.frame_max = min(tune.frame_max or CLIENT_FRAME_MAX, CLIENT_FRAME_MAX)
         self.heartbeat = negotiate_heartbeat(tune.heartbeat, heartbeat)
-        self._send(0, commands.Connection.TuneOk(tune.channel_max or 2047, self.frame_max,
-                                                 self.heartbeat))
+        self._send(
+            0, commands.Connection.TuneOk(tune.channel_max or 2047, self.frame_max, self.heartbeat)
+        )
         self._send(0, commands.Connection.Open(vhost))
         await self._expect(0, commands.Connection.OpenOk)
         self._send(CHANNEL, commands.Channel.Open())
@@ -212,11 +226,13 @@ class Link(asyncio.Protocol):
         if future.done():  # its caller was cancelled
             return
         if nack:
-            future.set_exception(Unconfirmed(
-                "nacked by the broker (queue full or internal error)", "nacked"))
+            future.set_exception(
+                Unconfirmed("nacked by the broker (queue full or internal error)", "nacked")
+            )
         elif entry.returned is not None:
-            future.set_exception(Unconfirmed(
-                f"unroutable, returned by the broker ({entry.returned})", "returned"))
+            future.set_exception(
+                Unconfirmed(f"unroutable, returned by the broker ({entry.returned})", "returned")
+            )
         else:
             future.set_result(None)
 
@@ -224,8 +240,11 @@ class Link(asyncio.Protocol):
         method = incoming.method
         routing_key, message_id = method.routing_key, incoming.message_id
         for entry in self._pending.values():
-            if (entry.returned is None and entry.routing_key == routing_key
-                    and entry.message_id == message_id):
+            if (
+                entry.returned is None
+                and entry.routing_key == routing_key
+                and entry.message_id == message_id
+            ):
                 entry.returned = f"{method.reply_code} {method.reply_text}"
                 return
         # No match: its publish already expired or was cancelled; the ack settles nothing.
@@ -242,8 +261,9 @@ class Link(asyncio.Protocol):
                 return
             del pending[first]
             if not entry.future.done():
-                entry.future.set_exception(Unconfirmed(
-                    f"no confirm within {self.confirm_timeout} s", "expired"))
+                entry.future.set_exception(
+                    Unconfirmed(f"no confirm within {self.confirm_timeout} s", "expired")
+                )
 
     # -- frames in -----------------------------------------------------------------------------
 
@@ -288,8 +308,10 @@ class Link(asyncio.Protocol):
             self._send(channel, commands.Channel.FlowOk(method.active))
         elif isinstance(method, (commands.Connection.Close, commands.Channel.Close)):
             is_connection = isinstance(method, commands.Connection.Close)
-            self._send(channel, commands.Connection.CloseOk() if is_connection
-                       else commands.Channel.CloseOk())
+            self._send(
+                channel,
+                commands.Connection.CloseOk() if is_connection else commands.Channel.CloseOk(),
+            )
             self._flush()
             what = "connection" if is_connection else "channel"
             code, text = method.reply_code or 0, method.reply_text or ""
@@ -332,8 +354,11 @@ class Link(asyncio.Protocol):
         """Send a heartbeat when idle; give up on a peer silent for two intervals (spec 4.2.7)."""
         now = self.loop.time()
         if now - self._last_received > 2 * self.heartbeat:
-            self.abort(ConnectionError(f"no data from the broker for {2 * self.heartbeat} s "
-                                        "(missed heartbeats)"))
+            self.abort(
+                ConnectionError(
+                    f"no data from the broker for {2 * self.heartbeat} s (missed heartbeats)"
+                )
+            )
             return
         if now - self._last_sent >= self.heartbeat / 2:
             self._write(wire.HEARTBEAT_FRAME)
@@ -372,8 +397,11 @@ class Link(asyncio.Protocol):
         pending, self._pending = self._pending, {}
         for entry in pending.values():
             if not entry.future.done():
-                entry.future.set_exception(Unconfirmed(
-                    f"connection lost before the confirm ({type(exc).__name__}: {exc})", "lost"))
+                entry.future.set_exception(
+                    Unconfirmed(
+                        f"connection lost before the confirm ({type(exc).__name__}: {exc})", "lost"
+                    )
+                )
         if not self.closed.done():
             self.closed.set_result(exc)
         self.on_lost(self, exc)

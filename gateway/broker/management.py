@@ -38,8 +38,13 @@ class ManagementApi:
     """Calls on one management API; ``fallback_credentials`` (the AMQP URL's user and
     password) are used when the API URL carries none."""
 
-    def __init__(self, api_url: str, fallback_credentials: tuple[str, str] | None = None,
-                 *, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        fallback_credentials: tuple[str, str] | None = None,
+        *,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
         parts = urlsplit(api_url)
         if parts.username is not None:
             credentials = (unquote(parts.username), unquote(parts.password or ""))
@@ -66,7 +71,8 @@ class ManagementApi:
         if not await self.vhost_exists(vhost):
             raise ManagementApiError(
                 f"vhost {vhost!r} does not exist on the broker of {self._masked}: create it "
-                f"(rabbitmqctl add_vhost {vhost}) or fix the vhost in HOOKLINE_AMQP_URL")
+                f"(rabbitmqctl add_vhost {vhost}) or fix the vhost in HOOKLINE_AMQP_URL"
+            )
 
     async def user_exists(self, name: str) -> bool:
         return await self._call("GET", f"/api/users/{_seg(name)}", missing_ok=True) is not None
@@ -82,27 +88,48 @@ class ManagementApi:
 
     async def set_permissions(self, vhost: str, user: str, permissions: UserPermissions) -> None:
         """Replace the user's permissions on ``vhost``, and its topic permissions there."""
-        await self._call("PUT", f"/api/permissions/{_seg(vhost)}/{_seg(user)}", {
-            "configure": permissions.configure, "write": permissions.write,
-            "read": permissions.read,
-        })
+        await self._call(
+            "PUT",
+            f"/api/permissions/{_seg(vhost)}/{_seg(user)}",
+            {
+                "configure": permissions.configure,
+                "write": permissions.write,
+                "read": permissions.read,
+            },
+        )
         for topic in permissions.topics:
-            await self._call("PUT", f"/api/topic-permissions/{_seg(vhost)}/{_seg(user)}", {
-                "exchange": topic.exchange, "write": topic.write, "read": topic.read,
-            })
+            await self._call(
+                "PUT",
+                f"/api/topic-permissions/{_seg(vhost)}/{_seg(user)}",
+                {
+                    "exchange": topic.exchange,
+                    "write": topic.write,
+                    "read": topic.read,
+                },
+            )
 
     # -- transport --------------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-                    missing_ok: bool = False) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> Any:
         return await asyncio.to_thread(self._request, method, path, body, missing_ok)
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None,
-                 missing_ok: bool) -> Any:
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, missing_ok: bool
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 - the URL scheme is checked by settings
-            self._base + path, data=data, method=method,
-            headers={"Authorization": self._auth, "Content-Type": "application/json"})
+            self._base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": self._auth, "Content-Type": "application/json"},
+        )
         what = f"{method} {path}"
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
@@ -116,23 +143,30 @@ class ManagementApi:
             raise ManagementApiError(
                 f"cannot reach the RabbitMQ management API at {self._masked} ({what}): "
                 f"{reason}; enable it (rabbitmq-plugins enable rabbitmq_management) or set "
-                "HOOKLINE_RABBITMQ_API_URL") from None
+                "HOOKLINE_RABBITMQ_API_URL"
+            ) from None
         return json.loads(raw) if raw else True
 
     def _refusal(self, what: str, exc: urllib.error.HTTPError) -> str:
         if exc.code == 401:
-            return (f"the RabbitMQ management API at {self._masked} refused user "
-                    f"{self._user!r} (401 Unauthorized): give HOOKLINE_RABBITMQ_API_URL the "
-                    "credentials of a user tagged administrator")
+            return (
+                f"the RabbitMQ management API at {self._masked} refused user "
+                f"{self._user!r} (401 Unauthorized): give HOOKLINE_RABBITMQ_API_URL the "
+                "credentials of a user tagged administrator"
+            )
         if exc.code == 403:
-            return (f"the RabbitMQ management API at {self._masked} forbids {what} to user "
-                    f"{self._user!r} (403): it needs the administrator tag")
+            return (
+                f"the RabbitMQ management API at {self._masked} forbids {what} to user "
+                f"{self._user!r} (403): it needs the administrator tag"
+            )
         try:
             reason = json.loads(exc.read()).get("reason", "")
         except (ValueError, AttributeError, OSError):
             reason = ""
-        return (f"the RabbitMQ management API at {self._masked} answered {what} with "
-                f"{exc.code} {exc.reason}{': ' + str(reason) if reason else ''}")
+        return (
+            f"the RabbitMQ management API at {self._masked} answered {what} with "
+            f"{exc.code} {exc.reason}{': ' + str(reason) if reason else ''}"
+        )
 
 
 def _seg(value: str) -> str:

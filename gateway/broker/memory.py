@@ -53,8 +53,14 @@ class MemoryMessage:
 
     @classmethod
     def from_event(cls, event: Event, exchange: str = EVENTS_EXCHANGE) -> MemoryMessage:
-        return cls(exchange=exchange, routing_key=event.routing_key, body=event.to_json(),
-                   message_id=event.id, type=event.type, headers={"tenant": event.tenant})
+        return cls(
+            exchange=exchange,
+            routing_key=event.routing_key,
+            body=event.to_json(),
+            message_id=event.id,
+            type=event.type,
+            headers={"tenant": event.tenant},
+        )
 
     def event(self) -> Event:
         """Parse the body back: the embedded broker stores bytes, as the wire would."""
@@ -149,6 +155,7 @@ class MemoryBroker:
 
     def publish(self, message: MemoryMessage) -> None:
         """Store ``message`` in every matched queue, or in none and raise PublishError."""
+
         def failure(cause: str, kind: type[PublishError] = PublishError) -> PublishError:
             return kind(
                 f"event {message.message_id} ({message.routing_key}) not published: {cause}"
@@ -161,8 +168,9 @@ class MemoryBroker:
         elif message.exchange not in self._exchanges:
             raise failure(f"no exchange {message.exchange!r} (NOT_FOUND)")
         else:
-            targets = [self._queues[name] for name in self.route(message.exchange,
-                                                                 message.routing_key)]
+            targets = [
+                self._queues[name] for name in self.route(message.exchange, message.routing_key)
+            ]
         if not targets:
             raise failure(
                 f"unroutable, no queue bound on {message.exchange} matches it (returned)",

@@ -17,8 +17,14 @@ from gateway.log import mask_url_password
 async def probe_broker(url: str, timeout: float = 5.0) -> str:
     """Connect to RabbitMQ and return the server's product and version; raise PublishError."""
     try:
-        link = await open_link(parse_url(url, mask_url_password(url)), "hookline-check", timeout,
-                               timeout, _ignore, heartbeat=0)
+        link = await open_link(
+            parse_url(url, mask_url_password(url)),
+            "hookline-check",
+            timeout,
+            timeout,
+            _ignore,
+            heartbeat=0,
+        )
     except Exception as exc:
         raise PublishError(connect_failure(exc, url, timeout)) from None
     try:

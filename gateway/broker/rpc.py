@@ -43,8 +43,16 @@ from schemas.topology import (
 QUERY_HEADER: Final = "x-hookline-query"
 EVENT_ID_HEADER: Final = "x-hookline-event-id"
 
-Outcome = Literal["replied", "timeout", "returned", "refused", "unavailable", "no_worker",
-                  "connection_lost", "worker_error"]
+Outcome = Literal[
+    "replied",
+    "timeout",
+    "returned",
+    "refused",
+    "unavailable",
+    "no_worker",
+    "connection_lost",
+    "worker_error",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +81,9 @@ class RpcClient(Protocol):
     async def request(self, event: Event, *, query: str, timeout_s: float) -> RpcResult: ...
 
 
-def reply_result(body: bytes, content_type: str | None,
-                 headers: Mapping[str, object] | None) -> RpcResult:
+def reply_result(
+    body: bytes, content_type: str | None, headers: Mapping[str, object] | None
+) -> RpcResult:
     """A reply as an outcome: the worker's answer, or ``worker_error`` when the worker's
     runtime says (``x-hookline-error: <reason>``) that its handler failed on the request."""
     error = (headers or {}).get(ERROR_HEADER)
@@ -126,8 +135,9 @@ class Pending:
             if not future.done():
                 future.set_result(result)
 
-    async def wait(self, correlation_id: str, future: asyncio.Future[RpcResult],
-                   remaining_s: float) -> RpcResult:
+    async def wait(
+        self, correlation_id: str, future: asyncio.Future[RpcResult], remaining_s: float
+    ) -> RpcResult:
         try:
             return await asyncio.wait_for(future, max(remaining_s, 0.0))
         except TimeoutError:
@@ -158,8 +168,10 @@ class MemoryRpcClient:
         stream = self._broker.consume_messages(self._queue)
         async with contextlib.aclosing(stream):
             async for message in stream:
-                self._pending.resolve(message.correlation_id, reply_result(
-                    message.body, message.content_type, message.headers))
+                self._pending.resolve(
+                    message.correlation_id,
+                    reply_result(message.body, message.content_type, message.headers),
+                )
 
     async def close(self) -> None:
         if self._task is not None:
@@ -178,14 +190,22 @@ class MemoryRpcClient:
             return RpcResult("no_worker", detail=f"no consumer on {TWIML_QUEUE}")
         correlation_id, future = self._pending.add()
         try:
-            self._broker.publish(MemoryMessage(
-                exchange="", routing_key=TWIML_QUEUE, body=event.to_json(),
-                message_id=correlation_id, type=event.type, persistent=False,
-                headers=request_headers(event, query, timeout_s), reply_to=self._queue,
-                correlation_id=correlation_id,
-            ))
+            self._broker.publish(
+                MemoryMessage(
+                    exchange="",
+                    routing_key=TWIML_QUEUE,
+                    body=event.to_json(),
+                    message_id=correlation_id,
+                    type=event.type,
+                    persistent=False,
+                    headers=request_headers(event, query, timeout_s),
+                    reply_to=self._queue,
+                    correlation_id=correlation_id,
+                )
+            )
         except PublishError as exc:
             self._pending.waiting.pop(correlation_id, None)
             return RpcResult("refused", detail=str(exc))
-        return await self._pending.wait(correlation_id, future,
-                                        timeout_s - (time.monotonic() - started))
+        return await self._pending.wait(
+            correlation_id, future, timeout_s - (time.monotonic() - started)
+        )

@@ -63,8 +63,9 @@ CONSUMER_POLL_S: Final = 1.0
 class AmqpRpcClient:
     """RpcClient on a robust aio-pika connection of its own (``hookline-gateway-rpc``)."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0,
-                 consumer_poll_s: float = CONSUMER_POLL_S) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 5.0, consumer_poll_s: float = CONSUMER_POLL_S
+    ) -> None:
         self._url, self._masked = url, mask_url_password(url)
         self._connect_timeout = connect_timeout
         self._pending = Pending()
@@ -85,8 +86,12 @@ class AmqpRpcClient:
 
     @property
     def ready(self) -> bool:
-        return self._up and not self._closed and self._channel is not None \
+        return (
+            self._up
+            and not self._closed
+            and self._channel is not None
             and not self._channel.is_closed
+        )
 
     async def start(self) -> None:
         if await self._connect():
@@ -102,12 +107,16 @@ class AmqpRpcClient:
     async def _connect(self) -> bool:
         try:
             connection = await aio_pika.connect_robust(
-                self._url, timeout=self._connect_timeout,
+                self._url,
+                timeout=self._connect_timeout,
                 client_properties={"connection_name": "hookline-gateway-rpc"},
             )
         except Exception as exc:
-            log.warning("rpc_connect_failed", retry_in_s=RECONNECT_INTERVAL_S,
-                        error=connect_failure(exc, self._url, self._connect_timeout))
+            log.warning(
+                "rpc_connect_failed",
+                retry_in_s=RECONNECT_INTERVAL_S,
+                error=connect_failure(exc, self._url, self._connect_timeout),
+            )
             return False
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -116,8 +125,7 @@ class AmqpRpcClient:
             # poll would wait out their deadline when no worker runs.
             declared = await channel.declare_queue(TWIML_QUEUE, passive=True, robust=False)
             self.consumers = declared.declaration_result.consumer_count
-            queue = await channel.declare_queue(self._reply_queue, exclusive=True,
-                                                auto_delete=True)
+            queue = await channel.declare_queue(self._reply_queue, exclusive=True, auto_delete=True)
             # no_ack: a reply is useful once, to the caller waiting now; nothing to redeliver.
             await queue.consume(self._on_reply, no_ack=True)
         except Exception as exc:
@@ -148,14 +156,17 @@ class AmqpRpcClient:
             await asyncio.sleep(self._poll_s)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        self._pending.resolve(message.correlation_id, reply_result(
-            message.body, message.content_type, message.headers))
+        self._pending.resolve(
+            message.correlation_id,
+            reply_result(message.body, message.content_type, message.headers),
+        )
 
     def _on_closed(self, _sender: object, exc: BaseException | None) -> None:
         self._up = False
         # Replies to requests in flight went with the connection's exclusive queue.
-        self._pending.fail_all(RpcResult("connection_lost",
-                                         detail=f"broker connection closed: {exc!r}"[:200]))
+        self._pending.fail_all(
+            RpcResult("connection_lost", detail=f"broker connection closed: {exc!r}"[:200])
+        )
         if not self._closed:
             log.warning("rpc_connection_lost", url=self._masked)
 
@@ -185,15 +196,20 @@ class AmqpRpcClient:
             return RpcResult("no_worker", detail=f"no consumer on {TWIML_QUEUE}")
         correlation_id, future = self._pending.add()
         message = aio_pika.Message(
-            body=event.to_json(), content_type=CONTENT_TYPE, type=event.type,
-            message_id=correlation_id, correlation_id=correlation_id,
-            reply_to=self._reply_queue, expiration=max(timeout_s, 0.001),
+            body=event.to_json(),
+            content_type=CONTENT_TYPE,
+            type=event.type,
+            message_id=correlation_id,
+            correlation_id=correlation_id,
+            reply_to=self._reply_queue,
+            expiration=max(timeout_s, 0.001),
             headers=request_headers(event, query, timeout_s),  # type: ignore[arg-type]
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
         try:
             await channel.default_exchange.publish(
-                message, routing_key=TWIML_QUEUE, mandatory=True, timeout=timeout_s)
+                message, routing_key=TWIML_QUEUE, mandatory=True, timeout=timeout_s
+            )
         except ReturnedError:
             self._pending.waiting.pop(correlation_id, None)
             return RpcResult("returned", detail=f"unroutable: no queue {TWIML_QUEUE}")
@@ -212,5 +228,6 @@ class AmqpRpcClient:
         except Exception as exc:
             self._pending.waiting.pop(correlation_id, None)
             return RpcResult("connection_lost", detail=f"{type(exc).__name__}")
-        return await self._pending.wait(correlation_id, future,
-                                        timeout_s - (time.monotonic() - started))
+        return await self._pending.wait(
+            correlation_id, future, timeout_s - (time.monotonic() - started)
+        )

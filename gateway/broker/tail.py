@@ -88,7 +88,8 @@ async def tail_events(
                 f"user {user!r} may not {step} on {masked} (ACCESS_REFUSED): tail tenant "
                 f"{tenant_id!r} with that tenant's own credentials (`hookline tenant "
                 f"credentials --tenant {tenant_id}`) or a user with the operator permissions "
-                "of docs/broker-users.md") from exc
+                "of docs/broker-users.md"
+            ) from exc
         log.info("tail_started", tenant=tenant_id, url=masked, queue=queue.name)
         if on_ready is not None:
             on_ready()
@@ -97,14 +98,16 @@ async def tail_events(
             try:
                 envelope = orjson.loads(message.body)
             except orjson.JSONDecodeError:
-                log.warning("tail_message_undecodable", tenant=tenant_id,
-                            message_id=message.message_id)
+                log.warning(
+                    "tail_message_undecodable", tenant=tenant_id, message_id=message.message_id
+                )
                 continue
             if isinstance(envelope, dict):
                 yield envelope
             else:
-                log.warning("tail_message_not_an_object", tenant=tenant_id,
-                            message_id=message.message_id)
+                log.warning(
+                    "tail_message_not_an_object", tenant=tenant_id, message_id=message.message_id
+                )
     finally:
         # Bounded: the queue is exclusive, the broker deletes it with the connection anyway.
         try:
@@ -125,6 +128,5 @@ async def _ensure_events_exchange(connection: aio_pika.abc.AbstractConnection) -
     except aiormq.exceptions.ChannelNotFoundEntity:
         # The failed passive declare closed that channel; a fresh one declares.
         channel = await connection.channel()
-        await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC,
-                                       durable=True)
+        await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     await channel.close()

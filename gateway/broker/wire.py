@@ -71,8 +71,9 @@ def table(values: dict[str, Any]) -> bytes:
         raise FrameError(f"cannot encode the field table {sorted(values)}: {exc}") from exc
 
 
-def content_frames(channel: int, flags: int, encoded_properties: bytes, body: bytes,
-                   frame_max: int) -> bytes:
+def content_frames(
+    channel: int, flags: int, encoded_properties: bytes, body: bytes, frame_max: int
+) -> bytes:
     """The content header frame of a basic message and its body frames, each at most
     ``frame_max`` bytes; ``flags`` and ``encoded_properties`` are the property flags word and
     the property list in flag order (spec 4.2.6.1). An empty body has no body frame."""
@@ -86,7 +87,7 @@ def content_frames(channel: int, flags: int, encoded_properties: bytes, body: by
             out += (_FRAME_HEAD.pack(constants.FRAME_BODY, channel, len(body)), body, _FRAME_END)
     else:
         for offset in range(0, len(body), chunk):
-            part = body[offset:offset + chunk]
+            part = body[offset : offset + chunk]
             out += (_FRAME_HEAD.pack(constants.FRAME_BODY, channel, len(part)), part, _FRAME_END)
     return b"".join(out)
 
@@ -110,8 +111,10 @@ class FrameParser:
         size_of = len(buffer)
         while size_of - offset >= FRAME_OVERHEAD:
             if buffer[offset] == 0x41:  # "A": a protocol header, the broker's version refusal
-                raise FrameError("the broker answered with a protocol header: it does not "
-                                 f"speak AMQP 0-9-1 ({bytes(buffer[offset:offset + 8])!r})")
+                raise FrameError(
+                    "the broker answered with a protocol header: it does not "
+                    f"speak AMQP 0-9-1 ({bytes(buffer[offset : offset + 8])!r})"
+                )
             _kind, _channel, size = _FRAME_HEAD.unpack_from(buffer, offset)
             if size + FRAME_OVERHEAD > self.frame_max:
                 raise FrameError(f"frame of {size} bytes is over frame_max {self.frame_max}")

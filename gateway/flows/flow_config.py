@@ -53,8 +53,20 @@ _VOICE: Final = frozenset({"voice", "language"})
 STEP_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "say": frozenset({"text", "next"}) | _VOICE,
     "play": frozenset({"url", "next"}),
-    "gather": frozenset({"prompt", "input", "num_digits", "timeout", "retries", "reprompt",
-                         "digits", "speech", "default"}) | _VOICE,
+    "gather": frozenset(
+        {
+            "prompt",
+            "input",
+            "num_digits",
+            "timeout",
+            "retries",
+            "reprompt",
+            "digits",
+            "speech",
+            "default",
+        }
+    )
+    | _VOICE,
     "branch": frozenset({"human", "machine", "unknown"}),
     "record": frozenset({"prompt", "max_length", "finish_on_key", "play_beep", "next"}),
     "transfer": frozenset({"number", "timeout", "caller_id", "next"}),
@@ -118,13 +130,17 @@ def _parse_step(table: Table) -> Step | None:
         return None
     parse = _PARSERS.get(kind)
     if parse is None:
-        table.fail("type", f"unknown step type {kind!r} (expected one of "
-                           f"{', '.join(sorted(_PARSERS))})")
+        table.fail(
+            "type", f"unknown step type {kind!r} (expected one of {', '.join(sorted(_PARSERS))})"
+        )
         return None
     # Keys of no step type at all were reported by the Table as unknown keys.
     for key in sorted((table.keys() & _ALL_STEP_KEYS) - _COMMON - STEP_KEYS[kind]):
-        table.fail(key, f"is not a key of a {kind} step (it takes "
-                        f"{', '.join(sorted(STEP_KEYS[kind])) or 'no other keys'})")
+        table.fail(
+            key,
+            f"is not a key of a {kind} step (it takes "
+            f"{', '.join(sorted(STEP_KEYS[kind])) or 'no other keys'})",
+        )
     step = parse(table, step_id or "?")
     return step if step_id is not None and table.ok else None
 
@@ -137,8 +153,13 @@ def _number(table: Table, key: str, *, required: bool) -> str | None:
 
 
 def _say(t: Table, sid: str) -> Step:
-    return Say(sid, t.string("text") or "", t.string("voice", required=False),
-               t.string("language", required=False), t.string("next", required=False))
+    return Say(
+        sid,
+        t.string("text") or "",
+        t.string("voice", required=False),
+        t.string("language", required=False),
+        t.string("next", required=False),
+    )
 
 
 def _play(t: Table, sid: str) -> Step:
@@ -160,18 +181,27 @@ def _gather(t: Table, sid: str) -> Step:
     if not digits and not speech:
         t.fail("digits", "a gather needs digits and/or speech choices")
     if speech and "speech" not in mode:
-        t.fail("speech", f"speech choices need input = \"speech\" or \"dtmf speech\", not {mode!r}")
+        t.fail("speech", f'speech choices need input = "speech" or "dtmf speech", not {mode!r}')
     return Gather(
-        sid, t.string("prompt") or "", t.string("default") or "", mode,
-        t.integer("num_digits", 1, 20), t.integer("timeout", 1, 60) or 5,
-        _zero_or(t.integer("retries", 0, 5), 1), t.string("reprompt", required=False),
-        digits, speech, t.string("voice", required=False), t.string("language", required=False),
+        sid,
+        t.string("prompt") or "",
+        t.string("default") or "",
+        mode,
+        t.integer("num_digits", 1, 20),
+        t.integer("timeout", 1, 60) or 5,
+        _zero_or(t.integer("retries", 0, 5), 1),
+        t.string("reprompt", required=False),
+        digits,
+        speech,
+        t.string("voice", required=False),
+        t.string("language", required=False),
     )
 
 
 def _branch(t: Table, sid: str) -> Step:
-    return Branch(sid, t.string("human") or "", t.string("machine") or "",
-                  t.string("unknown", required=False))
+    return Branch(
+        sid, t.string("human") or "", t.string("machine") or "", t.string("unknown", required=False)
+    )
 
 
 def _record(t: Table, sid: str) -> Step:
@@ -179,14 +209,24 @@ def _record(t: Table, sid: str) -> Step:
     if any(c not in _FINISH_KEYS for c in finish):
         t.fail("finish_on_key", f"expected digits, * or #, got {finish!r}")
     beep = t.boolean("play_beep")
-    return Record(sid, t.string("prompt", required=False), t.integer("max_length", 1, 14_400)
-                  or 60, finish, True if beep is None else beep, t.string("next", required=False))
+    return Record(
+        sid,
+        t.string("prompt", required=False),
+        t.integer("max_length", 1, 14_400) or 60,
+        finish,
+        True if beep is None else beep,
+        t.string("next", required=False),
+    )
 
 
 def _transfer(t: Table, sid: str) -> Step:
-    return Transfer(sid, _number(t, "number", required=True) or "",
-                    t.integer("timeout", 5, 600) or 30, _number(t, "caller_id", required=False),
-                    t.string("next", required=False))
+    return Transfer(
+        sid,
+        _number(t, "number", required=True) or "",
+        t.integer("timeout", 5, 600) or 30,
+        _number(t, "caller_id", required=False),
+        t.string("next", required=False),
+    )
 
 
 def _sms(t: Table, sid: str) -> Step:
@@ -202,13 +242,20 @@ def _zero_or(value: int | None, default: int) -> int:
 
 
 _PARSERS: Final[Mapping[str, Callable[[Table, str], Step]]] = {
-    "say": _say, "play": _play, "gather": _gather, "branch": _branch, "record": _record,
-    "transfer": _transfer, "sms": _sms, "hangup": _hangup,
+    "say": _say,
+    "play": _play,
+    "gather": _gather,
+    "branch": _branch,
+    "record": _record,
+    "transfer": _transfer,
+    "sms": _sms,
+    "hangup": _hangup,
 }
 
 
-def routed_flow_problems(routing: Routing | None, flows: FlowSettings | None
-                         ) -> list[tuple[str, str]]:
+def routed_flow_problems(
+    routing: Routing | None, flows: FlowSettings | None
+) -> list[tuple[str, str]]:
     """(key, message) for each routing ``flow`` action naming a flow the tenant cannot start
     on an incoming call: missing, or needing variables (an incoming call brings none)."""
     if routing is None:
@@ -221,9 +268,19 @@ def routed_flow_problems(routing: Routing | None, flows: FlowSettings | None
         flow = known.get(action.flow)
         key = f"routing.actions.{name}.flow"
         if flow is None:
-            problems.append((key, f"names flow {action.flow!r}, which [tenants.flows] lacks "
-                                  f"(flows: {', '.join(sorted(known)) or 'none'})"))
+            problems.append(
+                (
+                    key,
+                    f"names flow {action.flow!r}, which [tenants.flows] lacks "
+                    f"(flows: {', '.join(sorted(known)) or 'none'})",
+                )
+            )
         elif flow.variables:
-            problems.append((key, f"flow {action.flow!r} needs variables "
-                                  f"{list(flow.variables)}, which an incoming call cannot give"))
+            problems.append(
+                (
+                    key,
+                    f"flow {action.flow!r} needs variables "
+                    f"{list(flow.variables)}, which an incoming call cannot give",
+                )
+            )
     return problems

@@ -20,15 +20,18 @@ from schemas.events import CALL_FLOW, Event, event_id
 PROVIDER: Final = "twilio"
 
 
-def flow_event(tenant: str, position: Position, rendered: Rendered, params: Params,
-               now: datetime) -> Event:
+def flow_event(
+    tenant: str, position: Position, rendered: Rendered, params: Params, now: datetime
+) -> Event:
     """The call.flow event of one verified flow request; MalformedPayload without CallSid."""
     call_sid = first(params, "CallSid")
     account = first(params, "AccountSid")
     if not call_sid or not account:
-        raise MalformedPayload("a flow request needs CallSid and AccountSid, got "
-                               f"{'CallSid' if call_sid else 'no CallSid'} and "
-                               f"{'AccountSid' if account else 'no AccountSid'}")
+        raise MalformedPayload(
+            "a flow request needs CallSid and AccountSid, got "
+            f"{'CallSid' if call_sid else 'no CallSid'} and "
+            f"{'AccountSid' if account else 'no AccountSid'}"
+        )
     data = {
         "call_sid": call_sid,
         "account_sid": account,
@@ -48,7 +51,12 @@ def flow_event(tenant: str, position: Position, rendered: Rendered, params: Para
     }
     fact = (position.flow, position.step, position.phase, str(position.attempt))
     return Event(
-        id=event_id(PROVIDER, account, CALL_FLOW, call_sid, *fact), kind=CALL_FLOW,
-        tenant=tenant, provider=PROVIDER, source=f"{PROVIDER}/{account}", subject=call_sid,
-        time=now, data=data,
+        id=event_id(PROVIDER, account, CALL_FLOW, call_sid, *fact),
+        kind=CALL_FLOW,
+        tenant=tenant,
+        provider=PROVIDER,
+        source=f"{PROVIDER}/{account}",
+        subject=call_sid,
+        time=now,
+        data=data,
     )

@@ -198,8 +198,9 @@ def check_flow(flow: Flow) -> list[tuple[str, str]]:
                 continue
             if unknown:
                 known = ", ".join(sorted(declared)) or "none"
-                problems.append((f"{step.id}.{key}",
-                                 f"uses undeclared variables {unknown} (declared: {known})"))
+                problems.append(
+                    (f"{step.id}.{key}", f"uses undeclared variables {unknown} (declared: {known})")
+                )
     if flow.start not in flow.steps:
         problems.append(("start", f"names step {flow.start!r}, which the flow lacks"))
     if problems:
@@ -211,13 +212,20 @@ def check_flow(flow: Flow) -> list[tuple[str, str]]:
     ending = _can_end(flow)
     for step_id in flow.steps:
         if step_id in reachable and step_id not in ending:
-            problems.append((step_id, "is in a loop without an exit: no path from it ends "
-                                      "the call"))
+            problems.append(
+                (step_id, "is in a loop without an exit: no path from it ends the call")
+            )
     cycle = _instant_cycle(flow)
     if cycle:
-        problems.append((cycle[0], "starts a loop that never waits for the caller ("
-                                   + " -> ".join(cycle) + "); put a gather, record or "
-                                   "transfer in it"))
+        problems.append(
+            (
+                cycle[0],
+                "starts a loop that never waits for the caller ("
+                + " -> ".join(cycle)
+                + "); put a gather, record or "
+                "transfer in it",
+            )
+        )
     return problems
 
 
@@ -257,7 +265,7 @@ def _instant_cycle(flow: Flow) -> list[str]:
             if target not in instant:
                 continue
             if state.get(target) == 1:
-                return [*path[path.index(target):], target]
+                return [*path[path.index(target) :], target]
             if target not in state and (found := visit(target, path)):
                 return found
         path.pop()

@@ -63,13 +63,31 @@ class Position:
 
     def at(self, step: str, phase: Phase = "enter", attempt: int = 1) -> Position:
         """The same call at another step."""
-        return Position(self.tenant, self.flow, step, self.request_id, self.issued_at, phase,
-                        attempt, self.variables, self.call_sid)
+        return Position(
+            self.tenant,
+            self.flow,
+            step,
+            self.request_id,
+            self.issued_at,
+            phase,
+            attempt,
+            self.variables,
+            self.call_sid,
+        )
 
     def on_call(self, call_sid: str) -> Position:
         """The same position, bound to the call ``call_sid``."""
-        return Position(self.tenant, self.flow, self.step, self.request_id, self.issued_at,
-                        self.phase, self.attempt, self.variables, call_sid)
+        return Position(
+            self.tenant,
+            self.flow,
+            self.step,
+            self.request_id,
+            self.issued_at,
+            self.phase,
+            self.attempt,
+            self.variables,
+            call_sid,
+        )
 
 
 def require_call(position: Position, call_sid: str, start_step: str) -> None:
@@ -77,12 +95,15 @@ def require_call(position: Position, call_sid: str, start_step: str) -> None:
     bound to that call, or unbound and the entry of its flow's start step."""
     if position.call_sid:
         if not hmac.compare_digest(position.call_sid.encode(), call_sid.encode()):
-            raise _invalid(f"belongs to call {position.call_sid!r}, requested for call "
-                           f"{call_sid!r}")
+            raise _invalid(
+                f"belongs to call {position.call_sid!r}, requested for call {call_sid!r}"
+            )
         return
     if (position.step, position.phase) != (start_step, "enter"):
-        raise _invalid(f"at step {position.step!r} ({position.phase}) is bound to no call; "
-                       f"only the entry of the start step {start_step!r} may be")
+        raise _invalid(
+            f"at step {position.step!r} ({position.phase}) is bound to no call; "
+            f"only the entry of the start step {start_step!r} may be"
+        )
 
 
 class PositionSeal:
@@ -96,17 +117,26 @@ class PositionSeal:
     def _key(self, tenant: str) -> bytes:
         key = self._keys.get(tenant)
         if key is None:
-            key = hmac.new(self._secret, b"hookline-flow\x1f" + tenant.encode(),
-                           hashlib.sha256).digest()
+            key = hmac.new(
+                self._secret, b"hookline-flow\x1f" + tenant.encode(), hashlib.sha256
+            ).digest()
             self._keys[tenant] = key
         return key
 
     def seal(self, position: Position) -> str:
-        payload = orjson.dumps({
-            "t": position.tenant, "f": position.flow, "s": position.step,
-            "r": position.request_id, "i": position.issued_at, "p": position.phase,
-            "a": position.attempt, "v": dict(position.variables), "c": position.call_sid,
-        })
+        payload = orjson.dumps(
+            {
+                "t": position.tenant,
+                "f": position.flow,
+                "s": position.step,
+                "r": position.request_id,
+                "i": position.issued_at,
+                "p": position.phase,
+                "a": position.attempt,
+                "v": dict(position.variables),
+                "c": position.call_sid,
+            }
+        )
         tag = hmac.new(self._key(position.tenant), payload, hashlib.sha256).digest()[:_TAG_BYTES]
         return f"{_b64(payload)}.{_b64(tag)}"
 
@@ -124,14 +154,18 @@ class PositionSeal:
             raise _invalid(f"expected a {_TAG_BYTES}-byte tag after a dot")
         expected = hmac.new(self._key(tenant), payload, hashlib.sha256).digest()[:_TAG_BYTES]
         if not hmac.compare_digest(expected, tag):
-            raise _invalid(f"seal does not match for tenant {tenant!r} (tampered, or made "
-                           "for another tenant or with another flow_secret)")
+            raise _invalid(
+                f"seal does not match for tenant {tenant!r} (tampered, or made "
+                "for another tenant or with another flow_secret)"
+            )
         position = _decode(payload)
         if position.tenant != tenant:  # same key would need an HMAC collision; checked anyway
             raise _invalid(f"sealed for tenant {position.tenant!r}, called for {tenant!r}")
         if not position.issued_at <= now + 60 or now - position.issued_at > self._lifetime_s:
-            raise _invalid(f"issued at {position.issued_at}, outside its {self._lifetime_s} s "
-                           f"lifetime at {now}")
+            raise _invalid(
+                f"issued at {position.issued_at}, outside its {self._lifetime_s} s "
+                f"lifetime at {now}"
+            )
         return position
 
 
@@ -139,8 +173,9 @@ def _decode(payload: bytes) -> Position:
     try:
         doc = orjson.loads(payload)
         variables = doc["v"]
-        if not (isinstance(variables, dict)
-                and all(isinstance(v, str) for v in variables.values())):
+        if not (
+            isinstance(variables, dict) and all(isinstance(v, str) for v in variables.values())
+        ):
             raise TypeError("variables")
         fields = (doc["t"], doc["f"], doc["s"], doc["r"], doc.get("c", ""))
         if not all(isinstance(f, str) for f in fields) or doc["p"] not in ("enter", "input"):
@@ -149,8 +184,17 @@ def _decode(payload: bytes) -> Position:
             raise TypeError("numbers")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise _invalid(f"sealed payload is malformed ({exc})") from None
-    return Position(doc["t"], doc["f"], doc["s"], doc["r"], doc["i"], doc["p"], doc["a"],
-                    variables, doc.get("c", ""))
+    return Position(
+        doc["t"],
+        doc["f"],
+        doc["s"],
+        doc["r"],
+        doc["i"],
+        doc["p"],
+        doc["a"],
+        variables,
+        doc.get("c", ""),
+    )
 
 
 def _invalid(why: str) -> AuthenticationFailed:

@@ -52,7 +52,10 @@ class Rendered:
 
 
 def render(
-    flow: Flow, position: Position, params: Mapping[str, str], url: Callable[[Position], str],
+    flow: Flow,
+    position: Position,
+    params: Mapping[str, str],
+    url: Callable[[Position], str],
     status_url: str,
 ) -> Rendered:
     """The answer to one request at ``position`` with Twilio's ``params`` (form fields).
@@ -65,13 +68,15 @@ def render(
         state.take_input(params)
     else:
         state.run(position.step, params.get("AnsweredBy"))
-    return Rendered(str(state.response), tuple(state.ran), tuple(state.sms), state.inputs,
-                    state.ended)
+    return Rendered(
+        str(state.response), tuple(state.ran), tuple(state.sms), state.inputs, state.ended
+    )
 
 
 class _Document:
-    def __init__(self, flow: Flow, position: Position, url: Callable[[Position], str],
-                 status_url: str) -> None:
+    def __init__(
+        self, flow: Flow, position: Position, url: Callable[[Position], str], status_url: str
+    ) -> None:
         self.flow, self.position, self.url, self.status_url = flow, position, url, status_url
         self.response = VoiceResponse()
         self.ran: list[str] = []
@@ -120,8 +125,10 @@ class _Document:
     def run(self, step_id: str | None, answered_by: str | None) -> None:
         while step_id is not None:
             if len(self.ran) >= MAX_STEPS_PER_DOCUMENT:
-                raise KeyError(f"flow {self.flow.name!r} ran {MAX_STEPS_PER_DOCUMENT} steps "
-                               "without waiting for the caller")
+                raise KeyError(
+                    f"flow {self.flow.name!r} ran {MAX_STEPS_PER_DOCUMENT} steps "
+                    "without waiting for the caller"
+                )
             step = self.flow.step(step_id)
             self.ran.append(step.id)
             step_id = self.one(step, answered_by)
@@ -150,9 +157,12 @@ class _Document:
                 if step.prompt is not None:
                     self.response.say(self.text(step.prompt))
                 self.response.record(
-                    action=self.url(self.position.at(step.id, "input")), method="POST",
-                    max_length=step.max_length_s, finish_on_key=step.finish_on_key,
-                    play_beep=step.play_beep, recording_status_callback=self.status_url,
+                    action=self.url(self.position.at(step.id, "input")),
+                    method="POST",
+                    max_length=step.max_length_s,
+                    finish_on_key=step.finish_on_key,
+                    play_beep=step.play_beep,
+                    recording_status_callback=self.status_url,
                     recording_status_callback_method="POST",
                 )
                 self.waiting = True
@@ -161,8 +171,9 @@ class _Document:
                 if step.caller_id is not None:
                     options["caller_id"] = step.caller_id
                 if step.next is not None:
-                    options.update(action=self.url(self.position.at(step.id, "input")),
-                                   method="POST")
+                    options.update(
+                        action=self.url(self.position.at(step.id, "input")), method="POST"
+                    )
                     self.waiting = True
                 self.response.dial(step.number, **options)
                 if step.next is None:
@@ -178,16 +189,22 @@ class _Document:
         # and the default branch are decided here, not by falling through the document.
         # https://www.twilio.com/docs/voice/twiml/gather#actiononemptyresult
         options: dict[str, Any] = {
-            "action": self.url(self.position.at(step.id, "input", attempt)), "method": "POST",
-            "input": step.input, "timeout": step.timeout_s, "action_on_empty_result": True,
+            "action": self.url(self.position.at(step.id, "input", attempt)),
+            "method": "POST",
+            "input": step.input,
+            "timeout": step.timeout_s,
+            "action_on_empty_result": True,
         }
         if step.num_digits is not None:
             options["num_digits"] = step.num_digits
         if step.speech:
             options["hints"] = ", ".join(step.speech)
         gather = self.response.gather(**options)
-        prompt = step.prompt if attempt == 1 or step.reprompt is None \
+        prompt = (
+            step.prompt
+            if attempt == 1 or step.reprompt is None
             else f"{step.reprompt} {step.prompt}"
+        )
         gather.say(self.text(prompt), **_voice(step))
         self.waiting = True
 

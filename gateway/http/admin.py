@@ -29,8 +29,9 @@ from gateway.settings import ClientLimits
 logger = structlog.get_logger("hookline.http")
 
 
-def create_admin_app(readiness: Callable[[], tuple[bool, dict[str, object]]],
-                     metrics: Metrics) -> Starlette:
+def create_admin_app(
+    readiness: Callable[[], tuple[bool, dict[str, object]]], metrics: Metrics
+) -> Starlette:
     """The admin listener's app: ``readiness()`` gives (ready, details) for /readyz."""
 
     async def readyz(_request: Request) -> Response:
@@ -44,9 +45,13 @@ def create_admin_app(readiness: Callable[[], tuple[bool, dict[str, object]]],
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
 
-    app = Starlette(routes=[Route("/readyz", readyz, methods=["GET"]),
-                            Route("/metrics", metrics_endpoint, methods=["GET"])],
-                    exception_handlers={404: not_found})
+    app = Starlette(
+        routes=[
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found},
+    )
     app.router.redirect_slashes = False
     app.add_middleware(RequestContextMiddleware)
     return app
@@ -55,8 +60,9 @@ def create_admin_app(readiness: Callable[[], tuple[bool, dict[str, object]]],
 class AdminListener:
     """Serves the admin app on its own socket inside the gateway's event loop."""
 
-    def __init__(self, app: Starlette, host: str, port: int, limits: ClientLimits, *,
-                 shared: bool = False) -> None:
+    def __init__(
+        self, app: Starlette, host: str, port: int, limits: ClientLimits, *, shared: bool = False
+    ) -> None:
         self._app, self.host, self.port = app, host, port
         self._limits, self._shared = limits, shared
         self._server: uvicorn.Server | None = None

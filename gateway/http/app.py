@@ -73,13 +73,19 @@ def create_app(
     twiml = TwimlAnswers(rpc or create_rpc_client(settings.amqp_url), gateway_metrics)
     answers = {"/twilio/voice": twiml.voice, "/twilio/messaging": twiml.messaging}
     durability = Durability(
-        publisher, settings.data_dir, publish_timeout=settings.publish_timeout_s,
-        spool_max_events=settings.spool_max_events, spool_max_bytes=settings.spool_max_bytes,
+        publisher,
+        settings.data_dir,
+        publish_timeout=settings.publish_timeout_s,
+        spool_max_events=settings.spool_max_events,
+        spool_max_bytes=settings.spool_max_bytes,
     )
     ingress = Ingress(
-        settings=settings, twilio=TwilioVerifier(settings.tenants),
-        kaleyra=KaleyraVerifier(settings.tenants), publisher=publisher,
-        durability=durability, clock=clock or SystemClock(),
+        settings=settings,
+        twilio=TwilioVerifier(settings.tenants),
+        kaleyra=KaleyraVerifier(settings.tenants),
+        publisher=publisher,
+        durability=durability,
+        clock=clock or SystemClock(),
     )
 
     def readiness() -> tuple[bool, dict[str, object]]:
@@ -88,8 +94,13 @@ def create_app(
         return state == "up", {"broker": state, "spooled": spool.count() if spool else 0}
 
     admin_app = create_admin_app(readiness, metrics)
-    admin = AdminListener(admin_app, *settings.admin_listen, settings.client_limits,
-                          shared=shared_admin_port) if settings.admin_listen else None
+    admin = (
+        AdminListener(
+            admin_app, *settings.admin_listen, settings.client_limits, shared=shared_admin_port
+        )
+        if settings.admin_listen
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -98,8 +109,11 @@ def create_app(
         acceptor = await durability.start()
         acceptor.on_confirmed = gateway_metrics.publish_confirm.observe
         # Other processes answer scrapes too: keep this one's scrape-time values current.
-        refresher = asyncio.create_task(_refresh_forever(metrics)) \
-            if metrics.multiprocess_dir is not None else None
+        refresher = (
+            asyncio.create_task(_refresh_forever(metrics))
+            if metrics.multiprocess_dir is not None
+            else None
+        )
         # Start-up objects (settings, tenants, key states, modules) live as long as the
         # process: move them out of the collector's generations so that the collections the
         # request path triggers do not scan them again and again.
@@ -109,14 +123,21 @@ def create_app(
         await twiml.rpc.start()
         spool = durability.spool
         if not settings.config_found:
-            logger.warning("config_missing", config=str(settings.config_path),
-                           detail="no config file and HOOKLINE_CONFIG unset: no tenants, "
-                                  "every callback is refused (403)")
-        logger.info("gateway_started", tenants=len(tenant_ids), pid=os.getpid(),
-                    broker=durability.broker_state,
-                    spool=str(spool.path) if spool else None,
-                    spooled=spool.count() if spool else 0,
-                    admin=f"{admin.host}:{admin.port}" if admin else None)
+            logger.warning(
+                "config_missing",
+                config=str(settings.config_path),
+                detail="no config file and HOOKLINE_CONFIG unset: no tenants, "
+                "every callback is refused (403)",
+            )
+        logger.info(
+            "gateway_started",
+            tenants=len(tenant_ids),
+            pid=os.getpid(),
+            broker=durability.broker_state,
+            spool=str(spool.path) if spool else None,
+            spooled=spool.count() if spool else 0,
+            admin=f"{admin.host}:{admin.port}" if admin else None,
+        )
         try:
             yield
         finally:
@@ -135,43 +156,81 @@ def create_app(
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    metrics.gauge("hookline_broker_up", "1 while the broker confirms publishes, else 0.",
-                  lambda: float(durability.broker_state == "up"), mode="livemin")
-    metrics.gauge("hookline_spool_events", "Events waiting in this process's spool.",
-                  lambda: float(durability.spool.count() if durability.spool else 0))
-    metrics.gauge("hookline_spool_parked_events",
-                  "Spooled events set aside: returned as unroutable, or unreadable.",
-                  lambda: float(durability.replayer.parked if durability.replayer else 0))
-    metrics.gauge("hookline_publish_uncertain_total",
-                  "Publishes sent but not confirmed (live and replayed): possible duplicates.",
-                  lambda: float(durability.uncertain), kind="counter")
-    metrics.gauge("hookline_twiml_worker_answers_total",
-                  "Voice/messaging callbacks answered with a worker's TwiML.",
-                  lambda: float(twiml.replied), kind="counter")
-    metrics.gauge("hookline_twiml_fallbacks_total",
-                  "Voice/messaging callbacks answered with the fallback (no worker reply).",
-                  lambda: float(twiml.fallbacks), kind="counter")
-    metrics.gauge("hookline_twiml_late_replies_total",
-                  "Worker replies dropped because they came after their deadline.",
-                  lambda: float(twiml.rpc.late_replies), kind="counter")
+    metrics.gauge(
+        "hookline_broker_up",
+        "1 while the broker confirms publishes, else 0.",
+        lambda: float(durability.broker_state == "up"),
+        mode="livemin",
+    )
+    metrics.gauge(
+        "hookline_spool_events",
+        "Events waiting in this process's spool.",
+        lambda: float(durability.spool.count() if durability.spool else 0),
+    )
+    metrics.gauge(
+        "hookline_spool_parked_events",
+        "Spooled events set aside: returned as unroutable, or unreadable.",
+        lambda: float(durability.replayer.parked if durability.replayer else 0),
+    )
+    metrics.gauge(
+        "hookline_publish_uncertain_total",
+        "Publishes sent but not confirmed (live and replayed): possible duplicates.",
+        lambda: float(durability.uncertain),
+        kind="counter",
+    )
+    metrics.gauge(
+        "hookline_twiml_worker_answers_total",
+        "Voice/messaging callbacks answered with a worker's TwiML.",
+        lambda: float(twiml.replied),
+        kind="counter",
+    )
+    metrics.gauge(
+        "hookline_twiml_fallbacks_total",
+        "Voice/messaging callbacks answered with the fallback (no worker reply).",
+        lambda: float(twiml.fallbacks),
+        kind="counter",
+    )
+    metrics.gauge(
+        "hookline_twiml_late_replies_total",
+        "Worker replies dropped because they came after their deadline.",
+        lambda: float(twiml.rpc.late_replies),
+        kind="counter",
+    )
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("Not Found", status_code=404)
 
     callbacks: list[RouteSpec] = [
-        (path, ["POST"], callback_endpoint("twilio", kind, ingress, twilio_reader(kind),
-                                           answers.get(path, answer), gateway_metrics))
+        (
+            path,
+            ["POST"],
+            callback_endpoint(
+                "twilio",
+                kind,
+                ingress,
+                twilio_reader(kind),
+                answers.get(path, answer),
+                gateway_metrics,
+            ),
+        )
         for path, kind, answer in TWILIO_ROUTES
     ]
     callbacks += [
-        (path, methods, callback_endpoint("kaleyra", kind, ingress, kaleyra_reader(kind),
-                                          status_answer, gateway_metrics))
+        (
+            path,
+            methods,
+            callback_endpoint(
+                "kaleyra", kind, ingress, kaleyra_reader(kind), status_answer, gateway_metrics
+            ),
+        )
         for path, methods, kind in KALEYRA_ROUTES
     ]
     # The callback paths stay declared here so that other methods get Starlette's 405 (with
     # Allow); the methods they serve never reach Starlette (CallbackDispatch answers them).
-    routes = [Route(path, _served_by_dispatch, methods=list(methods))
-              for path, methods, _route in callbacks]
+    routes = [
+        Route(path, _served_by_dispatch, methods=list(methods))
+        for path, methods, _route in callbacks
+    ]
     # Bot-call steps are few (one per step of a call) and go through Starlette's routing.
     seal = PositionSeal(settings.flow_secret) if settings.flow_secret else None
     routes.append(Route(FLOW_ROUTE, flow_endpoint(ingress, seal), methods=["POST"]))

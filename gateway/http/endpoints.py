@@ -106,8 +106,7 @@ def _header_map(scope: Scope) -> tuple[dict[str, str], str | None]:
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """Read the body, refusing more than ``limit`` bytes before buffering them."""
     # ASCII digits only: str.isdigit() admits superscripts and other scripts int() refuses.
-    if declared is not None and declared.isascii() and declared.isdigit() \
-            and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -134,11 +133,19 @@ async def raw_request(scope: Scope, receive: Receive, ingress: Ingress) -> RawRe
     client = scope.get("client")
     trusted = client is not None and ingress.settings.is_trusted_proxy(client[0])
     settings = ingress.settings
-    base = public_base(scope, headers, public_url=settings.public_url, trusted=trusted,
-                       forwarded_hosts=settings.forwarded_hosts)
+    base = public_base(
+        scope,
+        headers,
+        public_url=settings.public_url,
+        trusted=trusted,
+        forwarded_hosts=settings.forwarded_hosts,
+    )
     body = await read_body(receive, declared, ingress.settings.max_body_bytes)
     return RawRequest(
-        method=scope["method"], url=public_url(base, path, query), headers=headers, body=body,
+        method=scope["method"],
+        url=public_url(base, path, query),
+        headers=headers,
+        body=body,
         query=query,
     )
 
@@ -162,13 +169,21 @@ class CallbackRoute:
 
     __slots__ = ("answer", "ingress", "kind", "metrics", "provider", "read")
 
-    def __init__(self, provider: str, kind: str, ingress: Ingress, read: CallbackReader,
-                 answer: Answer, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        kind: str,
+        ingress: Ingress,
+        read: CallbackReader,
+        answer: Answer,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.provider, self.kind, self.ingress = provider, kind, ingress
         self.read, self.answer, self.metrics = read, answer, metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send,
-                       path_params: Mapping[str, str]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, path_params: Mapping[str, str]
+    ) -> None:
         started = time.perf_counter()
         request_id = (incoming_request_id(scope) or new_request_id()).encode("ascii")
         # In the scope too, so that an answer step adds to this request's one log line.
@@ -179,29 +194,41 @@ class CallbackRoute:
         try:
             reply = await self._reply(scope, receive, path_params, fields)
             status = reply.status
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [*reply.raw_headers, (b"x-request-id", request_id)]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*reply.raw_headers, (b"x-request-id", request_id)],
+                }
+            )
             await send({"type": "http.response.body", "body": reply.body})
         except ClientDisconnected:
             client_went_away(scope, started, fields, self.metrics)
         except Exception:
             logger.exception("request_failed", path=scope.get("path"), **safe_fields(fields))
             if not status:
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"text/plain"),
-                                        (b"x-request-id", request_id)]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"text/plain"),
+                            (b"x-request-id", request_id),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": INTERNAL_ERROR.body})
         else:
             log_request(scope, status, started, fields, self.metrics)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
-    async def _reply(self, scope: Scope, receive: Receive, path_params: Mapping[str, str],
-                     fields: dict[str, Any]) -> HttpReply:
+    async def _reply(
+        self, scope: Scope, receive: Receive, path_params: Mapping[str, str], fields: dict[str, Any]
+    ) -> HttpReply:
         ingress = self.ingress
         try:
-            received = self.read(path_params, await raw_request(scope, receive, ingress),
-                                 ingress)
+            received = self.read(path_params, await raw_request(scope, receive, ingress), ingress)
             event = received.event
             fields.update(tenant=received.tenant.id, sid=event.subject, event_id=event.id)
             outcome = await ingress.accept(event, received.idempotency_key)
@@ -214,8 +241,14 @@ class CallbackRoute:
         return await self.answer(received.tenant, event, scope)
 
 
-def callback_endpoint(provider: str, kind: str, ingress: Ingress, read: CallbackReader,
-                      answer: Answer, metrics: GatewayMetrics | None = None) -> CallbackRoute:
+def callback_endpoint(
+    provider: str,
+    kind: str,
+    ingress: Ingress,
+    read: CallbackReader,
+    answer: Answer,
+    metrics: GatewayMetrics | None = None,
+) -> CallbackRoute:
     """An endpoint for one callback kind: verify, normalize, make safe, then answer."""
     return CallbackRoute(provider, kind, ingress, read, answer, metrics)
 

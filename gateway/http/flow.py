@@ -49,9 +49,11 @@ def flow_endpoint(
             token = first(parse_urlencoded(raw.query, what="query string"), "s")
             if not token or seal is None:
                 raise AuthenticationFailed(
-                    "flow request without a sealed position (expected ?s=...)" if seal
+                    "flow request without a sealed position (expected ?s=...)"
+                    if seal
                     else "flow request, but no flow_secret is configured",
-                    reason="flow_position_invalid")
+                    reason="flow_position_invalid",
+                )
             now = ingress.clock.now()
             position = seal.open(token, tenant=tenant.id, now=int(now.timestamp()))
             flow = tenant.flows.flows.get(position.flow) if tenant.flows is not None else None
@@ -72,14 +74,21 @@ def flow_endpoint(
                 rendered = render(flow, position, params, url, status_url)
             except KeyError as exc:
                 # The call is live: give the callee the fallback rather than an error tone.
-                fields.update(outcome="fallback", reason="flow_step_unavailable",
-                              error=str(exc.args[0]))
-                logger.warning("flow_step_unavailable", tenant=tenant.id, flow=position.flow,
-                               step=position.step, error=str(exc.args[0]))
+                fields.update(
+                    outcome="fallback", reason="flow_step_unavailable", error=str(exc.args[0])
+                )
+                logger.warning(
+                    "flow_step_unavailable",
+                    tenant=tenant.id,
+                    flow=position.flow,
+                    step=position.step,
+                    error=str(exc.args[0]),
+                )
                 return Response(tenant.fallback_voice_twiml, media_type=TWIML_MEDIA_TYPE)
             event = flow_event(tenant.id, position, rendered, verified.params, now)
-            fields.update(sid=event.subject, event_id=event.id, flow=position.flow,
-                          step=position.step)
+            fields.update(
+                sid=event.subject, event_id=event.id, flow=position.flow, step=position.step
+            )
             outcome = await ingress.accept(event, verified.idempotency_token)
         except RejectedCallback as exc:
             return _response(rejection(exc, fields))

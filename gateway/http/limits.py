@@ -45,8 +45,13 @@ class _HeadRefused(Exception):
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines and size limits on what clients send."""
 
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits: ClientLimits = getattr(config, LIMITS_ATTRIBUTE, None) or ClientLimits()
         self._in_head = True  # the current request's head is not complete yet
@@ -107,8 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes + self._read_bytes > self.limits.max_header_bytes:
             # The read that completed the head may hold a large part of it: size it exactly
             # (only then: the common small request skips the sum).
-            size = len(self.url) + sum(len(name) + len(value) + 4
-                                       for name, value in self.headers)
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             if size > self.limits.max_header_bytes:
                 raise _HeadRefused(f"request head of {size} bytes")
         if self._timer is not None:
@@ -148,10 +152,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusing = True
         self._disarm()
         body = status.phrase.encode()
-        head = (f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: text/plain; "
-                f"charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: text/plain; "
+            f"charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
         self.transport.write(head.encode() + body)
         self.transport.close()
         client = self.client
-        logger.info("client_refused", status=status.value, reason=reason,
-                    client=client[0] if client else None)
+        logger.info(
+            "client_refused",
+            status=status.value,
+            reason=reason,
+            client=client[0] if client else None,
+        )

@@ -69,7 +69,8 @@ class RequestContextMiddleware:
                 header_sent = True
                 message.setdefault("headers", [])
                 message["headers"] = [
-                    *message["headers"], (b"x-request-id", request_id.encode("ascii"))
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("ascii")),
                 ]
             await send(message)
 
@@ -82,8 +83,13 @@ class RequestContextMiddleware:
             logger.exception("request_failed", path=scope.get("path"), **safe_fields(fields))
             if not header_sent:
                 status = 500
-                await send_wrapper({"type": "http.response.start", "status": 500,
-                                    "headers": [(b"content-type", b"text/plain")]})
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"text/plain")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
         else:
             log_request(scope, status, started, fields, self.metrics)
@@ -115,7 +121,10 @@ def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_request(
-    scope: Scope, status: int, started: float, fields: dict[str, Any],
+    scope: Scope,
+    status: int,
+    started: float,
+    fields: dict[str, Any],
     metrics: GatewayMetrics | None,
 ) -> None:
     seconds = time.perf_counter() - started
@@ -133,11 +142,22 @@ def log_request(
     else:
         event, outcome = "callback_failed", fields.pop("outcome", "failed")
     log = bound.warning if outcome in ("rejected", "failed") else bound.info
-    log(event, method=scope.get("method"), path=path, status=status, outcome=outcome,
-        latency_ms=latency_ms, **safe_fields(fields))
+    log(
+        event,
+        method=scope.get("method"),
+        path=path,
+        status=status,
+        outcome=outcome,
+        latency_ms=latency_ms,
+        **safe_fields(fields),
+    )
     if metrics is not None:
-        metrics.callback(str(fields.get("provider", "none")), str(fields.get("kind", "none")),
-                         str(outcome), seconds)
+        metrics.callback(
+            str(fields.get("provider", "none")),
+            str(fields.get("kind", "none")),
+            str(outcome),
+            seconds,
+        )
         if outcome == "rejected":
             metrics.rejected(str(fields["reason"]))
 
@@ -147,12 +167,16 @@ def client_went_away(
 ) -> None:
     """The one line of a request whose client hung up before sending its whole body."""
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    logger.bind().info("client_disconnected", method=scope.get("method"),
-                       path=scope.get("path", ""), outcome="disconnected",
-                       latency_ms=latency_ms, **safe_fields(fields))
+    logger.bind().info(
+        "client_disconnected",
+        method=scope.get("method"),
+        path=scope.get("path", ""),
+        outcome="disconnected",
+        latency_ms=latency_ms,
+        **safe_fields(fields),
+    )
     if metrics is not None:
-        metrics.disconnected(str(fields.get("provider", "none")),
-                             str(fields.get("kind", "none")))
+        metrics.disconnected(str(fields.get("provider", "none")), str(fields.get("kind", "none")))
 
 
 def _default_reason(status: int) -> str:

@@ -46,8 +46,9 @@ def text_reply(status: int, text: str) -> HttpReply:
 
 
 def twiml_reply(document: str | bytes) -> HttpReply:
-    return HttpReply(200, document.encode() if isinstance(document, str) else document,
-                     TWIML_MEDIA_TYPE)
+    return HttpReply(
+        200, document.encode() if isinstance(document, str) else document, TWIML_MEDIA_TYPE
+    )
 
 
 #: What a route answers once the event is safe: the tenant, its event and the request's ASGI

@@ -22,13 +22,18 @@ from gateway.settings import ClientLimits
 #: On SIGTERM uvicorn stops accepting and lets requests in flight finish (each is bounded by
 #: the publish deadline plus a spool write, and the TwiML deadline) before the lifespan drains.
 COMMON_OPTIONS: Final[dict[str, Any]] = {
-    "log_config": None, "access_log": False, "proxy_headers": False, "server_header": False,
-    "timeout_graceful_shutdown": 15, "ws": "none",
+    "log_config": None,
+    "access_log": False,
+    "proxy_headers": False,
+    "server_header": False,
+    "timeout_graceful_shutdown": 15,
+    "ws": "none",
 }
 
 
-def server_config(app: Any, host: str, port: int, limits: ClientLimits,
-                  **options: Any) -> uvicorn.Config:
+def server_config(
+    app: Any, host: str, port: int, limits: ClientLimits, **options: Any
+) -> uvicorn.Config:
     """A uvicorn Config for ``app`` (an ASGI app, or an import string with ``factory=True``)."""
     fast: dict[str, Any] = {}
     if importlib.util.find_spec("uvloop") is not None:
@@ -41,8 +46,13 @@ def server_config(app: Any, host: str, port: int, limits: ClientLimits,
         # uvicorn's h11 protocol bounds the head's size itself; the timeouts need httptools
         # (a dependency of uvicorn[standard] on CPython).
         fast.update(http="h11", h11_max_incomplete_event_size=limits.max_header_bytes)
-    config = uvicorn.Config(app, host=host, port=port, limit_concurrency=limits.max_connections,
-                            **{**COMMON_OPTIONS, **fast, **options})
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        limit_concurrency=limits.max_connections,
+        **{**COMMON_OPTIONS, **fast, **options},
+    )
     from gateway.http.limits import LIMITS_ATTRIBUTE
 
     setattr(config, LIMITS_ATTRIBUTE, limits)

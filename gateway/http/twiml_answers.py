@@ -40,12 +40,12 @@ class TwimlAnswers:
     async def messaging(self, tenant: Tenant, event: Event, scope: Scope) -> HttpReply:
         return await self._answer(tenant, event, scope, EMPTY_TWIML)
 
-    async def _answer(self, tenant: Tenant, event: Event, scope: Scope,
-                      fallback: str) -> HttpReply:
+    async def _answer(self, tenant: Tenant, event: Event, scope: Scope, fallback: str) -> HttpReply:
         started = time.monotonic()
         query = scope.get("query_string", b"").decode("latin-1")
-        result = await self.rpc.request(event, query=query,
-                                        timeout_s=answer_timeout_s(tenant.routing))
+        result = await self.rpc.request(
+            event, query=query, timeout_s=answer_timeout_s(tenant.routing)
+        )
         fields = log_fields(scope)
         seconds = time.monotonic() - started
         fields["twiml_ms"] = round(seconds * 1000, 2)

@@ -64,7 +64,9 @@ def public_base(
             if forwarded_host.lower() not in forwarded_hosts:
                 raise AuthenticationFailed(
                     f"X-Forwarded-Host {forwarded_host[:_SHOWN]!r} from a trusted proxy is not "
-                    "in HOOKLINE_FORWARDED_HOSTS", reason="forwarded_host_not_allowed")
+                    "in HOOKLINE_FORWARDED_HOSTS",
+                    reason="forwarded_host_not_allowed",
+                )
             return f"{scheme}://{forwarded_host}"
     server = scope.get("server")
     if not server:

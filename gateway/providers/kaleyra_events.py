@@ -124,9 +124,14 @@ def normalize(kind: str, tenant: Tenant, params: Params, now: datetime) -> Event
     data["raw"] = raw_view(params)
     # The receipt time is deliberately not part of the id: a retry is the same fact.
     return Event(
-        id=event_id(PROVIDER, account.sid, kind, message_id, *fact), kind=kind,
-        tenant=tenant.id, provider=PROVIDER, source=f"{PROVIDER}/{account.sid}",
-        subject=message_id, time=now, data=data,
+        id=event_id(PROVIDER, account.sid, kind, message_id, *fact),
+        kind=kind,
+        tenant=tenant.id,
+        provider=PROVIDER,
+        source=f"{PROVIDER}/{account.sid}",
+        subject=message_id,
+        time=now,
+        data=data,
     )
 
 
@@ -157,8 +162,12 @@ def _message_status(fields: dict[str, str], params: Params, zone: ZoneInfo, kind
     error_code = _opt(fields, "error_code")
     # Failed or undelivered with a detail other than the status: the trace code says why
     # (CON-DND, INVALID-SUB, ...).
-    if (error_code is None and detail is not None and status in ("failed", "undelivered")
-            and _squash(detail) != _squash(status_value)):
+    if (
+        error_code is None
+        and detail is not None
+        and status in ("failed", "undelivered")
+        and _squash(detail) != _squash(status_value)
+    ):
         error_code = detail
     data = {
         "message_id": message_id,
@@ -182,9 +191,7 @@ def _message_status(fields: dict[str, str], params: Params, zone: ZoneInfo, kind
     return message_id, (status, _squash(status_value), _squash(detail)), data
 
 
-def _message_incoming(
-    fields: dict[str, str], params: Params, zone: ZoneInfo, kind: str
-) -> _Built:
+def _message_incoming(fields: dict[str, str], params: Params, zone: ZoneInfo, kind: str) -> _Built:
     message_id = _message_id(fields, kind)
     data = {
         "message_id": message_id,

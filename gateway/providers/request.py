@@ -143,8 +143,9 @@ def bounded_count(value: str | None, field: str, source: str) -> int | None:
         return None
     maximum = FIELD_MAXIMUMS[field]
     if len(value) > _MAX_DIGITS or int(value) > maximum:
-        raise FieldOutOfRange(f"{source} must be at most {maximum}, got a {len(value)}-digit "
-                              "number")
+        raise FieldOutOfRange(
+            f"{source} must be at most {maximum}, got a {len(value)}-digit number"
+        )
     return int(value)
 
 

@@ -137,7 +137,9 @@ def _encoded_variants(url: str) -> tuple[bytes, bytes] | None:
 
 
 def _signature_matches(
-    keys: tuple[hmac.HMAC, ...], urls: tuple[bytes, bytes] | None, params: Params | None,
+    keys: tuple[hmac.HMAC, ...],
+    urls: tuple[bytes, bytes] | None,
+    params: Params | None,
     signature: str,
 ) -> bool:
     """Whether ``signature`` is any key's signature over either URL variant plus the params."""
@@ -281,8 +283,9 @@ class TwilioVerifier:
                 f"(AccountSid {account_sid!r})",
                 reason="signature_missing",
             )
-        if not _signature_matches(self._keys_for(account), self._variants(url), signed_params,
-                                  signature):
+        if not _signature_matches(
+            self._keys_for(account), self._variants(url), signed_params, signature
+        ):
             # Name the URL that was checked: most failures in a new set-up are a public URL
             # that differs from what Twilio signed (localhost vs 127.0.0.1, a tunnel, a proxy).
             raise AuthenticationFailed(

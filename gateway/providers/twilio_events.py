@@ -44,11 +44,19 @@ UNKNOWN: Final = "unknown"
 # reported as "undelivered" so that metering and alerting treat it as a failure to deliver.
 # Anything not listed becomes "unknown"; ``provider_status`` always keeps Twilio's own value.
 MESSAGE_STATUS_MAP: Final[dict[str, str]] = {
-    "accepted": "accepted", "scheduled": "scheduled", "canceled": "canceled",
-    "queued": "queued", "sending": "queued", "sent": "sent",
-    "delivered": "delivered", "read": "read", "failed": "failed",
-    "undelivered": "undelivered", "partially_delivered": "undelivered",
-    "receiving": "received", "received": "received",
+    "accepted": "accepted",
+    "scheduled": "scheduled",
+    "canceled": "canceled",
+    "queued": "queued",
+    "sending": "queued",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+    "undelivered": "undelivered",
+    "partially_delivered": "undelivered",
+    "receiving": "received",
+    "received": "received",
 }
 # Twilio's CallStatus values are already the normalized ones; anything else is "unknown".
 # https://www.twilio.com/docs/voice/api/call-resource#call-status-values
@@ -96,8 +104,14 @@ def normalize(kind: str, tenant: Tenant, params: Params, now: datetime) -> Event
     data["raw"] = raw_view(params)
     # The receipt time is deliberately not part of the id: a retry is the same fact.
     return Event(
-        id=event_id(PROVIDER, account, kind, sid, *fact), kind=kind, tenant=tenant.id,
-        provider=PROVIDER, source=f"{PROVIDER}/{account}", subject=sid, time=now, data=data,
+        id=event_id(PROVIDER, account, kind, sid, *fact),
+        kind=kind,
+        tenant=tenant.id,
+        provider=PROVIDER,
+        source=f"{PROVIDER}/{account}",
+        subject=sid,
+        time=now,
+        data=data,
     )
 
 
@@ -277,9 +291,12 @@ def _recording(params: Params) -> dict[str, Any] | None:
     sid = _opt(params, "RecordingSid")
     if sid is None:
         return None
-    return {"sid": sid, "url": _opt(params, "RecordingUrl"),
-            "status": _opt(params, "RecordingStatus"),
-            "duration_s": _count(params, "RecordingDuration", "duration_s")}
+    return {
+        "sid": sid,
+        "url": _opt(params, "RecordingUrl"),
+        "status": _opt(params, "RecordingStatus"),
+        "duration_s": _count(params, "RecordingDuration", "duration_s"),
+    }
 
 
 def _rfc2822_to_rfc3339(value: str | None) -> str | None:

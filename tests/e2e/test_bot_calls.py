@@ -46,10 +46,11 @@ from tests.support.schema_check import assert_valid_event
 from tests.support.server import serving
 from tests.support.twilio_signing import signed_form_request
 from tests.support.workers import eventually, running
+from workers.amqp_transport import AmqpTransport
 from workers.backends import create_store
 from workers.flows.twilio_api import TwilioRestApi
 from workers.flows.worker import BotCalls, BotCommands
-from workers.runner import AmqpTransport, Runner
+from workers.runner import Runner
 
 pytestmark = pytest.mark.broker
 
@@ -72,11 +73,17 @@ class Bot:
     results: list[dict[str, Any]]
 
     async def command(self, request_id: str, **change: object) -> None:
-        body = {"request_id": request_id, "flow": "refill", "to": TO,
-                "vars": {"patient_name": "Ann", "pickup_time": "5 pm"}, **change}
+        body = {
+            "request_id": request_id,
+            "flow": "refill",
+            "to": TO,
+            "vars": {"patient_name": "Ann", "pickup_time": "5 pm"},
+            **change,
+        }
         exchange = await self.channel.get_exchange(COMMANDS_EXCHANGE)
-        await exchange.publish(aio_pika.Message(orjson.dumps(body)),
-                               routing_key=f"{self.tenant}.call.bot")
+        await exchange.publish(
+            aio_pika.Message(orjson.dumps(body)), routing_key=f"{self.tenant}.call.bot"
+        )
 
     async def placed(self, count: int = 1) -> tuple[str, str]:
         await eventually(lambda: len(self.fake.calls()) >= count)
@@ -90,26 +97,38 @@ class Bot:
         self.results.extend(doc for doc in docs if doc["type"] == "io.hookline.call.bot.result")
         return docs
 
-    async def twilio(self, url: str, params: dict[str, str], *,
-                     token: str | None = None) -> httpx.Response:
+    async def twilio(
+        self, url: str, params: dict[str, str], *, token: str | None = None
+    ) -> httpx.Response:
         """POST as Twilio does: the public URL signed with the tenant's token."""
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        body, headers = signed_form_request(f"{PUBLIC}{target}", {
-            "AccountSid": self.account, "ApiVersion": "2010-04-01", "Direction": "outbound-api",
-            "From": "+14155550100", "To": TO, **params}, token or self.token)
+        body, headers = signed_form_request(
+            f"{PUBLIC}{target}",
+            {
+                "AccountSid": self.account,
+                "ApiVersion": "2010-04-01",
+                "Direction": "outbound-api",
+                "From": "+14155550100",
+                "To": TO,
+                **params,
+            },
+            token or self.token,
+        )
         return await self.http.post(target, content=body, headers=headers)
 
     async def step(self, url: str, call_sid: str, **params: str) -> ET.Element:
-        response = await self.twilio(url, {"CallSid": call_sid, "CallStatus": "in-progress",
-                                           **params})
+        response = await self.twilio(
+            url, {"CallSid": call_sid, "CallStatus": "in-progress", **params}
+        )
         assert response.status_code == 200, response.text
         return ET.fromstring(response.text)
 
     async def status(self, call_sid: str, status: str, sequence: int, **params: str) -> None:
-        response = await self.twilio(f"{PUBLIC}/twilio/voice/status", {
-            "CallSid": call_sid, "CallStatus": status, "SequenceNumber": str(sequence),
-            **params})
+        response = await self.twilio(
+            f"{PUBLIC}/twilio/voice/status",
+            {"CallSid": call_sid, "CallStatus": status, "SequenceNumber": str(sequence), **params},
+        )
         assert response.status_code == 204, response.text
 
     async def result(self, request_id: str) -> dict[str, Any]:
@@ -130,21 +149,32 @@ def action_of(root: ET.Element) -> str:
 
 
 @contextlib.asynccontextmanager
-async def bot_systems(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
-                      calls_per_second: int = 10, count: int = 1) -> AsyncIterator[list[Bot]]:
+async def bot_systems(
+    amqp_url: str, rabbit: RabbitClient, tmp_path: Path, calls_per_second: int = 10, count: int = 1
+) -> AsyncIterator[list[Bot]]:
     """One gateway, fake Twilio and flows workers serving ``count`` tenants, each with its own
     subaccount and token: one Bot per tenant."""
-    made = [(f"bot-{secrets.token_hex(3)}", "AC" + secrets.token_hex(16), secrets.token_hex(16))
-            for _ in range(count)]
-    flows = REFILL_FLOW_TOML.replace("calls_per_second = 1",
-                                     f"calls_per_second = {calls_per_second}")
+    made = [
+        (f"bot-{secrets.token_hex(3)}", "AC" + secrets.token_hex(16), secrets.token_hex(16))
+        for _ in range(count)
+    ]
+    flows = REFILL_FLOW_TOML.replace(
+        "calls_per_second = 1", f"calls_per_second = {calls_per_second}"
+    )
     config = tmp_path / "hookline.toml"
-    config.write_text('[gateway]\nflow_secret = "unused"\n' + "".join(
-        f'[[tenants]]\nid = "{tenant}"\n[tenants.twilio]\naccount_sid = "{account}"\n'
-        f'auth_token = "{token}"\n{flows}\n' for tenant, account, token in made), "utf-8")
+    config.write_text(
+        '[gateway]\nflow_secret = "unused"\n'
+        + "".join(
+            f'[[tenants]]\nid = "{tenant}"\n[tenants.twilio]\naccount_sid = "{account}"\n'
+            f'auth_token = "{token}"\n{flows}\n'
+            for tenant, account, token in made
+        ),
+        "utf-8",
+    )
     tenants = load_config(config, {}).tenants
-    settings = Settings(tenants=tenants, amqp_url=amqp_url, public_url=PUBLIC,
-                        data_dir=tmp_path, flow_secret=SECRET)
+    settings = Settings(
+        tenants=tenants, amqp_url=amqp_url, public_url=PUBLIC, data_dir=tmp_path, flow_secret=SECRET
+    )
     fake = FakeTwilio({account: token for _tenant, account, token in made})
     app = create_app(settings)
     publisher = create_publisher(amqp_url, [tenant for tenant, _account, _token in made])
@@ -153,18 +183,33 @@ async def bot_systems(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
     async with serving(fake.app()) as fake_url, serving(app) as gateway_url:
         await publisher.start()
         api = TwilioRestApi(api_base=fake_url)
-        commands = BotCommands(tenants=tenants, api=api, store=create_store(store_url),
-                               publisher=publisher, seal=PositionSeal(SECRET),
-                               public_url=PUBLIC, clock=SystemClock())
-        calls = BotCalls(tenants=tenants, api=api, store=create_store(store_url),
-                         publisher=publisher, clock=SystemClock())
+        commands = BotCommands(
+            tenants=tenants,
+            api=api,
+            store=create_store(store_url),
+            publisher=publisher,
+            seal=PositionSeal(SECRET),
+            public_url=PUBLIC,
+            clock=SystemClock(),
+        )
+        calls = BotCalls(
+            tenants=tenants,
+            api=api,
+            store=create_store(store_url),
+            publisher=publisher,
+            clock=SystemClock(),
+        )
         try:
-            async with running(Runner(commands, AmqpTransport(amqp_url, "flows"))), \
-                    running(Runner(calls, AmqpTransport(amqp_url, "flows-calls"))), \
-                    httpx.AsyncClient(base_url=gateway_url) as http:
+            async with (
+                running(Runner(commands, AmqpTransport(amqp_url, "flows"))),
+                running(Runner(calls, AmqpTransport(amqp_url, "flows-calls"))),
+                httpx.AsyncClient(base_url=gateway_url) as http,
+            ):
                 channel = await connection.channel()
-                yield [Bot(tenant, account, token, http, fake, rabbit, channel, [])
-                       for tenant, account, token in made]
+                yield [
+                    Bot(tenant, account, token, http, fake, rabbit, channel, [])
+                    for tenant, account, token in made
+                ]
         finally:
             await api.close()
             await publisher.close()
@@ -172,8 +217,9 @@ async def bot_systems(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
 
 
 @contextlib.asynccontextmanager
-async def bot_system(amqp_url: str, rabbit: RabbitClient, tmp_path: Path,
-                     calls_per_second: int = 10) -> AsyncIterator[Bot]:
+async def bot_system(
+    amqp_url: str, rabbit: RabbitClient, tmp_path: Path, calls_per_second: int = 10
+) -> AsyncIterator[Bot]:
     async with bot_systems(amqp_url, rabbit, tmp_path, calls_per_second) as (system,):
         yield system
 
@@ -185,8 +231,7 @@ async def bot(amqp_url: str, rabbit: RabbitClient, tmp_path: Path) -> AsyncItera
 
 
 @pytest.fixture
-async def two_bots(amqp_url: str, rabbit: RabbitClient, tmp_path: Path
-                   ) -> AsyncIterator[list[Bot]]:
+async def two_bots(amqp_url: str, rabbit: RabbitClient, tmp_path: Path) -> AsyncIterator[list[Bot]]:
     """Two tenants on one system: the victim (first) and the attacker holding its own token."""
     async with bot_systems(amqp_url, rabbit, tmp_path, count=2) as systems:
         yield systems
@@ -208,15 +253,18 @@ async def test_human_answers_and_presses_1(bot: Bot) -> None:
     await bot.status(sid, "completed", 3, CallDuration="37", AnsweredBy="human")
     data = await bot.result("rx-1")
     assert (data["outcome"], data["inputs"], data["duration_s"], data["call_sid"]) == (
-        "completed", {"menu": "1"}, 37, sid)
+        "completed",
+        {"menu": "1"},
+        37,
+        sid,
+    )
 
 
 async def test_human_presses_2_and_is_transferred(bot: Bot) -> None:
     """2 dials the pharmacy; the result records the choice."""
     await bot.command("rx-2")
     sid, url = await bot.placed()
-    root = await bot.step(action_of(await bot.step(url, sid, AnsweredBy="human")), sid,
-                          Digits="2")
+    root = await bot.step(action_of(await bot.step(url, sid, AnsweredBy="human")), sid, Digits="2")
     dial = root.find("Dial")
     assert dial is not None and dial.text == "+14155550199"
     await bot.status(sid, "completed", 3, CallDuration="95")
@@ -271,10 +319,12 @@ async def test_a_tampered_step_url_is_refused(bot: Bot) -> None:
     token = urlsplit(url).query.removeprefix("s=")
     payload, tag = token.split(".")
     forged = PositionSeal(Secret("attacker")).seal(
-        PositionSeal(SECRET).open(token, tenant=bot.tenant, now=int(time.time())).at("transfer"))
+        PositionSeal(SECRET).open(token, tenant=bot.tenant, now=int(time.time())).at("transfer")
+    )
     for bad in (f"{forged.split('.')[0]}.{tag}", f"{payload}.{forged.split('.')[1]}"):
-        response = await bot.twilio(f"{PUBLIC}/twilio/voice/flow?s={bad}",
-                                    {"CallSid": sid, "CallStatus": "in-progress"})
+        response = await bot.twilio(
+            f"{PUBLIC}/twilio/voice/flow?s={bad}", {"CallSid": sid, "CallStatus": "in-progress"}
+        )
         assert response.status_code == 403
 
 
@@ -317,11 +367,9 @@ async def test_another_tenants_status_callback_cannot_end_the_call(
     await victim.step(action_of(root), sid, Digits="1")
     await victim.status(sid, "completed", 3, CallDuration="40", AnsweredBy="human")
     data = await victim.result("rx-v1")
-    assert (data["outcome"], data["inputs"], data["call_sid"]) == ("completed", {"menu": "1"},
-                                                                   sid)
+    assert (data["outcome"], data["inputs"], data["call_sid"]) == ("completed", {"menu": "1"}, sid)
     assert len(victim.results) == 1
-    assert [d for d in await attacker.events() if d["type"] == "io.hookline.call.bot.result"] \
-        == []
+    assert [d for d in await attacker.events() if d["type"] == "io.hookline.call.bot.result"] == []
 
 
 async def test_another_tenants_flow_step_cannot_touch_the_call(two_bots: list[Bot]) -> None:
@@ -334,10 +382,10 @@ async def test_another_tenants_flow_step_cannot_touch_the_call(two_bots: list[Bo
     victim_sid, victim_url = await victim.placed()
     await attacker.command("rx-a2")
     attacker_sid, attacker_url = await attacker.placed(2)
-    attacker_menu = action_of(await attacker.step(attacker_url, attacker_sid,
-                                                  AnsweredBy="human"))
-    replayed = await attacker.twilio(attacker_menu, {"CallSid": victim_sid, "Digits": "1",
-                                                     "CallStatus": "in-progress"})
+    attacker_menu = action_of(await attacker.step(attacker_url, attacker_sid, AnsweredBy="human"))
+    replayed = await attacker.twilio(
+        attacker_menu, {"CallSid": victim_sid, "Digits": "1", "CallStatus": "in-progress"}
+    )
     assert replayed.status_code == 403
     # The entry URL is unbound (sealed before Twilio named the call): served, but as the
     # attacker's own call under the attacker's tenant.
@@ -349,7 +397,10 @@ async def test_another_tenants_flow_step_cannot_touch_the_call(two_bots: list[Bo
     await victim.status(victim_sid, "completed", 3, CallDuration="20", AnsweredBy="human")
     data = await victim.result("rx-v2")
     assert (data["outcome"], data["answered_by"], data["inputs"]) == (
-        "completed", "human", {"menu": "1"})
+        "completed",
+        "human",
+        {"menu": "1"},
+    )
 
 
 async def test_a_sealed_position_replayed_on_another_call_is_403(bot: Bot) -> None:
@@ -357,8 +408,9 @@ async def test_a_sealed_position_replayed_on_another_call_is_403(bot: Bot) -> No
     await bot.command("rx-8")
     sid, url = await bot.placed()
     menu = action_of(await bot.step(url, sid, AnsweredBy="human"))
-    response = await bot.twilio(menu, {"CallSid": "CA" + "0" * 32, "Digits": "1",
-                                       "CallStatus": "in-progress"})
+    response = await bot.twilio(
+        menu, {"CallSid": "CA" + "0" * 32, "Digits": "1", "CallStatus": "in-progress"}
+    )
     assert response.status_code == 403
 
 
@@ -370,18 +422,28 @@ async def test_a_forged_event_with_another_tenants_body_is_dead_lettered(
     victim, attacker = two_bots
     await victim.command("rx-v3")
     sid, _url = await victim.placed()
-    event = Event(id=str(uuid.uuid4()), kind="call.status", tenant=victim.tenant,
-                  provider="twilio", source=f"twilio/{victim.account}", subject=sid,
-                  time=datetime.now(UTC), data={"call_sid": sid, "status": "no-answer",
-                                                "raw": {}})
+    event = Event(
+        id=str(uuid.uuid4()),
+        kind="call.status",
+        tenant=victim.tenant,
+        provider="twilio",
+        source=f"twilio/{victim.account}",
+        subject=sid,
+        time=datetime.now(UTC),
+        data={"call_sid": sid, "status": "no-answer", "raw": {}},
+    )
     exchange = await victim.channel.get_exchange(EVENTS_EXCHANGE)
-    await exchange.publish(aio_pika.Message(event.to_json(), message_id=event.id,
-                                            content_type=CONTENT_TYPE),
-                           routing_key=f"{attacker.tenant}.twilio.call.status")
+    await exchange.publish(
+        aio_pika.Message(event.to_json(), message_id=event.id, content_type=CONTENT_TYPE),
+        routing_key=f"{attacker.tenant}.twilio.call.status",
+    )
 
     async def dead() -> bool:
-        found = [props for props, _doc in await victim.rabbit.read_all(DEAD_QUEUE)
-                 if props.message_id == event.id]
+        found = [
+            props
+            for props, _doc in await victim.rabbit.read_all(DEAD_QUEUE)
+            if props.message_id == event.id
+        ]
         return bool(found) and found[0].headers[REASON_HEADER] == "tenant_mismatch"
 
     await eventually(dead, within=10)
@@ -397,11 +459,18 @@ async def test_a_command_cannot_borrow_another_tenants_routing_key_by_header(
     original-routing-key header set to the victim's key: it stays the attacker's command
     (placed on the attacker's subaccount), never one of the victim's."""
     victim, attacker = two_bots
-    body = {"request_id": "rx-h1", "flow": "refill", "to": TO,
-            "vars": {"patient_name": "Ann", "pickup_time": "5 pm"}}
+    body = {
+        "request_id": "rx-h1",
+        "flow": "refill",
+        "to": TO,
+        "vars": {"patient_name": "Ann", "pickup_time": "5 pm"},
+    }
     exchange = await attacker.channel.get_exchange(COMMANDS_EXCHANGE)
-    await exchange.publish(aio_pika.Message(orjson.dumps(body), headers={
-        ROUTING_KEY_HEADER: f"{victim.tenant}.call.bot"}),
-        routing_key=f"{attacker.tenant}.call.bot")
+    await exchange.publish(
+        aio_pika.Message(
+            orjson.dumps(body), headers={ROUTING_KEY_HEADER: f"{victim.tenant}.call.bot"}
+        ),
+        routing_key=f"{attacker.tenant}.call.bot",
+    )
     await eventually(lambda: len(attacker.fake.calls()) == 1)
     assert [call.account for call in attacker.fake.calls()] == [attacker.account]

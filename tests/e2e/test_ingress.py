@@ -202,5 +202,7 @@ async def test_kaleyra_reports_reach_only_their_tenant(
         assert doc["provider"] == "kaleyra" and doc["tenant"] == tenants.a.id
     assert await inbox.events(tenant_queue(tenants.b.id)) == []
     usage = [doc for doc in await inbox.events(USAGE_QUEUE) if doc["tenant"] == tenants.a.id]
-    assert sorted(doc["type"] for doc in usage) == ["io.hookline.message.incoming",
-                                                    "io.hookline.message.status"]
+    assert sorted(doc["type"] for doc in usage) == [
+        "io.hookline.message.incoming",
+        "io.hookline.message.status",
+    ]

@@ -37,8 +37,9 @@ from tests.support.rabbit import RabbitClient
 from tests.support.routing import ACME_SID, ACME_TOKEN, OFFICE_NUMBER, routed_tenant
 from tests.support.samples import call_incoming, message_status
 from tests.support.twiml_stack import twiml_stack
+from workers.amqp_transport import AmqpTransport
 from workers.handler import Delivery, Result
-from workers.runner import AmqpTransport, Runner
+from workers.runner import Runner
 from workers.twiml_worker import TwimlHandler
 
 pytestmark = pytest.mark.broker
@@ -105,9 +106,16 @@ async def running(handler: Any, url: str) -> AsyncIterator[Runner]:
 
 
 def event(tenant: str, kind: str) -> Event:
-    return Event(id=str(uuid.uuid4()), kind=kind, tenant=tenant, provider="twilio",
-                 source="twilio/AC0123", subject="CA1", time=datetime(2026, 1, 1, tzinfo=UTC),
-                 data={})
+    return Event(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        tenant=tenant,
+        provider="twilio",
+        source="twilio/AC0123",
+        subject="CA1",
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+        data={},
+    )
 
 
 async def test_gateway_and_twiml_worker_answer_a_call_with_their_own_users(
@@ -118,8 +126,10 @@ async def test_gateway_and_twiml_worker_answer_a_call_with_their_own_users(
     acme = routed_tenant(answer_timeout_ms=3000)
     if await rabbit.queue_exists(tenant_queue("acme")):
         await rabbit.purge(tenant_queue("acme"))
-    async with twiml_stack([acme], logins["gateway"]) as stack, \
-            running(TwimlHandler(StaticTenantRegistry([acme])), logins["twiml"]):
+    async with (
+        twiml_stack([acme], logins["gateway"]) as stack,
+        running(TwimlHandler(StaticTenantRegistry([acme])), logins["twiml"]),
+    ):
         params = call_incoming(ACME_SID, 1) | {"To": OFFICE_NUMBER}
         for _ in range(100):  # the RPC client learns of the consumer by polling
             if getattr(stack.rpc, "consumers", 0):
@@ -127,7 +137,8 @@ async def test_gateway_and_twiml_worker_answer_a_call_with_their_own_users(
             await asyncio.sleep(0.05)
         response = await stack.post_signed("/twilio/voice", params, ACME_TOKEN)
         status = await stack.post_signed(
-            "/twilio/messaging/status", message_status(ACME_SID), ACME_TOKEN)
+            "/twilio/messaging/status", message_status(ACME_SID), ACME_TOKEN
+        )
     assert response.status_code == 200 and "<Response>" in response.text
     accepted = {line["path"]: line for line in captured_logs.events("callback_accepted")}
     assert accepted["/twilio/voice"]["twiml"] == "worker"
@@ -157,7 +168,8 @@ async def test_usage_worker_consumes_retries_and_dead_letters_with_its_user(
             async with connection:
                 channel = await connection.channel()
                 await channel.default_exchange.publish(
-                    aio_pika.Message(b"garbage", message_id=poison_id), routing_key=USAGE_QUEUE)
+                    aio_pika.Message(b"garbage", message_id=poison_id), routing_key=USAGE_QUEUE
+                )
             await asyncio.wait_for(handler.done.wait(), 15)
             for _ in range(100):
                 if any(d.message_id == poison_id for d in handler.seen):
@@ -189,8 +201,11 @@ async def test_flows_worker_takes_a_tenants_command_and_publishes_its_result(
             async with await aio_pika.connect(login["amqp_url"]) as connection:
                 channel = await connection.channel(publisher_confirms=True)
                 commands = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
-                await commands.publish(aio_pika.Message(b"{}", message_id="cmd-1"),
-                                       routing_key=f"{tenant}.call.bot", mandatory=True)
+                await commands.publish(
+                    aio_pika.Message(b"{}", message_id="cmd-1"),
+                    routing_key=f"{tenant}.call.bot",
+                    mandatory=True,
+                )
             await asyncio.wait_for(handler.done.wait(), 15)
         result = event(tenant, "call.bot.result")
         await publisher.publish(result)
@@ -201,10 +216,17 @@ async def test_flows_worker_takes_a_tenants_command_and_publishes_its_result(
     assert [body["id"] for _, body in await rabbit.read_all(tenant_queue(tenant))] == [result.id]
 
 
-@pytest.mark.parametrize(("service", "queue"), [
-    ("gateway", DEAD_QUEUE), ("gateway", TWIML_QUEUE), ("twiml", "tenant"),
-    ("twiml", DEAD_QUEUE), ("usage", DEAD_QUEUE), ("flows", TWIML_QUEUE),
-])
+@pytest.mark.parametrize(
+    ("service", "queue"),
+    [
+        ("gateway", DEAD_QUEUE),
+        ("gateway", TWIML_QUEUE),
+        ("twiml", "tenant"),
+        ("twiml", DEAD_QUEUE),
+        ("usage", DEAD_QUEUE),
+        ("flows", TWIML_QUEUE),
+    ],
+)
 async def test_services_cannot_read_what_they_do_not_declare_or_consume(
     logins: dict[str, str], service: str, queue: str
 ) -> None:
@@ -224,6 +246,7 @@ async def test_services_cannot_read_what_they_do_not_declare_or_consume(
 
 async def test_the_gateway_user_cannot_publish_commands(logins: dict[str, str]) -> None:
     """The gateway publishes events, not tenants' commands."""
+
     async def publish(channel: Any) -> None:
         commands = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
         await commands.publish(aio_pika.Message(b"{}"), routing_key="acme.call.bot")

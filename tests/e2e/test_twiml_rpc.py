@@ -34,6 +34,7 @@ def broker_url(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture
 async def cleanup(broker_url: str | None) -> AsyncIterator[None]:
     """Empty the queues these tests fill, before and after (the session vhost is shared)."""
+
     async def purge() -> None:
         if broker_url is None:
             return
@@ -59,17 +60,23 @@ async def test_signed_call_gets_the_workers_twiml(
 ) -> None:
     """A signed incoming call is answered with the routing worker's TwiML; the event is kept."""
     acme = tenant()
-    async with twiml_stack([acme], broker_url) as stack, \
-            worker(stack, TwimlHandler(StaticTenantRegistry([acme]))):
+    async with (
+        twiml_stack([acme], broker_url) as stack,
+        worker(stack, TwimlHandler(StaticTenantRegistry([acme]))),
+    ):
         response = await stack.post_signed("/twilio/voice", call(to="+18005559999"), ACME_TOKEN)
-        message = await stack.post_signed("/twilio/messaging", message_incoming(
-            ACME_SID, body="hours please"), ACME_TOKEN)
+        message = await stack.post_signed(
+            "/twilio/messaging", message_incoming(ACME_SID, body="hours please"), ACME_TOKEN
+        )
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
     root = check_twiml(response.text, "voice")
     assert [(el.tag, el.get("reason")) for el in root] == [("Reject", "busy")]
     assert [el.text for el in check_twiml(message.text, "messaging")] == ["Open 9 to 5."]
-    line = next(line for line in captured_logs.events("callback_accepted")
-                if line["path"] == "/twilio/voice")
+    line = next(
+        line
+        for line in captured_logs.events("callback_accepted")
+        if line["path"] == "/twilio/voice"
+    )
     assert line["twiml"] == "worker" and line["outcome"] == "published"
 
 
@@ -82,14 +89,18 @@ async def test_no_worker_gets_the_fallback_within_the_deadline(
         started = time.monotonic()
         response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN)
         elapsed = time.monotonic() - started
-        message = await stack.post_signed("/twilio/messaging", message_incoming(ACME_SID),
-                                          ACME_TOKEN)
+        message = await stack.post_signed(
+            "/twilio/messaging", message_incoming(ACME_SID), ACME_TOKEN
+        )
     assert response.text == FALLBACK and elapsed < 0.5 + 0.1
     assert message.text == EMPTY_TWIML
     check_twiml(response.text, "voice")
     check_twiml(message.text, "messaging")
-    line = next(line for line in captured_logs.events("callback_accepted")
-                if line["path"] == "/twilio/voice")
+    line = next(
+        line
+        for line in captured_logs.events("callback_accepted")
+        if line["path"] == "/twilio/voice"
+    )
     assert line["twiml"] == "fallback" and line["twiml_reason"] == "no_worker"
 
 
@@ -111,8 +122,11 @@ async def test_silent_worker_times_out_within_deadline(
     assert handler.answered == 1
     assert "hookline_twiml_late_replies_total 1" in metrics.text
     assert "hookline_twiml_fallbacks_total 1" in metrics.text
-    line = next(line for line in captured_logs.events("callback_accepted")
-                if line["path"] == "/twilio/voice")
+    line = next(
+        line
+        for line in captured_logs.events("callback_accepted")
+        if line["path"] == "/twilio/voice"
+    )
     assert line["twiml_reason"] == "timeout"
 
 
@@ -123,8 +137,9 @@ async def test_200_concurrent_calls_get_their_own_answers(
     async with twiml_stack([tenant(timeout_ms=10_000)], broker_url) as stack:
         handler = EchoHandler(delay_s=0.05)
         async with worker(stack, handler):
-            responses = await asyncio.gather(*(
-                stack.post_signed("/twilio/voice", call(n), ACME_TOKEN) for n in range(200)))
+            responses = await asyncio.gather(
+                *(stack.post_signed("/twilio/voice", call(n), ACME_TOKEN) for n in range(200))
+            )
     answers = [check_twiml(r.text, "voice")[0].text for r in responses]
     expected = [call(n)["CallSid"] for n in range(200)]
     assert answers == expected and len(set(answers)) == 200
@@ -145,22 +160,28 @@ async def test_reply_that_is_not_twiml_falls_back(broker_url: str | None, cleanu
 async def test_menu_step_round_trip(broker_url: str | None, cleanup: None) -> None:
     """The menu's Gather action comes back with Digits and the step query, and is routed."""
     acme = tenant()
-    async with twiml_stack([acme], broker_url) as stack, \
-            worker(stack, TwimlHandler(StaticTenantRegistry([acme]))):
+    async with (
+        twiml_stack([acme], broker_url) as stack,
+        worker(stack, TwimlHandler(StaticTenantRegistry([acme]))),
+    ):
         params = {**call(), "Digits": "2"}
-        response = await stack.post_signed("/twilio/voice", params, ACME_TOKEN,
-                                           query="hl_step=menu%3Amain&hl_try=1")
+        response = await stack.post_signed(
+            "/twilio/voice", params, ACME_TOKEN, query="hl_step=menu%3Amain&hl_try=1"
+        )
     root = check_twiml(response.text, "voice")
     assert [(el.tag, el.text) for el in root] == [
-        ("Say", "Support is online at example.com."), ("Hangup", None)]
+        ("Say", "Support is online at example.com."),
+        ("Hangup", None),
+    ]
 
 
 @pytest.mark.broker
 async def test_one_reply_queue_per_process(amqp_url: str) -> None:
     """Requests of one process share one reply queue, not one per request."""
     async with twiml_stack([tenant()], amqp_url) as stack, worker(stack, EchoHandler()):
-        await asyncio.gather(*(stack.post_signed("/twilio/voice", call(n), ACME_TOKEN)
-                               for n in range(20)))
+        await asyncio.gather(
+            *(stack.post_signed("/twilio/voice", call(n), ACME_TOKEN) for n in range(20))
+        )
         queues = await _reply_queues(amqp_url)
     assert len(queues) == 1
     client = await RabbitClient(amqp_url).connect()
@@ -173,8 +194,15 @@ async def _reply_queues(amqp_url: str) -> list[str]:
 
     vhost = unquote(urlsplit(amqp_url).path.lstrip("/")) or "/"
     process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "list_queues", "-p", vhost, "name", "-q",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        "rabbitmqctl",
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "-q",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     stdout, _ = await asyncio.wait_for(process.communicate(), 30)
     return [name for name in stdout.decode().split() if name.startswith("hookline.reply.")]
 
@@ -185,22 +213,29 @@ async def test_crashing_worker_gets_the_fallback_at_once(
     """A handler that raises answers the requester with an error reply: the fallback comes
     well before the deadline, logged as twiml_reason=worker_error, and the request is
     dead-lettered."""
+
     class Crashing(EchoHandler):
         async def handle(self, batch: object) -> list[RpcReply]:
             raise ValueError("invalid literal for int() with base 10: '²'")
 
-    async with twiml_stack([tenant(timeout_ms=3000)], broker_url) as stack, \
-            worker(stack, Crashing()) as runner:
+    async with (
+        twiml_stack([tenant(timeout_ms=3000)], broker_url) as stack,
+        worker(stack, Crashing()) as runner,
+    ):
         started = time.monotonic()
         response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN)
         elapsed = time.monotonic() - started
         await wait_until(lambda: runner.counts.get("dead_lettered") == 1)
     assert response.text == FALLBACK and elapsed < 1.0
-    line = next(line for line in captured_logs.events("callback_accepted")
-                if line["path"] == "/twilio/voice")
+    line = next(
+        line
+        for line in captured_logs.events("callback_accepted")
+        if line["path"] == "/twilio/voice"
+    )
     assert line["twiml"] == "fallback" and line["twiml_reason"] == "worker_error"
-    handled = next(line for line in captured_logs.events("message_handled")
-                   if line.get("worker") == "twiml")
+    handled = next(
+        line for line in captured_logs.events("message_handled") if line.get("worker") == "twiml"
+    )
     assert handled["outcome"] == "dead_lettered" and handled["error_reply"] == "sent"
 
 
@@ -210,14 +245,20 @@ async def test_superscript_menu_attempt_is_answered_not_crashed(
     """A signed menu step with hl_try=² (a Unicode digit int() refuses) gets the menu's retry
     TwiML from the routing worker at once, not silence until the deadline."""
     acme = tenant(timeout_ms=3000)
-    async with twiml_stack([acme], broker_url) as stack, \
-            worker(stack, TwimlHandler(StaticTenantRegistry([acme]))):
+    async with (
+        twiml_stack([acme], broker_url) as stack,
+        worker(stack, TwimlHandler(StaticTenantRegistry([acme]))),
+    ):
         started = time.monotonic()
-        response = await stack.post_signed("/twilio/voice", call(), ACME_TOKEN,
-                                           query="hl_step=menu%3Amain&hl_try=%C2%B2")
+        response = await stack.post_signed(
+            "/twilio/voice", call(), ACME_TOKEN, query="hl_step=menu%3Amain&hl_try=%C2%B2"
+        )
         elapsed = time.monotonic() - started
     root = check_twiml(response.text, "voice")
     assert [el.tag for el in root] == ["Say", "Gather", "Redirect"] and elapsed < 1.0
-    line = next(line for line in captured_logs.events("callback_accepted")
-                if line["path"] == "/twilio/voice")
+    line = next(
+        line
+        for line in captured_logs.events("callback_accepted")
+        if line["path"] == "/twilio/voice"
+    )
     assert line["twiml"] == "worker"

@@ -30,8 +30,13 @@ pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 300  # messages: 900 message events + 60 call events, plus 200 duplicate deliveries
-EXPECTED = {"messages": N, "segments": 2 * N, "failed": N // 10, "calls": N // 10,
-            "minutes": N // 5}
+EXPECTED = {
+    "messages": N,
+    "segments": 2 * N,
+    "failed": N // 10,
+    "calls": N // 10,
+    "minutes": N // 5,
+}
 EXPECTED_COST = Decimal("0.0079") * 2 * N + Decimal("0.0140") * 2 * (N // 10)
 
 
@@ -73,24 +78,39 @@ amount = "1.00"
 def holding_worker(amqp_url: str, db_url: str, progress: Path) -> subprocess.Popen[bytes]:
     """A usage worker that holds its first batch, committed and unacked, for 30 s."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.usage_worker", amqp_url, db_url, str(progress),
-         "30"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "tests.support.usage_worker", amqp_url, db_url, str(progress), "30"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
-def hookline_worker(amqp_url: str, db_url: str, config: Path, log: Path
-                    ) -> subprocess.Popen[bytes]:
+def hookline_worker(amqp_url: str, db_url: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`hookline worker usage`, the console script's module, its JSON log lines to ``log``."""
-    environ = {"PATH": os.environ.get("PATH", ""), "HOOKLINE_CONFIG": str(config),
-               "HOOKLINE_AMQP_URL": amqp_url, "HOOKLINE_DB_URL": db_url,
-               "HOOKLINE_LOG_FORMAT": "json", "HOOKLINE_LOG_LEVEL": "info"}
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOOKLINE_CONFIG": str(config),
+        "HOOKLINE_AMQP_URL": amqp_url,
+        "HOOKLINE_DB_URL": db_url,
+        "HOOKLINE_LOG_FORMAT": "json",
+        "HOOKLINE_LOG_LEVEL": "info",
+    }
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "workers.console", "worker", "usage"],
-                                cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.console", "worker", "usage"],
+            cwd=ROOT,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def handled(log: Path) -> int:
-    return sum(1 for line in log.read_text().splitlines()
-               if line.startswith("{") and orjson.loads(line).get("event") == "message_handled")
+    return sum(
+        1
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and orjson.loads(line).get("event") == "message_handled"
+    )
 
 
 async def publish_events(amqp_url: str) -> int:
@@ -102,10 +122,15 @@ async def publish_events(amqp_url: str) -> int:
         exchange = await channel.get_exchange(EVENTS_EXCHANGE)
         for event in events + events[:200]:
             await exchange.publish(
-                aio_pika.Message(event.to_json(), message_id=event.id,
-                                 content_type="application/cloudevents+json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=event.routing_key, mandatory=True)
+                aio_pika.Message(
+                    event.to_json(),
+                    message_id=event.id,
+                    content_type="application/cloudevents+json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=event.routing_key,
+                mandatory=True,
+            )
     finally:
         await connection.close()
     return len(events) + 200
@@ -171,8 +196,11 @@ async def test_killed_worker_and_two_concurrent_workers(
     # The budget (1.00) is crossed at 50, 80 and 100 %: every alert is published and marked;
     # on the tenant's queue each threshold has one event id (a re-publish reuses it).
     assert alerts == []
-    budget_events = [body for _, body in await client.read_all(tenant_queue("acme"))
-                     if body["type"] == "io.hookline.usage.budget"]
+    budget_events = [
+        body
+        for _, body in await client.read_all(tenant_queue("acme"))
+        if body["type"] == "io.hookline.usage.budget"
+    ]
     assert sorted({e["data"]["threshold_percent"] for e in budget_events}) == [50, 80, 100]
     assert len({e["id"] for e in budget_events}) == 3
     for event in budget_events:

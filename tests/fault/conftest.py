@@ -33,8 +33,9 @@ class FaultTenant:
 @pytest.fixture
 def fault_tenant() -> FaultTenant:
     account, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
-    return FaultTenant(twilio_tenant(f"fault-{secrets.token_hex(3)}", account, token),
-                       account, token)
+    return FaultTenant(
+        twilio_tenant(f"fault-{secrets.token_hex(3)}", account, token), account, token
+    )
 
 
 @pytest.fixture
@@ -42,9 +43,12 @@ def make_app(fault_tenant: FaultTenant, tmp_path: Path) -> Callable[..., Starlet
     """Build a gateway app for the fault tenant; keyword arguments override Settings."""
 
     def build(amqp_url: str, **overrides: Any) -> Starlette:
-        settings = Settings(tenants=StaticTenantRegistry([fault_tenant.tenant]),
-                            amqp_url=amqp_url, data_dir=overrides.pop("data_dir", tmp_path),
-                            **overrides)
+        settings = Settings(
+            tenants=StaticTenantRegistry([fault_tenant.tenant]),
+            amqp_url=amqp_url,
+            data_dir=overrides.pop("data_dir", tmp_path),
+            **overrides,
+        )
         return create_app(settings)
 
     return build

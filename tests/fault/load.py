@@ -28,14 +28,23 @@ class LoadResult:
         return len(self.accepted) + len(self.refused)
 
 
-async def send_one(http: httpx.AsyncClient, base_url: str, account: str, token: str, n: int,
-                   result: LoadResult, *, timeout: float = 10.0) -> None:
+async def send_one(
+    http: httpx.AsyncClient,
+    base_url: str,
+    account: str,
+    token: str,
+    n: int,
+    result: LoadResult,
+    *,
+    timeout: float = 10.0,
+) -> None:
     params = message_status(account, n)
     body, headers = signed_form_request(f"{base_url}{PATH}", params, token)
     started = time.monotonic()
     try:
-        response = await http.post(f"{base_url}{PATH}", content=body, headers=headers,
-                                   timeout=timeout)
+        response = await http.post(
+            f"{base_url}{PATH}", content=body, headers=headers, timeout=timeout
+        )
     except httpx.HTTPError:
         result.refused[sid("SM", n)] = -1
         return
@@ -46,15 +55,17 @@ async def send_one(http: httpx.AsyncClient, base_url: str, account: str, token: 
         result.refused[sid("SM", n)] = response.status_code
 
 
-async def steady_load(base_url: str, account: str, token: str, *, count: int, rate: float,
-                      first: int = 1) -> LoadResult:
+async def steady_load(
+    base_url: str, account: str, token: str, *, count: int, rate: float, first: int = 1
+) -> LoadResult:
     """Send ``count`` distinct status callbacks at ``rate`` per second, concurrently."""
     result = LoadResult()
     async with httpx.AsyncClient() as http:
         tasks = []
         for i in range(count):
-            tasks.append(asyncio.create_task(
-                send_one(http, base_url, account, token, first + i, result)))
+            tasks.append(
+                asyncio.create_task(send_one(http, base_url, account, token, first + i, result))
+            )
             await asyncio.sleep(1 / rate)
         await asyncio.gather(*tasks)
     return result
@@ -71,14 +82,18 @@ class Accounting:
     duplicated: int
 
     def __str__(self) -> str:
-        return (f"sent={self.sent} answered_2xx={self.answered_2xx} delivered={self.delivered} "
-                f"missing={self.missing} duplicated={self.duplicated}")
+        return (
+            f"sent={self.sent} answered_2xx={self.answered_2xx} delivered={self.delivered} "
+            f"missing={self.missing} duplicated={self.duplicated}"
+        )
 
 
 def account(result: LoadResult, delivered_subjects: list[str]) -> Accounting:
     counts = Counter(delivered_subjects)
     return Accounting(
-        sent=result.sent, answered_2xx=len(result.accepted), delivered=len(counts),
+        sent=result.sent,
+        answered_2xx=len(result.accepted),
+        delivered=len(counts),
         missing=len(result.accepted - counts.keys()),
         duplicated=sum(n - 1 for n in counts.values() if n > 1),
     )

@@ -43,10 +43,14 @@ class GatewayProcess:
     """`hookline serve` as a child process on a fixed port and data dir."""
 
     def __init__(self, config: Path, amqp_url: str, data_dir: Path, port: int) -> None:
-        self.env = {"PATH": os.environ.get("PATH", ""), "HOOKLINE_CONFIG": str(config),
-                    "HOOKLINE_AMQP_URL": amqp_url, "HOOKLINE_DATA_DIR": str(data_dir),
-                    "HOOKLINE_LOG_FORMAT": "json",
-                    "HOOKLINE_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"}
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOOKLINE_CONFIG": str(config),
+            "HOOKLINE_AMQP_URL": amqp_url,
+            "HOOKLINE_DATA_DIR": str(data_dir),
+            "HOOKLINE_LOG_FORMAT": "json",
+            "HOOKLINE_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+        }
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.proc: asyncio.subprocess.Process | None = None
@@ -54,8 +58,15 @@ class GatewayProcess:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port),
-            env=self.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
@@ -81,8 +92,6 @@ class GatewayProcess:
         return [orjson.loads(line) for line in self.output.splitlines() if line.startswith(b"{")]
 
 
-
-
 @pytest.fixture
 async def gateway_process(
     tmp_path: Path, fault_tenant: FaultTenant, broker_proxy: TcpProxy
@@ -96,14 +105,17 @@ async def gateway_process(
 
 
 async def test_sigkill_under_load_then_restart_delivers_everything(
-    gateway_process: GatewayProcess, broker_proxy: TcpProxy, rabbit: RabbitClient,
+    gateway_process: GatewayProcess,
+    broker_proxy: TcpProxy,
+    rabbit: RabbitClient,
     fault_tenant: FaultTenant,
 ) -> None:
     """Kill -9 while events wait in the spool; the restarted gateway replays them all."""
     gw = gateway_process
     await gw.start()
-    load = asyncio.create_task(steady_load(gw.base_url, fault_tenant.account,
-                                           fault_tenant.token, count=300, rate=100))
+    load = asyncio.create_task(
+        steady_load(gw.base_url, fault_tenant.account, fault_tenant.token, count=300, rate=100)
+    )
     await asyncio.sleep(1.0)
     broker_proxy.accepting = False
     broker_proxy.sever()
@@ -122,8 +134,11 @@ async def test_sigkill_under_load_then_restart_delivers_everything(
     # each is logged (publish_failed / publish_timed_out), spooled and replayed (same id).
     lines = gw.log_lines()
     uncertain = sum(line["event"] in ("publish_failed", "publish_timed_out") for line in lines)
-    uncertain += sum(int(str(line.get("replay_uncertain", 0))) for line in lines
-                     if line["event"] == "gateway_stopped")
+    uncertain += sum(
+        int(str(line.get("replay_uncertain", 0)))
+        for line in lines
+        if line["event"] == "gateway_stopped"
+    )
     assert 100 <= len(result.accepted) < 300, "the kill really cut the load short"
     assert tally.missing == 0, str(tally)
     assert tally.duplicated <= uncertain, f"{tally}, uncertain publishes: {uncertain}"
@@ -131,13 +146,16 @@ async def test_sigkill_under_load_then_restart_delivers_everything(
 
 
 async def test_sigterm_under_load_finishes_in_flight_and_logs_counts(
-    gateway_process: GatewayProcess, rabbit: RabbitClient, fault_tenant: FaultTenant,
+    gateway_process: GatewayProcess,
+    rabbit: RabbitClient,
+    fault_tenant: FaultTenant,
 ) -> None:
     """SIGTERM mid-load: requests in flight finish, every 2xx is delivered, counts are logged."""
     gw = gateway_process
     await gw.start()
-    load = asyncio.create_task(steady_load(gw.base_url, fault_tenant.account,
-                                           fault_tenant.token, count=200, rate=100))
+    load = asyncio.create_task(
+        steady_load(gw.base_url, fault_tenant.account, fault_tenant.token, count=200, rate=100)
+    )
     await asyncio.sleep(1.0)
     code = await gw.stop(signal.SIGTERM)
     result = await load

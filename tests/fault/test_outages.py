@@ -33,14 +33,17 @@ async def wait_for_queue(rabbit: RabbitClient, queue: str, expected: int, within
 
 
 async def test_broker_cut_under_steady_load_loses_nothing(
-    proxy: TcpProxy, rabbit: RabbitClient, fault_tenant: FaultTenant,
+    proxy: TcpProxy,
+    rabbit: RabbitClient,
+    fault_tenant: FaultTenant,
     make_app: Callable[..., Starlette],
 ) -> None:
     """The link is cut for 3 s mid-load: all 2xx callbacks are delivered after recovery."""
     app = make_app(proxy.url)
     async with serving(app) as base_url:
-        load = asyncio.create_task(steady_load(base_url, fault_tenant.account,
-                                               fault_tenant.token, count=360, rate=60))
+        load = asyncio.create_task(
+            steady_load(base_url, fault_tenant.account, fault_tenant.token, count=360, rate=60)
+        )
         await asyncio.sleep(1.5)
         proxy.accepting = False
         proxy.sever()
@@ -52,8 +55,10 @@ async def test_broker_cut_under_steady_load_loses_nothing(
         await wait_for_queue(rabbit, fault_tenant.queue, len(result.accepted), within=30)
     subjects = await delivered_subjects(rabbit, fault_tenant.queue)
     tally = account(result, subjects)
-    print(f"\nbroker cut: {tally} published={counts.published} spooled={counts.spooled} "
-          f"uncertain={durability.uncertain}")
+    print(
+        f"\nbroker cut: {tally} published={counts.published} spooled={counts.spooled} "
+        f"uncertain={durability.uncertain}"
+    )
     assert result.refused == {}, "every callback is answered 2xx during the outage"
     assert counts.spooled > 0, "the outage really happened"
     assert tally.missing == 0, str(tally)
@@ -63,7 +68,9 @@ async def test_broker_cut_under_steady_load_loses_nothing(
 
 
 async def test_stalled_broker_answers_within_the_deadline(
-    proxy: TcpProxy, rabbit: RabbitClient, fault_tenant: FaultTenant,
+    proxy: TcpProxy,
+    rabbit: RabbitClient,
+    fault_tenant: FaultTenant,
     make_app: Callable[..., Starlette],
 ) -> None:
     """A broker that takes bytes but never confirms: answers within deadline + margin, spooled,
@@ -73,9 +80,12 @@ async def test_stalled_broker_answers_within_the_deadline(
         proxy.pause()
         result = LoadResult()
         async with httpx.AsyncClient() as http:
-            await asyncio.gather(*(send_one(http, base_url, fault_tenant.account,
-                                            fault_tenant.token, n, result)
-                                   for n in range(1, 41)))
+            await asyncio.gather(
+                *(
+                    send_one(http, base_url, fault_tenant.account, fault_tenant.token, n, result)
+                    for n in range(1, 41)
+                )
+            )
         slowest = max(result.latencies)
         durability = app.state.ingress.durability
         counts = durability.acceptor.counts
@@ -92,7 +102,9 @@ async def test_stalled_broker_answers_within_the_deadline(
 
 
 async def test_same_callback_twice_and_same_idempotency_token_give_one_event(
-    rabbit: RabbitClient, amqp_url: str, fault_tenant: FaultTenant,
+    rabbit: RabbitClient,
+    amqp_url: str,
+    fault_tenant: FaultTenant,
     make_app: Callable[..., Starlette],
 ) -> None:
     """A provider retry (same body, same I-Twilio-Idempotency-Token) yields one event."""
@@ -102,13 +114,15 @@ async def test_same_callback_twice_and_same_idempotency_token_give_one_event(
     app = make_app(amqp_url)
     async with serving(app) as base_url, httpx.AsyncClient() as http:
         url = f"{base_url}/twilio/messaging/status"
-        body, headers = signed_form_request(url, message_status(fault_tenant.account, 7),
-                                            fault_tenant.token)
+        body, headers = signed_form_request(
+            url, message_status(fault_tenant.account, 7), fault_tenant.token
+        )
         headers["i-twilio-idempotency-token"] = "retry-token-7"
         first = await http.post(url, content=body, headers=headers)
         again = await http.post(url, content=body, headers=headers)
-        together = await asyncio.gather(*(http.post(url, content=body, headers=headers)
-                                          for _ in range(5)))
+        together = await asyncio.gather(
+            *(http.post(url, content=body, headers=headers) for _ in range(5))
+        )
     assert {r.status_code for r in (first, again, *together)} == {204}
     subjects = await delivered_subjects(rabbit, fault_tenant.queue)
     assert len(subjects) == 1
@@ -116,7 +130,9 @@ async def test_same_callback_twice_and_same_idempotency_token_give_one_event(
 
 
 async def test_spool_full_answers_503_and_acknowledges_only_what_is_durable(
-    proxy: TcpProxy, rabbit: RabbitClient, fault_tenant: FaultTenant,
+    proxy: TcpProxy,
+    rabbit: RabbitClient,
+    fault_tenant: FaultTenant,
     make_app: Callable[..., Starlette],
 ) -> None:
     """Broker unreachable and the spool at its cap: 503 (Twilio retries), never a 2xx."""
@@ -126,10 +142,11 @@ async def test_spool_full_answers_503_and_acknowledges_only_what_is_durable(
         result = LoadResult()
         async with httpx.AsyncClient() as http:
             for n in range(1, 7):
-                await send_one(http, base_url, fault_tenant.account, fault_tenant.token, n,
-                               result)
-            admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.admin_app),
-                                      base_url="http://admin.internal")
+                await send_one(http, base_url, fault_tenant.account, fault_tenant.token, n, result)
+            admin = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app.state.admin_app),
+                base_url="http://admin.internal",
+            )
             async with admin:
                 ready = await admin.get("/readyz")
         proxy.accepting = True
@@ -141,7 +158,9 @@ async def test_spool_full_answers_503_and_acknowledges_only_what_is_durable(
 
 
 async def test_unwritable_spool_means_503_while_the_broker_is_down(
-    proxy: TcpProxy, fault_tenant: FaultTenant, make_app: Callable[..., Starlette],
+    proxy: TcpProxy,
+    fault_tenant: FaultTenant,
+    make_app: Callable[..., Starlette],
     tmp_path: object,
 ) -> None:
     """With no usable spool (data dir is a file) and no broker, callbacks get 503."""

@@ -56,8 +56,13 @@ async def test_confirmed_publish_is_published() -> None:
     acceptor = Acceptor(await started(MemoryPublisher(broker, ["acme"])), spool)
     assert await acceptor.accept(make_event()) == "published"
     assert broker.queue_length("hookline.tenant.acme") == 1 and spool.events == []
-    assert acceptor.counts.as_dict() == {"published": 1, "spooled": 0, "duplicates": 0,
-                                         "refused": 0, "uncertain": 0}
+    assert acceptor.counts.as_dict() == {
+        "published": 1,
+        "spooled": 0,
+        "duplicates": 0,
+        "refused": 0,
+        "uncertain": 0,
+    }
 
 
 async def test_unroutable_event_is_spooled_and_not_counted_uncertain() -> None:
@@ -110,8 +115,9 @@ async def test_a_token_equal_to_another_tenants_event_id_suppresses_nothing() ->
     victim = make_event(7)
     assert await acceptor.accept(for_tenant(make_event(1), "globex"), victim.id) == "published"
     # Even the attacker's own tenant: a header token never stands for an event id.
-    assert await acceptor.accept(for_tenant(make_event(2), "globex"),
-                                 make_event(3).id) == "published"
+    assert (
+        await acceptor.accept(for_tenant(make_event(2), "globex"), make_event(3).id) == "published"
+    )
     assert await acceptor.accept(victim) == "published"
     assert broker.queue_length("hookline.tenant.acme") == 1
 
@@ -195,8 +201,12 @@ async def test_stalled_broker_answers_within_the_deadline_then_bypasses() -> Non
     """A publish that never confirms is spooled after the deadline; the next skip the wait."""
     broker = MemoryBroker()
     spool = ListSpool()
-    acceptor = Acceptor(await started(StalledPublisher(broker, ["acme"])), spool,
-                        publish_timeout=0.2, breaker_seconds=30)
+    acceptor = Acceptor(
+        await started(StalledPublisher(broker, ["acme"])),
+        spool,
+        publish_timeout=0.2,
+        breaker_seconds=30,
+    )
     begun = time.monotonic()
     assert await acceptor.accept(make_event(1)) == "spooled"
     first = time.monotonic() - begun

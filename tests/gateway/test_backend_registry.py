@@ -10,11 +10,18 @@ from gateway.broker.rpc import MemoryRpcClient
 from gateway.errors import ConfigError
 
 
-@pytest.mark.parametrize(("url", "scheme"), [
-    ("amqp://h/", "amqp"), ("AMQPS://u:p@h/", "amqps"), ("memory://", "memory"),
-    ("postgresql+psycopg://db/x", "postgresql+psycopg"), ("memory:", "memory"), ("", ""),
-    ("amqp://[::1/", ""),
-])
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("amqp://h/", "amqp"),
+        ("AMQPS://u:p@h/", "amqps"),
+        ("memory://", "memory"),
+        ("postgresql+psycopg://db/x", "postgresql+psycopg"),
+        ("memory:", "memory"),
+        ("", ""),
+        ("amqp://[::1/", ""),
+    ],
+)
 def test_url_scheme(url: str, scheme: str) -> None:
     """The scheme is lower-cased and keeps a driver suffix (as urlsplit reads it)."""
     assert url_scheme(url) == scheme
@@ -34,8 +41,10 @@ def test_unknown_scheme_is_the_one_error(kind: Backends[object]) -> None:
     """Each kind rejects an unknown scheme with one text: setting, forms, scheme, no secret."""
     with pytest.raises(ConfigError) as caught:
         kind.pick("redis://u:hunter2@h/")
-    assert str(caught.value) == ("HOOKLINE_AMQP_URL: expected amqp://, amqps:// or memory://, "
-                                 "got scheme 'redis' (redis://u:***@h/)")
+    assert str(caught.value) == (
+        "HOOKLINE_AMQP_URL: expected amqp://, amqps:// or memory://, "
+        "got scheme 'redis' (redis://u:***@h/)"
+    )
 
 
 def test_rpc_client_factory_picks_by_scheme() -> None:

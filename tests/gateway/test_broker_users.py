@@ -25,14 +25,20 @@ def config(tmp_path: Path, *tenant_ids: str) -> Path:
 
 
 def environ(tmp_path: Path, amqp_url: str, tenants: list[str], **extra: str) -> dict[str, str]:
-    return {"HOOKLINE_CONFIG": str(config(tmp_path, *tenants)), "HOOKLINE_AMQP_URL": amqp_url,
-            "HOOKLINE_DATA_DIR": str(tmp_path / "data"), "HOOKLINE_LOG_FORMAT": "json", **extra}
+    return {
+        "HOOKLINE_CONFIG": str(config(tmp_path, *tenants)),
+        "HOOKLINE_AMQP_URL": amqp_url,
+        "HOOKLINE_DATA_DIR": str(tmp_path / "data"),
+        "HOOKLINE_LOG_FORMAT": "json",
+        **extra,
+    }
 
 
 def with_password(url: str, password: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{password}@{parts.hostname}:"
-                                             f"{parts.port or 5672}"))
+    return urlunsplit(
+        parts._replace(netloc=f"{parts.username}:{password}@{parts.hostname}:{parts.port or 5672}")
+    )
 
 
 def test_create_refuse_rotate_delete(
@@ -70,8 +76,9 @@ def test_create_refuse_rotate_delete(
         asyncio.run(delete_users(settings, [first["username"]]))
 
 
-def test_unknown_tenant_is_refused(amqp_url: str, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_tenant_is_refused(
+    amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A tenant that is not in the config gets no broker user."""
     env = environ(tmp_path, amqp_url, ["known"])
     assert main(["tenant", "credentials", "--tenant", "unknown"], env) == 1
@@ -80,8 +87,11 @@ def test_unknown_tenant_is_refused(amqp_url: str, tmp_path: Path,
 
 @pytest.mark.parametrize("problem", ["unreachable", "unauthorized", "no vhost"])
 def test_management_api_problems_are_one_clear_line(
-    amqp_url: str, rabbitmq_api_url: str, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], problem: str,
+    amqp_url: str,
+    rabbitmq_api_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    problem: str,
 ) -> None:
     """Unreachable API, refused credentials, missing vhost: one line saying what, where and
     what to do; no traceback and no password."""
@@ -125,4 +135,3 @@ def test_topology_declare_makes_the_service_users_once(
         assert all("password" not in line for line in again)
     finally:
         asyncio.run(delete_users(settings, names))
-

@@ -61,8 +61,6 @@ class Serving(NamedTuple):
     admin_url: str
 
 
-
-
 def test_version_is_the_one_in_pyproject(capsys: pytest.CaptureFixture[str]) -> None:
     """`hookline --version` prints pyproject's version and exits 0."""
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -76,8 +74,14 @@ def test_installed_console_script_prints_the_version() -> None:
     """The installed `hookline` script (workers.console:main) answers --version the same way."""
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     script = Path(sys.executable).parent / "hookline"
-    done = subprocess.run([str(script), "--version"], env=env(), capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [str(script), "--version"],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"hookline {expected}\n"
 
@@ -233,7 +237,10 @@ def serving_process(module: str, tmp_path: Path) -> Iterator[Serving]:
     environment = env(HOOKLINE_DATA_DIR=str(tmp_path))
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "run", "--port", str(port)],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -343,8 +350,11 @@ def test_help_names_the_configuration_variables(capsys: pytest.CaptureFixture[st
 
 def callback_total(text: str) -> float:
     """The sum of every hookline_callbacks_total sample in a /metrics answer."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("hookline_callbacks_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("hookline_callbacks_total{")
+    )
 
 
 @pytest.mark.broker
@@ -358,7 +368,10 @@ def test_serve_with_two_workers_reports_one_set_of_metrics(amqp_url: str, tmp_pa
     stale.write_bytes(b"stale")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
     )
     base_url, admin = f"http://127.0.0.1:{port}", admin_url(environment)
     try:

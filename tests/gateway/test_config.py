@@ -114,8 +114,9 @@ def test_env_secret_comes_from_injected_environ_only(
     monkeypatch.setenv("ACME_TOKEN", "in-os-environ")
     monkeypatch.setenv("ACME_OLD", "in-os-environ")
     message = problems_of(load, text, {})
-    assert ("tenants[0](acme).twilio.auth_token: environment variable ACME_TOKEN is not set"
-            in message)
+    assert (
+        "tenants[0](acme).twilio.auth_token: environment variable ACME_TOKEN is not set" in message
+    )
     assert "tenants[0](acme).twilio.previous_auth_token" in message
 
 
@@ -166,10 +167,13 @@ def test_kaleyra_timezone_defaults_to_kolkata_and_is_validated(load: LoadFn) -> 
     assert berlin.kaleyra.timezone == "Europe/Berlin"
     for bad in ("Mars/Olympus_Mons", "asia/kolkata", "../../etc/passwd", "/etc/localtime"):
         message = problems_of(load, section + f'timezone = "{bad}"\n')
-        assert "tenants[0](k1).kaleyra.timezone: expected an IANA time zone such as " \
-               f"Asia/Kolkata, got {bad!r}" in message
+        assert (
+            "tenants[0](k1).kaleyra.timezone: expected an IANA time zone such as "
+            f"Asia/Kolkata, got {bad!r}" in message
+        )
     assert "tenants[0](k1).kaleyra.timezone: expected a string, got an integer" in problems_of(
-        load, section + "timezone = 5\n")
+        load, section + "timezone = 5\n"
+    )
 
 
 def test_fallback_voice_twiml_accepted(load: LoadFn) -> None:
@@ -211,8 +215,10 @@ def test_malformed_tenant_id_is_named(load: LoadFn, bad_id: str) -> None:
 def test_duplicate_tenant_ids_fail(load: LoadFn) -> None:
     """Two tenants with one id fail naming the second and pointing at the first."""
     message = problems_of(load, tenant("acme") + tenant("acme", sid=SID_B))
-    assert ("tenants[1](acme).id: duplicate tenant id 'acme': already used by tenants[0](acme)"
-            in message)
+    assert (
+        "tenants[1](acme).id: duplicate tenant id 'acme': already used by tenants[0](acme)"
+        in message
+    )
 
 
 def test_duplicate_account_sids_fail_whatever_the_case(load: LoadFn) -> None:
@@ -233,8 +239,10 @@ def test_duplicate_kaleyra_sid_and_shared_callback_secret_fail(load: LoadFn) -> 
         )
 
     message = problems_of(load, kaleyra("a", "shared-s3cret") + kaleyra("b", "shared-s3cret"))
-    assert ("tenants[1](b).kaleyra.sid: duplicate Kaleyra sid 'HX1': already used by tenants[0](a)"
-            in message)
+    assert (
+        "tenants[1](b).kaleyra.sid: duplicate Kaleyra sid 'HX1': already used by tenants[0](a)"
+        in message
+    )
     assert "tenants[1](b).kaleyra.callback_secret: duplicate callback secret" in message
     assert "shared-s3cret" not in message
 
@@ -245,8 +253,10 @@ def test_duplicate_kaleyra_sid_and_shared_callback_secret_fail(load: LoadFn) -> 
 def test_malformed_account_sid_is_named(load: LoadFn, sid: str) -> None:
     """account_sid must be AC + 32 hex digits; the error shows what arrived."""
     message = problems_of(load, tenant(sid=sid))
-    assert "tenants[0](acme).twilio.account_sid: expected AC followed by 32 hex digits, " \
+    assert (
+        "tenants[0](acme).twilio.account_sid: expected AC followed by 32 hex digits, "
         f"got {sid!r}" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -414,23 +424,42 @@ def all_problems(load: LoadFn, text: str) -> tuple[str, ...]:
     return tuple(problem.partition(": ")[2] for problem in info.value.problems)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (tenant(twilio_extra='auth_tokn = "x"'), "tenants[0](acme).twilio.auth_tokn: unknown key "
-                                             "(did you mean 'auth_token')"),
-    ('[[tenants]]\nidd = "acme"\n', "tenants[0].idd: unknown key (did you mean 'id')"),
-    (tenant() + '[tenants.budget]\nmode = "prepaid"\namout = "5"\n',
-     "tenants[0](acme).budget.amout: unknown key (did you mean 'amount')"),
-    (tenant() + '[tenants.kaleyra]\nsid = "HX1"\ncalback_secret = "s"\n',
-     "tenants[0](acme).kaleyra.calback_secret: unknown key (did you mean 'callback_secret')"),
-    ('[gateway]\nflow_secret = "s"\n' + tenant() + '[tenants.flows.f]\n[[tenants.flows.f.steps]]\n'
-     'id = "a"\ntype = "say"\ntxt = "hi"\n',
-     "tenants[0](acme).flows.f.steps[0].txt: unknown key (did you mean 'text')"),
-    ('[gateway]\nflow_secret = "s"\n' + tenant() + '[tenants.flows.f]\n[[tenants.flows.f.steps]]\n'
-     'id = "a"\ntype = "hangup"\nnxt = "b"\n',
-     "tenants[0](acme).flows.f.steps[0].nxt: unknown key (did you mean 'next')"),
-    (tenant() + "[tenants.flows]\nrefil = 1\n",
-     "tenants[0](acme).flows.refil: unknown key (caller_id, calls_per_second)"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            tenant(twilio_extra='auth_tokn = "x"'),
+            "tenants[0](acme).twilio.auth_tokn: unknown key (did you mean 'auth_token')",
+        ),
+        ('[[tenants]]\nidd = "acme"\n', "tenants[0].idd: unknown key (did you mean 'id')"),
+        (
+            tenant() + '[tenants.budget]\nmode = "prepaid"\namout = "5"\n',
+            "tenants[0](acme).budget.amout: unknown key (did you mean 'amount')",
+        ),
+        (
+            tenant() + '[tenants.kaleyra]\nsid = "HX1"\ncalback_secret = "s"\n',
+            "tenants[0](acme).kaleyra.calback_secret: unknown key (did you mean 'callback_secret')",
+        ),
+        (
+            '[gateway]\nflow_secret = "s"\n'
+            + tenant()
+            + "[tenants.flows.f]\n[[tenants.flows.f.steps]]\n"
+            'id = "a"\ntype = "say"\ntxt = "hi"\n',
+            "tenants[0](acme).flows.f.steps[0].txt: unknown key (did you mean 'text')",
+        ),
+        (
+            '[gateway]\nflow_secret = "s"\n'
+            + tenant()
+            + "[tenants.flows.f]\n[[tenants.flows.f.steps]]\n"
+            'id = "a"\ntype = "hangup"\nnxt = "b"\n',
+            "tenants[0](acme).flows.f.steps[0].nxt: unknown key (did you mean 'next')",
+        ),
+        (
+            tenant() + "[tenants.flows]\nrefil = 1\n",
+            "tenants[0](acme).flows.refil: unknown key (caller_id, calls_per_second)",
+        ),
+    ],
+)
 def test_a_mistyped_key_is_one_problem(load: LoadFn, text: str, expected: str) -> None:
     """A typo is reported once, as an unknown key with a hint, never again as a missing key."""
     assert all_problems(load, text) == (expected,)
@@ -438,8 +467,12 @@ def test_a_mistyped_key_is_one_problem(load: LoadFn, text: str, expected: str) -
 
 def test_every_key_of_a_tenant_names_its_id(load: LoadFn) -> None:
     """A tenant's problems, in its own table and its sections, name it by id after its index."""
-    text = (tenant("ok") + tenant("beta", sid="AC123") + '[tenants.routing]\ntimezone = "Mars"\n'
-            + '[tenants.usage]\nplan_monthly = 1.5\n')
+    text = (
+        tenant("ok")
+        + tenant("beta", sid="AC123")
+        + '[tenants.routing]\ntimezone = "Mars"\n'
+        + "[tenants.usage]\nplan_monthly = 1.5\n"
+    )
     problems = all_problems(load, text)
     assert len(problems) == 3
     assert all(problem.startswith("tenants[1](beta).") for problem in problems), problems
@@ -449,4 +482,5 @@ def test_every_key_of_a_tenant_names_its_id(load: LoadFn) -> None:
 def test_a_tenant_without_a_valid_id_is_named_by_index(load: LoadFn) -> None:
     """Without a usable id the index alone names the tenant (the id problem says what arrived)."""
     assert all_problems(load, tenant("Acme!")) == (
-        "tenants[0].id: expected a slug matching [a-z0-9][a-z0-9-]{0,39}, got 'Acme!'",)
+        "tenants[0].id: expected a slug matching [a-z0-9][a-z0-9-]{0,39}, got 'Acme!'",
+    )

@@ -303,16 +303,19 @@ def test_mask_phone_and_url_password_helpers() -> None:
     assert mask_url_password("https://example.com/a:b") == "https://example.com/a:b"
 
 
-@pytest.mark.parametrize(("url", "masked"), [
-    ("amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:***@127.0.0.1:5672/"),
-    ("amqps://svc:p%40ss@mq.example:5671/prod", "amqps://svc:***@mq.example:5671/prod"),
-    ("amqp://u:pa/ss#x@h/", "amqp://u:***@h/"),  # unescaped / and # in the password
-    ("postgresql://u:p?s/s@ss@db/x", "postgresql://u:***@db/x"),
-    ("amqp://u@h/", "amqp://u@h/"),
-    ("amqp://h:5672/", "amqp://h:5672/"),
-    ("memory://", "memory://"),
-    ("got amqp://a:x/y@h1/ and amqp://b:z@h2/", "got amqp://a:***@h1/ and amqp://b:***@h2/"),
-])
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:***@127.0.0.1:5672/"),
+        ("amqps://svc:p%40ss@mq.example:5671/prod", "amqps://svc:***@mq.example:5671/prod"),
+        ("amqp://u:pa/ss#x@h/", "amqp://u:***@h/"),  # unescaped / and # in the password
+        ("postgresql://u:p?s/s@ss@db/x", "postgresql://u:***@db/x"),
+        ("amqp://u@h/", "amqp://u@h/"),
+        ("amqp://h:5672/", "amqp://h:5672/"),
+        ("memory://", "memory://"),
+        ("got amqp://a:x/y@h1/ and amqp://b:z@h2/", "got amqp://a:***@h1/ and amqp://b:***@h2/"),
+    ],
+)
 def test_mask_url_password_is_the_one_rule(url: str, masked: str) -> None:
     """One rule masks every URL password, even one a URL parser would misread, keeping the rest."""
     assert mask_url_password(url) == masked
@@ -397,7 +400,9 @@ def test_cached_logger_follows_reconfiguration_and_captures() -> None:
     with structlog.testing.capture_logs() as after_reset:
         cached.debug("after_reset")
     assert [orjson.loads(line)["event"] for line in first.getvalue().splitlines()] == [
-        "first_line", "back_to_first"]
+        "first_line",
+        "back_to_first",
+    ]
     [line] = [orjson.loads(line) for line in second.getvalue().splitlines()]
     assert (line["event"], line["phone"]) == ("second_line", "***0100")
     assert [entry["event"] for entry in captured] == ["captured_line"]

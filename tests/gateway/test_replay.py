@@ -25,10 +25,16 @@ QUEUE = tenant_queue("acme")
 
 
 def make_event(n: int) -> Event:
-    return Event(id=f"evt-{n:06d}", kind="message.status", tenant="acme", provider="twilio",
-                 source="twilio/AC0123", subject=f"SM{n:032x}",
-                 time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
-                 data={"n": n, "status": "delivered", "raw": {"MessageStatus": "delivered"}})
+    return Event(
+        id=f"evt-{n:06d}",
+        kind="message.status",
+        tenant="acme",
+        provider="twilio",
+        source="twilio/AC0123",
+        subject=f"SM{n:032x}",
+        time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        data={"n": n, "status": "delivered", "raw": {"MessageStatus": "delivered"}},
+    )
 
 
 def ids(n: range | list[int]) -> list[str]:
@@ -38,8 +44,13 @@ def ids(n: range | list[int]) -> list[str]:
 class FlakyPublisher:
     """Confirms the first ``ok`` publishes, then refuses every one (or only those in ``refuse``)."""
 
-    def __init__(self, broker: MemoryBroker, ok: int = 10**9, refuse: set[str] | None = None,
-                 fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        ok: int = 10**9,
+        refuse: set[str] | None = None,
+        fail_first: int = 0,
+    ) -> None:
         self.inner = MemoryPublisher(broker, ["acme"])
         self.ok, self.refuse, self.fail_first = ok, refuse or set(), fail_first
         self.attempts: list[str] = []
@@ -155,7 +166,8 @@ async def test_only_confirmed_events_are_deleted(spool: Spool) -> None:
     assert "evt-000004" in remaining
     assert confirmed == 10 - len(remaining)
     assert sorted(event.id for event in broker.drain(QUEUE)) == sorted(
-        set(ids(range(10))) - set(remaining))
+        set(ids(range(10))) - set(remaining)
+    )
     publisher.refuse.clear()
     assert await replayer.drain() == len(remaining)
     assert [event.id for event in broker.drain(QUEUE)] == remaining
@@ -276,9 +288,16 @@ async def test_drain_rate_figure(spool: Spool) -> None:
 
 def ghost_event(n: int) -> Event:
     """An event of a tenant the broker has no queue for: returned as unroutable."""
-    return Event(id=f"ghost-{n:06d}", kind="call.incoming", tenant="ghost", provider="twilio",
-                 source="twilio/AC0456", subject=f"SM{n:032x}",
-                 time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC), data={"n": n})
+    return Event(
+        id=f"ghost-{n:06d}",
+        kind="call.incoming",
+        tenant="ghost",
+        provider="twilio",
+        source="twilio/AC0456",
+        subject=f"SM{n:032x}",
+        time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        data={"n": n},
+    )
 
 
 async def test_unroutable_retries_back_off_while_run_idles(spool: Spool) -> None:
@@ -342,7 +361,12 @@ async def test_an_unreadable_row_is_set_aside_and_kept(spool: Spool) -> None:
 
 def test_rejects_nonsense_settings(tmp_path: Path) -> None:
     """batch, concurrency, idle_interval and the unroutable delays must be positive."""
-    for kwargs in ({"batch": 0}, {"concurrency": 0}, {"idle_interval": 0.0},
-                   {"unroutable_retry_s": (0.0, 1.0)}, {"unroutable_retry_s": (2.0, 1.0)}):
+    for kwargs in (
+        {"batch": 0},
+        {"concurrency": 0},
+        {"idle_interval": 0.0},
+        {"unroutable_retry_s": (0.0, 1.0)},
+        {"unroutable_retry_s": (2.0, 1.0)},
+    ):
         with pytest.raises(ValueError, match="Replayer needs"):
             Replayer(None, FailingPublisher(), **kwargs)  # type: ignore[arg-type]

@@ -48,39 +48,84 @@ def test_example_config_is_valid() -> None:
     assert demo is not None and isinstance(demo.routing, Routing)
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), [
-    ('type = "say"\ntext = "Support', 'type = "shout"\ntext = "Support',
-     r"tenants\[0\]\(acme\)\.routing\.actions\.support\.type: unknown action 'shout'"),
-    ('"+14155550101", "+14155550102"', '"+14155550101", "0800-CALL"',
-     r"actions\.sales\.numbers: expected E\.164 numbers .*got '\*\*\*CALL'"),
-    ('to = ["+18005559999"]', 'to = ["18005559999"]',
-     r"routing\.voice\[1\]\(spam\)\.to: expected E\.164"),
-    ('"mon-fri 09:00-17:00"', '"mon-fri 17:00-09:00"',
-     r"routing\.voice\[0\]\(office\)\.hours: .*the end must be after the start"),
-    ('"mon-fri 09:00-17:00"', '"weekdays 9-5"',
-     r"voice\[0\]\(office\)\.hours: expected DAYS HH:MM-HH:MM"),
-    ('"mon-fri 09:00-17:00"', '"mon-fry 09:00-17:00"',
-     r"voice\[0\]\(office\)\.hours: unknown day"),
-    ('action = "block"', 'action = "nowhere"',
-     r"voice\[1\]\(spam\)\.action: no action named 'nowhere'"),
-    ('"2" = "support"', '"2" = "main"', r"actions\.main: loop: main -> main"),
-    ('text = "Support is online at example.com."',
-     'text = "Support is online at example.com."\nthen = "main"',
-     r"actions\.main: loop: main -> support -> main"),
-    ('keywords = ["HOURS", "open"]', 'keywords = ["HOURS", "stop"]',
-     r"sms\[0\]\(hours\)\.keywords: STOP are Twilio's opt-out/help keywords"),
-    ('timezone = "America/New_York"', 'timezone = "Mars/Olympus"',
-     r"routing\.timezone: expected an IANA time zone"),
-    ("answer_timeout_ms = 1000", "answer_timeout_ms = 20000",
-     r"routing\.answer_timeout_ms: expected an integer from 100 to 10000"),
-    ('reason = "busy"', 'reason = "maybe"', r"actions\.block\.reason: expected busy or rejected"),
-    ('max_length_s = 60', 'max_length_s = 60\nbeep = true',
-     r"actions\.voicemail\.beep: unknown key"),
-    ('"1" = "sales"', '"11" = "sales"', r"actions\.main\.options\.11: expected one key"),
-    ('name = "spam"', 'name = "office"', r"routing\.voice: two rules are named 'office'"),
-    ('type = "flow"\nflow = "refill"', 'type = "flow"',
-     r"actions\.refill\.flow: expected a string"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'type = "say"\ntext = "Support',
+            'type = "shout"\ntext = "Support',
+            r"tenants\[0\]\(acme\)\.routing\.actions\.support\.type: unknown action 'shout'",
+        ),
+        (
+            '"+14155550101", "+14155550102"',
+            '"+14155550101", "0800-CALL"',
+            r"actions\.sales\.numbers: expected E\.164 numbers .*got '\*\*\*CALL'",
+        ),
+        (
+            'to = ["+18005559999"]',
+            'to = ["18005559999"]',
+            r"routing\.voice\[1\]\(spam\)\.to: expected E\.164",
+        ),
+        (
+            '"mon-fri 09:00-17:00"',
+            '"mon-fri 17:00-09:00"',
+            r"routing\.voice\[0\]\(office\)\.hours: .*the end must be after the start",
+        ),
+        (
+            '"mon-fri 09:00-17:00"',
+            '"weekdays 9-5"',
+            r"voice\[0\]\(office\)\.hours: expected DAYS HH:MM-HH:MM",
+        ),
+        (
+            '"mon-fri 09:00-17:00"',
+            '"mon-fry 09:00-17:00"',
+            r"voice\[0\]\(office\)\.hours: unknown day",
+        ),
+        (
+            'action = "block"',
+            'action = "nowhere"',
+            r"voice\[1\]\(spam\)\.action: no action named 'nowhere'",
+        ),
+        ('"2" = "support"', '"2" = "main"', r"actions\.main: loop: main -> main"),
+        (
+            'text = "Support is online at example.com."',
+            'text = "Support is online at example.com."\nthen = "main"',
+            r"actions\.main: loop: main -> support -> main",
+        ),
+        (
+            'keywords = ["HOURS", "open"]',
+            'keywords = ["HOURS", "stop"]',
+            r"sms\[0\]\(hours\)\.keywords: STOP are Twilio's opt-out/help keywords",
+        ),
+        (
+            'timezone = "America/New_York"',
+            'timezone = "Mars/Olympus"',
+            r"routing\.timezone: expected an IANA time zone",
+        ),
+        (
+            "answer_timeout_ms = 1000",
+            "answer_timeout_ms = 20000",
+            r"routing\.answer_timeout_ms: expected an integer from 100 to 10000",
+        ),
+        (
+            'reason = "busy"',
+            'reason = "maybe"',
+            r"actions\.block\.reason: expected busy or rejected",
+        ),
+        (
+            "max_length_s = 60",
+            "max_length_s = 60\nbeep = true",
+            r"actions\.voicemail\.beep: unknown key",
+        ),
+        ('"1" = "sales"', '"11" = "sales"', r"actions\.main\.options\.11: expected one key"),
+        ('name = "spam"', 'name = "office"', r"routing\.voice: two rules are named 'office'"),
+        (
+            'type = "flow"\nflow = "refill"',
+            'type = "flow"',
+            r"actions\.refill\.flow: expected a string",
+        ),
+    ],
+)
 def test_each_mistake_is_named(old: str, new: str, expected: str) -> None:
     """A broken rule fails start-up with a message naming the tenant entry, rule and key."""
     assert old in ROUTING_TOML
@@ -90,8 +135,9 @@ def test_each_mistake_is_named(old: str, new: str, expected: str) -> None:
 
 def test_all_problems_are_reported_together() -> None:
     """Several mistakes in one file are all reported, not just the first."""
-    text = ROUTING_TOML.replace('action = "block"', 'action = "nowhere"') \
-        .replace('"+14155550101"', '"14155550101"')
+    text = ROUTING_TOML.replace('action = "block"', 'action = "nowhere"').replace(
+        '"+14155550101"', '"14155550101"'
+    )
     assert len(problems(text)) == 2
 
 
@@ -154,7 +200,13 @@ def test_hookline_check_names_a_broken_rule(
 def test_publish_and_answer_deadlines_must_fit_twilios_limit() -> None:
     """publish_timeout_ms plus a tenant's answer_timeout_ms over 12 s is refused, named."""
     text = ROUTING_TOML.replace("[gateway]\n", "[gateway]\npublish_timeout_ms = 5000\n").replace(
-        "answer_timeout_ms = 1000", "answer_timeout_ms = 8000")
+        "answer_timeout_ms = 1000", "answer_timeout_ms = 8000"
+    )
     found = problems(text)
-    assert any(p.startswith("tenants[0](acme).routing.answer_timeout_ms: with [gateway] "
-                            "publish_timeout_ms = 5000 a call could wait 13000 ms") for p in found)
+    assert any(
+        p.startswith(
+            "tenants[0](acme).routing.answer_timeout_ms: with [gateway] "
+            "publish_timeout_ms = 5000 a call could wait 13000 ms"
+        )
+        for p in found
+    )

@@ -149,8 +149,9 @@ def test_config_secrets_resolve_from_the_given_environ(empty_cwd: Path) -> None:
     assert acme is not None and acme.twilio is not None
     assert acme.twilio.auth_token.reveal() == "tok"
     message = error_of({"HOOKLINE_CONFIG": str(path)})
-    assert ("tenants[0](acme).twilio.auth_token: environment variable ACME_TOKEN is not set"
-            in message)
+    assert (
+        "tenants[0](acme).twilio.auth_token: environment variable ACME_TOKEN is not set" in message
+    )
 
 
 # --- each variable -----------------------------------------------------------------------------
@@ -191,13 +192,24 @@ def test_rabbitmq_api_url_defaults_to_the_amqp_host(amqp: str, expected: str | N
 
 def test_rabbitmq_api_url_given_is_kept() -> None:
     """An explicit management API URL is used as given."""
-    settings = load_settings({"HOOKLINE_AMQP_URL": "amqp://u:p@rabbit/",
-                              "HOOKLINE_RABBITMQ_API_URL": "https://admin:pw@mgmt.example/"})
+    settings = load_settings(
+        {
+            "HOOKLINE_AMQP_URL": "amqp://u:p@rabbit/",
+            "HOOKLINE_RABBITMQ_API_URL": "https://admin:pw@mgmt.example/",
+        }
+    )
     assert settings.rabbitmq_api_url == "https://admin:pw@mgmt.example/"
 
 
-@pytest.mark.parametrize("url", ["amqp://admin:hunter2@rabbit/", "http://", "rabbit:15672",
-                                 "http://admin:hunter2@rabbit:99999/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://admin:hunter2@rabbit/",
+        "http://",
+        "rabbit:15672",
+        "http://admin:hunter2@rabbit:99999/",
+    ],
+)
 def test_invalid_rabbitmq_api_url_is_named_without_password(url: str) -> None:
     """A bad HOOKLINE_RABBITMQ_API_URL names the variable and masks the password it carried."""
     message = error_of({"HOOKLINE_RABBITMQ_API_URL": url})
@@ -260,17 +272,20 @@ def test_forwarded_hosts_parsed_lower_case() -> None:
 def test_invalid_forwarded_host_is_named(raw: str) -> None:
     """A value that is not a bare host[:port] names the variable and the item."""
     assert error_of({"HOOKLINE_FORWARDED_HOSTS": raw}) == (
-        "HOOKLINE_FORWARDED_HOSTS: expected comma-separated host or host:port values, "
-        f"got {raw!r}")
+        f"HOOKLINE_FORWARDED_HOSTS: expected comma-separated host or host:port values, got {raw!r}"
+    )
 
 
 def test_trusted_proxies_without_a_declared_host_fail_at_start() -> None:
     """Trusting proxies with nothing that says which forwarded host is ours is refused."""
     message = error_of({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1"})
-    assert message.startswith("HOOKLINE_TRUSTED_PROXIES is set but no X-Forwarded-Host is "
-                              "allowed: set HOOKLINE_FORWARDED_HOSTS")
-    assert load_settings({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1",
-                          "HOOKLINE_PUBLIC_URL": "https://hooks.example.com"}).trusted_proxies
+    assert message.startswith(
+        "HOOKLINE_TRUSTED_PROXIES is set but no X-Forwarded-Host is "
+        "allowed: set HOOKLINE_FORWARDED_HOSTS"
+    )
+    assert load_settings(
+        {"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1", "HOOKLINE_PUBLIC_URL": "https://hooks.example.com"}
+    ).trusted_proxies
 
 
 def test_trusted_proxies_parsed_as_networks() -> None:
@@ -301,8 +316,9 @@ def test_trusted_proxies_parsed_as_networks() -> None:
 )
 def test_is_trusted_proxy(host: str, trusted: bool) -> None:
     """Only peers inside a configured network are trusted; names never are."""
-    settings = load_settings({"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1,192.168.0.0/16,::1",
-                              **FORWARDED})
+    settings = load_settings(
+        {"HOOKLINE_TRUSTED_PROXIES": "10.0.0.1,192.168.0.0/16,::1", **FORWARDED}
+    )
     assert settings.is_trusted_proxy(host) is trusted
 
 

@@ -22,11 +22,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_event(n: int, pad: int = 0) -> Event:
-    return Event(id=f"evt-{n:06d}", kind="message.status", tenant="acme", provider="twilio",
-                 source="twilio/AC0123", subject=f"SM{n:032x}",
-                 time=datetime(2026, 11, 23, 8, 0, n % 60, tzinfo=UTC),
-                 data={"n": n, "status": "delivered", "pad": "x" * pad,
-                       "raw": {"Body": "héllo ✓ \u0000 \U0001f600", "MessageStatus": "delivered"}})
+    return Event(
+        id=f"evt-{n:06d}",
+        kind="message.status",
+        tenant="acme",
+        provider="twilio",
+        source="twilio/AC0123",
+        subject=f"SM{n:032x}",
+        time=datetime(2026, 11, 23, 8, 0, n % 60, tzinfo=UTC),
+        data={
+            "n": n,
+            "status": "delivered",
+            "pad": "x" * pad,
+            "raw": {"Body": "héllo ✓ \u0000 \U0001f600", "MessageStatus": "delivered"},
+        },
+    )
 
 
 def spool_files(data_dir: Path) -> list[str]:
@@ -84,8 +94,10 @@ async def test_put_is_on_disk_when_it_returns(spool: Spool) -> None:
     rows = reader.execute("SELECT event_id, routing_key, body FROM spool").fetchall()
     mode = reader.execute("PRAGMA journal_mode").fetchone()[0]
     reader.close()
-    assert (rows, mode) == ([("evt-000001", "acme.twilio.message.status",
-                              make_event(1).to_json())], "wal")
+    assert (rows, mode) == (
+        [("evt-000001", "acme.twilio.message.status", make_event(1).to_json())],
+        "wal",
+    )
 
 
 # Eight concurrent writers; "ok <id>" is printed only once that put() returned.
@@ -111,8 +123,14 @@ asyncio.run(main())
 async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     """Every put a SIGKILLed writer saw return is in its orphaned spool file: zero lost."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(tmp_path), stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        sys.executable,
+        "-c",
+        CHILD,
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     acknowledged: set[str] = set()
     try:
@@ -163,8 +181,10 @@ async def test_put_latency_and_throughput_figures(spool: Spool) -> None:
     await asyncio.gather(*(writer(w) for w in range(64)))
     rate = 64 * 50 / (time.perf_counter() - began)
     assert spool.count() == 200 + 64 * 50
-    print(f"\nput p50 {statistics.median(latencies) * 1000:.2f} ms alone; 64 writers: "
-          f"{rate:,.0f} puts/s in {spool.commits - commits} commits")
+    print(
+        f"\nput p50 {statistics.median(latencies) * 1000:.2f} ms alone; 64 writers: "
+        f"{rate:,.0f} puts/s in {spool.commits - commits} commits"
+    )
 
 
 async def test_two_owners_get_two_files_and_cannot_adopt_each_other(tmp_path: Path) -> None:
@@ -234,8 +254,9 @@ async def test_over_max_bytes_is_a_spool_error(tmp_path: Path) -> None:
     """A put that would take the bodies over max_bytes raises, even among concurrent puts."""
     size = len(make_event(0).to_json())
     spool = await Spool.open(tmp_path, max_bytes=2 * size + 1)
-    results = await asyncio.gather(*(spool.put(make_event(n)) for n in range(3)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(spool.put(make_event(n)) for n in range(3)), return_exceptions=True
+    )
     assert results[:2] == [None, None] and isinstance(results[2], SpoolError)
     assert "max_bytes" in str(results[2]) and spool.count() == 2
     await spool.close()

@@ -22,8 +22,12 @@ pytestmark = pytest.mark.usefixtures("reset_logging_after")
 
 
 def env(data_dir: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", ""), "HOOKLINE_CONFIG": str(EXAMPLE),
-            "HOOKLINE_DATA_DIR": str(data_dir), **extra}
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOOKLINE_CONFIG": str(EXAMPLE),
+        "HOOKLINE_DATA_DIR": str(data_dir),
+        **extra,
+    }
 
 
 async def leave_orphan(data_dir: Path, count: int, tenant: str = "demo") -> None:
@@ -77,13 +81,13 @@ def test_status_names_corrupt_and_quarantined_files(
     assert main(["spool", "status"], env(tmp_path)) == 0
     out = capsys.readouterr().out
     assert f"{directory / 'spool-0.db'}: corrupt (file is not a database)" in out
-    assert (f"{directory / 'corrupt-spool-1-20261203T080000Z.db'}: quarantined as corrupt"
-            in out)
+    assert f"{directory / 'corrupt-spool-1-20261203T080000Z.db'}: quarantined as corrupt" in out
     assert "total: 0 event(s) in 0 file(s); 2 corrupt or quarantined file(s), not counted" in out
 
 
-def test_replay_refuses_the_memory_broker(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_refuses_the_memory_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Replay needs a real broker to replay to."""
     assert main(["spool", "replay"], env(tmp_path)) == 1
     assert "memory://" in capsys.readouterr().err

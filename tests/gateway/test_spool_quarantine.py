@@ -27,7 +27,7 @@ async def spool_with(data_dir: Path, count: int) -> Path:
 def damage_pages(path: Path) -> None:
     """Overwrite pages 2 to 4 (the table's B-tree) as a failing disk would."""
     data = bytearray(path.read_bytes())
-    data[PAGE:4 * PAGE] = b"\xa5" * (3 * PAGE)
+    data[PAGE : 4 * PAGE] = b"\xa5" * (3 * PAGE)
     path.write_bytes(bytes(data))
 
 
@@ -73,6 +73,7 @@ async def test_adopting_damaged_pages_quarantines_instead_of_failing(tmp_path: P
     assert not damaged.exists() and not healthy.exists()  # the healthy one drained and deleted
     [moved] = [name for name in spool_files(tmp_path) if name.startswith("corrupt-")]
     assert (tmp_path / "spool" / moved).read_bytes() == original
-    assert [line["error"].split(":")[0] for line in logs
-            if line["event"] == "spool_quarantined"] == ["SQLITE_CORRUPT"]
+    assert [
+        line["error"].split(":")[0] for line in logs if line["event"] == "spool_quarantined"
+    ] == ["SQLITE_CORRUPT"]
     assert Spool.orphans(tmp_path) == []  # the quarantined file is nobody's orphan

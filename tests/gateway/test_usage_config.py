@@ -99,17 +99,28 @@ def test_float_price_is_rejected_naming_the_key() -> None:
     [
         ('provider = "plivo"\nchannel = "sms"\nper_segment = "1"', "provider", "twilio, kaleyra"),
         ('provider = "twilio"\nchannel = "fax"\nper_segment = "1"', "channel", "sms, mms"),
-        ('provider = "twilio"\nchannel = "sms"\ndirection = "up"\nper_segment = "1"',
-         "direction", "outbound"),
-        ('provider = "twilio"\nchannel = "sms"\nprefix = "UK"\nper_segment = "1"', "prefix",
-         "country prefix"),
-        ('provider = "twilio"\nchannel = "sms"\nper_segment = "-1"', "per_segment",
-         "non-negative"),
-        ('provider = "twilio"\nchannel = "sms"\nper_segment = "1e3"', "per_segment",
-         "non-negative"),
+        (
+            'provider = "twilio"\nchannel = "sms"\ndirection = "up"\nper_segment = "1"',
+            "direction",
+            "outbound",
+        ),
+        (
+            'provider = "twilio"\nchannel = "sms"\nprefix = "UK"\nper_segment = "1"',
+            "prefix",
+            "country prefix",
+        ),
+        ('provider = "twilio"\nchannel = "sms"\nper_segment = "-1"', "per_segment", "non-negative"),
+        (
+            'provider = "twilio"\nchannel = "sms"\nper_segment = "1e3"',
+            "per_segment",
+            "non-negative",
+        ),
         ('provider = "twilio"\nchannel = "sms"', "per_segment", "expected a price"),
-        ('provider = "twilio"\nchannel = "voice"\nper_segment = "1"', "per_segment",
-         "priced per_minute"),
+        (
+            'provider = "twilio"\nchannel = "voice"\nper_segment = "1"',
+            "per_segment",
+            "priced per_minute",
+        ),
         ('provider = "twilio"\nchannel = "sms"\nper_segment = true', "per_segment", "a boolean"),
         ('provider = "twilio"\nchannel = "sms"\nper_segmnt = "1"', "per_segmnt", "did you mean"),
     ],
@@ -122,8 +133,9 @@ def test_bad_rate_lines(entry: str, key: str, fragment: str) -> None:
 
 def test_duplicate_rate_is_rejected() -> None:
     """Two lines for the same provider, channel, direction and prefix are ambiguous."""
-    line = ('[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\nprefix = "+1"\n'
-            'per_segment = "1"\n')
+    line = (
+        '[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\nprefix = "+1"\nper_segment = "1"\n'
+    )
     message = problems("[usage]\n" + line + line.replace('"1"\n', '"2"\n'))
     assert "usage.rates[1].prefix" in message and "duplicate" in message
 
@@ -139,15 +151,15 @@ def test_budget_and_plan_sections() -> None:
     assert tenant is not None
     assert tenant.budget == Budget("postpaid", Decimal("250.00"), (50, 90))
     assert tenant.usage == TenantUsage(
-        Decimal(499), Decimal(1200), Decimal("0.02"), ("+14155550100",))
+        Decimal(499), Decimal(1200), Decimal("0.02"), ("+14155550100",)
+    )
 
 
 def test_budget_defaults_and_absence() -> None:
     """Thresholds default to 50/80/100; a tenant without the sections has no budget, no plan."""
     with_budget = parse(TENANT + '[tenants.budget]\nmode = "prepaid"\namount = "10"\n')
     tenant = with_budget.tenants.by_id("acme")
-    assert tenant is not None and tenant.budget == Budget(
-        "prepaid", Decimal(10), (50, 80, 100))
+    assert tenant is not None and tenant.budget == Budget("prepaid", Decimal(10), (50, 80, 100))
     bare = parse(TENANT).tenants.by_id("acme")
     assert bare is not None and bare.budget is None
     assert bare.usage == TenantUsage()
@@ -160,13 +172,19 @@ def test_budget_defaults_and_absence() -> None:
         ('[tenants.budget]\nmode = "prepaid"', "budget.amount", "got nothing"),
         ('[tenants.budget]\nmode = "prepaid"\namount = 2.5', "budget.amount", "float"),
         ('[tenants.budget]\nmode = "prepaid"\namount = "0"', "budget.amount", "above 0"),
-        ('[tenants.budget]\nmode = "prepaid"\namount = "1"\nthresholds = [0]',
-         "budget.thresholds", "1 to 1000"),
-        ('[tenants.budget]\nmode = "prepaid"\namount = "1"\nthresholds = []',
-         "budget.thresholds", "non-empty"),
+        (
+            '[tenants.budget]\nmode = "prepaid"\namount = "1"\nthresholds = [0]',
+            "budget.thresholds",
+            "1 to 1000",
+        ),
+        (
+            '[tenants.budget]\nmode = "prepaid"\namount = "1"\nthresholds = []',
+            "budget.thresholds",
+            "non-empty",
+        ),
         ('[tenants.usage]\nmonthly_churn = "1.5"', "usage.monthly_churn", "at most 1"),
         ('[tenants.usage]\nmonthly_churn = "0"', "usage.monthly_churn", "above 0"),
-        ('[tenants.usage]\nplan_monthly = 9.99', "usage.plan_monthly", "float"),
+        ("[tenants.usage]\nplan_monthly = 9.99", "usage.plan_monthly", "float"),
         ('[tenants.usage]\nnumbers = ["4155550100"]', "usage.numbers", "E.164"),
     ],
 )
@@ -200,35 +218,52 @@ def test_hookline_check_names_a_float_price(tmp_path: Path) -> None:
     import sys
 
     path = tmp_path / "hookline.toml"
-    path.write_text('[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
-                    "per_segment = 0.0079\n")
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check"], capture_output=True,
-                          text=True, env={"HOOKLINE_CONFIG": str(path), "PATH": "/usr/bin"},
-                          timeout=60, check=False)
+    path.write_text(
+        '[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\nper_segment = 0.0079\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check"],
+        capture_output=True,
+        text=True,
+        env={"HOOKLINE_CONFIG": str(path), "PATH": "/usr/bin"},
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert "usage.rates[0].per_segment" in done.stderr and "float" in done.stderr
 
 
-@given(st.integers(0, 12).flatmap(lambda places: st.decimals(
-    min_value=0, max_value=10**9, places=places, allow_nan=False, allow_infinity=False)))
+@given(
+    st.integers(0, 12).flatmap(
+        lambda places: st.decimals(
+            min_value=0, max_value=10**9, places=places, allow_nan=False, allow_infinity=False
+        )
+    )
+)
 def test_decimal_strings_parse_exactly(value: Decimal) -> None:
     """Any price written as a plain decimal string comes back as exactly that Decimal."""
     text = format(value, "f")
-    card = parse('[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
-                 f'per_segment = "{text}"\n').usage
+    card = parse(
+        f'[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\nper_segment = "{text}"\n'
+    ).usage
     assert card.rates[0].per_segment == value
     assert decimal_text(card.rates[0].per_segment) == text  # type: ignore[arg-type]
 
 
-@given(prefixes=st.lists(st.text("0123456789", min_size=0, max_size=4), min_size=1,
-                         max_size=6, unique=True),
-       number=st.text("0123456789", min_size=1, max_size=12))
+@given(
+    prefixes=st.lists(
+        st.text("0123456789", min_size=0, max_size=4), min_size=1, max_size=6, unique=True
+    ),
+    number=st.text("0123456789", min_size=1, max_size=12),
+)
 def test_longest_prefix_wins_against_brute_force(prefixes: list[str], number: str) -> None:
     """rate_for picks the longest matching prefix, as a brute-force search does."""
     lines = "".join(
         '[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\n'
-        + (f'prefix = "+{p}"\n' if p else "") + f'per_segment = "{i}"\n'
-        for i, p in enumerate(prefixes))
+        + (f'prefix = "+{p}"\n' if p else "")
+        + f'per_segment = "{i}"\n'
+        for i, p in enumerate(prefixes)
+    )
     card = parse("[usage]\n" + lines).usage
     matches = [p for p in prefixes if number.startswith(p)]
     rate = card.rate_for("twilio", "sms", "outbound", "+" + number)

@@ -21,5 +21,8 @@ def test_event_id_is_uuid5_of_the_joined_parts(parts: list[str]) -> None:
 def test_known_id_is_stable() -> None:
     """A fixed fact keeps its id across releases (ids already published must not change)."""
     assert event_id("twilio", "AC1", "message.status", "SM1", "delivered", "") == str(
-        uuid.uuid5(uuid.UUID("6c1f3f0e-5d2a-4c1b-9a8e-2f4b7c9d0e11"),
-                   "twilio\x1fAC1\x1fmessage.status\x1fSM1\x1fdelivered\x1f"))
+        uuid.uuid5(
+            uuid.UUID("6c1f3f0e-5d2a-4c1b-9a8e-2f4b7c9d0e11"),
+            "twilio\x1fAC1\x1fmessage.status\x1fSM1\x1fdelivered\x1f",
+        )
+    )

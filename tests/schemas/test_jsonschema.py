@@ -30,16 +30,32 @@ TWILIO_KINDS = ("message.status", "message.incoming", "call.status", "call.incom
 def message_status_event() -> dict[str, Any]:
     """A hand-written valid Twilio message.status event (as twilio_events builds it)."""
     return {
-        "specversion": "1.0", "id": "0d9b6a52-3f1e-5b7c-9a2d-4e8f6c1b0a3d",
-        "source": f"twilio/{ACCOUNT}", "type": "io.hookline.message.status", "subject": SM,
-        "time": "2026-11-23T08:00:00Z", "datacontenttype": "application/json",
-        "tenant": "acme", "provider": "twilio",
+        "specversion": "1.0",
+        "id": "0d9b6a52-3f1e-5b7c-9a2d-4e8f6c1b0a3d",
+        "source": f"twilio/{ACCOUNT}",
+        "type": "io.hookline.message.status",
+        "subject": SM,
+        "time": "2026-11-23T08:00:00Z",
+        "datacontenttype": "application/json",
+        "tenant": "acme",
+        "provider": "twilio",
         "data": {
-            "message_sid": SM, "account_sid": ACCOUNT, "status": "delivered",
-            "provider_status": "delivered", "from": "+15017122661", "to": "+15558675310",
-            "channel": "sms", "error_code": None, "segments": 1, "messaging_service_sid": None,
-            "raw": {"AccountSid": ACCOUNT, "MessageSid": SM, "MessageStatus": "delivered",
-                    "To": ["+15558675310", "+15558675311"]},
+            "message_sid": SM,
+            "account_sid": ACCOUNT,
+            "status": "delivered",
+            "provider_status": "delivered",
+            "from": "+15017122661",
+            "to": "+15558675310",
+            "channel": "sms",
+            "error_code": None,
+            "segments": 1,
+            "messaging_service_sid": None,
+            "raw": {
+                "AccountSid": ACCOUNT,
+                "MessageSid": SM,
+                "MessageStatus": "delivered",
+                "To": ["+15558675310", "+15558675311"],
+            },
         },
     }
 
@@ -98,8 +114,12 @@ def test_valid_events_pass() -> None:
 def test_kaleyra_data_is_pinned_too() -> None:
     """A Kaleyra message.status needs its own pinned data (issue 5), not only status and raw."""
     doc = message_status_event()
-    doc.update(provider="kaleyra", source="kaleyra/HXAB12IN_1710", subject="dlr-1",
-               data={"status": "delivered", "raw": {"status": "DELIVRD", "delivered": 1}})
+    doc.update(
+        provider="kaleyra",
+        source="kaleyra/HXAB12IN_1710",
+        subject="dlr-1",
+        data={"status": "delivered", "raw": {"status": "DELIVRD", "delivered": 1}},
+    )
     errors = event_errors(doc)
     assert "$.data: 'message_id' is a required property" in errors
     assert any(error.startswith("$.data.raw.delivered") for error in errors)
@@ -121,31 +141,34 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("path", "value", "complaint"), [
-    ("type", "io.hookline.call.status", "'call_sid' is a required property"),
-    ("type", "com.example.other", "expected a string starting"),
-    ("tenant", ..., "'tenant' is a required property"),
-    ("tenant", "Acme Corp", "does not match"),
-    ("data.status", "DELIVRD", "is not one of"),
-    ("data.status", "bogus", "is not one of"),
-    ("specversion", "0.3", "'1.0' was expected"),
-    ("time", "2026-11-23T08:00:00+01:00", "does not match"),
-    ("time", "2026-13-01T08:00:00Z", "is not a 'date-time'"),
-    ("datacontenttype", "text/plain", "'application/json' was expected"),
-    ("provider", "plivo", "is not one of"),
-    ("source", "kaleyra/HX1", "does not match"),
-    ("subject", "SM 1", "does not match"),
-    ("extension", "x", "Additional properties are not allowed"),
-    ("data.segments", "1", "is not of type"),
-    ("data.segments", -1, "less than the minimum"),
-    ("data.channel", "carrier-pigeon", "is not one of"),
-    ("data.error_code", "", "should be non-empty"),
-    ("data.raw.To", ["+15558675310"], "is not valid under any of the given schemas"),
-    ("data.raw.NumMedia", 0, "is not valid under any of the given schemas"),
-    ("data.surprise", True, "Additional properties are not allowed"),
-    ("data.message_sid", ..., "'message_sid' is a required property"),
-    ("data", [], "is not of type 'object'"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "complaint"),
+    [
+        ("type", "io.hookline.call.status", "'call_sid' is a required property"),
+        ("type", "com.example.other", "expected a string starting"),
+        ("tenant", ..., "'tenant' is a required property"),
+        ("tenant", "Acme Corp", "does not match"),
+        ("data.status", "DELIVRD", "is not one of"),
+        ("data.status", "bogus", "is not one of"),
+        ("specversion", "0.3", "'1.0' was expected"),
+        ("time", "2026-11-23T08:00:00+01:00", "does not match"),
+        ("time", "2026-13-01T08:00:00Z", "is not a 'date-time'"),
+        ("datacontenttype", "text/plain", "'application/json' was expected"),
+        ("provider", "plivo", "is not one of"),
+        ("source", "kaleyra/HX1", "does not match"),
+        ("subject", "SM 1", "does not match"),
+        ("extension", "x", "Additional properties are not allowed"),
+        ("data.segments", "1", "is not of type"),
+        ("data.segments", -1, "less than the minimum"),
+        ("data.channel", "carrier-pigeon", "is not one of"),
+        ("data.error_code", "", "should be non-empty"),
+        ("data.raw.To", ["+15558675310"], "is not valid under any of the given schemas"),
+        ("data.raw.NumMedia", 0, "is not valid under any of the given schemas"),
+        ("data.surprise", True, "Additional properties are not allowed"),
+        ("data.message_sid", ..., "'message_sid' is a required property"),
+        ("data", [], "is not of type 'object'"),
+    ],
+)
 def test_invalid_events_are_rejected(path: str, value: Any, complaint: str) -> None:
     """Hand-written invalid events fail, and the error names what is wrong."""
     doc = mutate(path, value)

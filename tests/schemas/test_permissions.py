@@ -110,12 +110,19 @@ def test_the_documented_regexes_are_the_generated_ones() -> None:
     """docs/broker-users.md shows exactly the permissions schemas.permissions generates."""
     doc = (Path(__file__).resolve().parents[2] / "docs" / "broker-users.md").read_text()
     for service, permissions in SERVICE_PERMISSIONS.items():
-        block = (f"### `hookline-{service}`: {SERVICE_ROLES[service]}\n\n```text\n"
-                 f"configure {permissions.configure}\nwrite     {permissions.write}\n"
-                 f"read      {permissions.read}\n```")
+        block = (
+            f"### `hookline-{service}`: {SERVICE_ROLES[service]}\n\n```text\n"
+            f"configure {permissions.configure}\nwrite     {permissions.write}\n"
+            f"read      {permissions.read}\n```"
+        )
         assert block in doc, service
     acme = tenant_permissions("acme")
     topics = {topic.exchange: topic for topic in acme.topics}
-    for regex in (acme.configure, acme.write, acme.read, topics[EVENTS_EXCHANGE].read,
-                  topics[COMMANDS_EXCHANGE].write):
+    for regex in (
+        acme.configure,
+        acme.write,
+        acme.read,
+        topics[EVENTS_EXCHANGE].read,
+        topics[COMMANDS_EXCHANGE].write,
+    ):
         assert regex and regex in doc

@@ -28,12 +28,16 @@ def tenant_id(prefix: str) -> str:
 
 
 def broker_settings(amqp_url: str, api_url: str, tenant_ids: Sequence[str]) -> Settings:
-    return Settings(amqp_url=amqp_url, rabbitmq_api_url=api_url,
-                    tenants=StaticTenantRegistry([Tenant(tid, tid) for tid in tenant_ids]))
+    return Settings(
+        amqp_url=amqp_url,
+        rabbitmq_api_url=api_url,
+        tenants=StaticTenantRegistry([Tenant(tid, tid) for tid in tenant_ids]),
+    )
 
 
-async def credentials(settings: Settings, tenant: str, *, rotate: bool = False,
-                      delete: bool = False) -> dict[str, Any]:
+async def credentials(
+    settings: Settings, tenant: str, *, rotate: bool = False, delete: bool = False
+) -> dict[str, Any]:
     """What `hookline tenant credentials` prints, parsed."""
     out = io.StringIO()
     status = await tenant_credentials(settings, tenant, out, rotate=rotate, delete=delete)

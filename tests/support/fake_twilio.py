@@ -61,10 +61,12 @@ class FakeTwilio:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/2010-04-01/Accounts/{sid}/Usage/Records.json", self.usage_records),
-            Route("/2010-04-01/Accounts/{sid}/{resource}.json", self.create, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/2010-04-01/Accounts/{sid}/Usage/Records.json", self.usage_records),
+                Route("/2010-04-01/Accounts/{sid}/{resource}.json", self.create, methods=["POST"]),
+            ]
+        )
 
     def calls(self) -> list[Placed]:
         return [p for p in self.placed if p.resource == "Calls"]
@@ -95,15 +97,28 @@ class FakeTwilio:
         keep = {k: v for k, v in query.items() if k not in ("Page", "PageToken", "PageSize")}
         more = "&".join(f"{k}={v}" for k, v in keep.items())
         next_uri = f"{uri}?{more}&PageSize=1&Page={page + 1}" if page + 1 < len(found) else None
-        return JSONResponse({
-            "usage_records": [{"account_sid": sid, "category": query.get("Category"),
-                               "start_date": query.get("StartDate"),
-                               "end_date": query.get("EndDate"), **record}
-                              for record in found[page : page + 1]],
-            "first_page_uri": f"{uri}?{more}&PageSize=1&Page=0", "next_page_uri": next_uri,
-            "previous_page_uri": None, "page": page, "page_size": 1, "start": page,
-            "end": page, "uri": f"{uri}?{more}",
-        })
+        return JSONResponse(
+            {
+                "usage_records": [
+                    {
+                        "account_sid": sid,
+                        "category": query.get("Category"),
+                        "start_date": query.get("StartDate"),
+                        "end_date": query.get("EndDate"),
+                        **record,
+                    }
+                    for record in found[page : page + 1]
+                ],
+                "first_page_uri": f"{uri}?{more}&PageSize=1&Page=0",
+                "next_page_uri": next_uri,
+                "previous_page_uri": None,
+                "page": page,
+                "page_size": 1,
+                "start": page,
+                "end": page,
+                "uri": f"{uri}?{more}",
+            }
+        )
 
     async def create(self, request: Request) -> JSONResponse:
         account, resource = request.path_params["sid"], request.path_params["resource"]
@@ -124,10 +139,15 @@ class FakeTwilio:
             return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         sid = ("CA" if resource == "Calls" else "SM") + f"{next(self._ids):032x}"
         self.placed.append(Placed(account, resource, params, time.monotonic(), sid))
-        body: dict[str, Any] = {"sid": sid, "account_sid": account, "to": to,
-                                "from": params["From"][0], "status": "queued",
-                                "api_version": "2010-04-01",
-                                "uri": f"/2010-04-01/Accounts/{account}/{resource}/{sid}.json"}
+        body: dict[str, Any] = {
+            "sid": sid,
+            "account_sid": account,
+            "to": to,
+            "from": params["From"][0],
+            "status": "queued",
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{account}/{resource}/{sid}.json",
+        }
         return JSONResponse(body, status_code=201)
 
 
@@ -142,20 +162,26 @@ def _basic(header: str) -> tuple[str, str, str]:
 
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, "status": status,
-                         "more_info": f"https://www.twilio.com/docs/errors/{code}"},
-                        status_code=status)
+    return JSONResponse(
+        {
+            "code": code,
+            "message": message,
+            "status": status,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        },
+        status_code=status,
+    )
 
 
 @contextmanager
 def serving_in_thread(fake: FakeTwilio) -> Iterator[FakeTwilio]:
     """Serve the fake on an ephemeral port from a thread (for the blocking Twilio client)."""
-    config = uvicorn.Config(fake.app(), host="127.0.0.1", port=0, log_config=None,
-                            access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        fake.app(), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),),
-                              daemon=True)
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
     thread.start()
     for _ in range(500):
         if server.started:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-REFILL_FLOW_TOML: Final = '''
+REFILL_FLOW_TOML: Final = """
 [tenants.flows]
 calls_per_second = 1
 caller_id = "+14155550100"
@@ -70,4 +70,4 @@ next = "bye"
 [[tenants.flows.refill.steps]]
 id = "bye"
 type = "hangup"
-'''
+"""

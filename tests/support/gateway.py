@@ -28,15 +28,22 @@ GLOBEX_TOKEN = "globex-token-fedcba9876543210"
 
 
 def default_tenants() -> list[Tenant]:
-    return [twilio_tenant("acme", ACME_SID, ACME_TOKEN),
-            twilio_tenant("globex", GLOBEX_SID, GLOBEX_TOKEN)]
+    return [
+        twilio_tenant("acme", ACME_SID, ACME_TOKEN),
+        twilio_tenant("globex", GLOBEX_SID, GLOBEX_TOKEN),
+    ]
 
 
 class GatewayClient:
     """An httpx client on the app plus the embedded broker behind it."""
 
-    def __init__(self, http: httpx.AsyncClient, broker: MemoryBroker, settings: Settings,
-                 admin: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        broker: MemoryBroker,
+        settings: Settings,
+        admin: httpx.AsyncClient,
+    ) -> None:
         self.http = http
         self.broker = broker
         self.settings = settings
@@ -55,8 +62,10 @@ class GatewayClient:
         """POST a form callback signed by the official twilio validator over the public URL."""
         target = f"{path}?{query}" if query else path
         body, signed_headers = signed_form_request(
-            f"{PUBLIC_URL}{target}", dict(params) if isinstance(params, Mapping) else params,
-            token, headers=dict(headers or {}),
+            f"{PUBLIC_URL}{target}",
+            dict(params) if isinstance(params, Mapping) else params,
+            token,
+            headers=dict(headers or {}),
         )
         return await self.http.post(target, content=body, headers=signed_headers)
 
@@ -89,7 +98,8 @@ async def gateway_client(
         app = create_app(settings, publisher=publisher, clock=FakeClock())
         transport = httpx.ASGITransport(app=app, client=client)
         http = httpx.AsyncClient(transport=transport, base_url="http://gateway.internal")
-        admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.admin_app),
-                                  base_url="http://admin.internal")
+        admin = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app.state.admin_app), base_url="http://admin.internal"
+        )
         async with app.router.lifespan_context(app), http, admin:
             yield GatewayClient(http, broker, settings, admin)

@@ -66,10 +66,15 @@ class RabbitClient:
             declared = await channel.declare_queue(queue, passive=True)
             while (message := await declared.get(no_ack=True, fail=False)) is not None:
                 props = Properties(
-                    message_id=message.message_id, content_type=message.content_type,
-                    delivery_mode=int(message.delivery_mode), routing_key=message.routing_key,
-                    exchange=message.exchange, type=message.type, app_id=message.app_id,
-                    timestamp=message.timestamp, headers=dict(message.headers),
+                    message_id=message.message_id,
+                    content_type=message.content_type,
+                    delivery_mode=int(message.delivery_mode),
+                    routing_key=message.routing_key,
+                    exchange=message.exchange,
+                    type=message.type,
+                    app_id=message.app_id,
+                    timestamp=message.timestamp,
+                    headers=dict(message.headers),
                 )
                 out.append((props, orjson.loads(message.body)))
         return out
@@ -119,8 +124,9 @@ async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None
 class TcpProxy:
     """A TCP relay in front of the broker that a test can pause (a hung broker) or sever."""
 
-    def __init__(self, target_url: str, tls: ssl.SSLContext | None = None,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_url: str, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> None:
         """``tls``: accept TLS with this server context and relay plain TCP (an amqps front
         for the plain test broker); ``url`` then says ``amqps://`` and names ``host``."""
         self._tls, self._host = tls, host
@@ -147,8 +153,9 @@ class TcpProxy:
         userinfo = parts.netloc.rpartition("@")[0]
         address = f"{self._host}:{self.port}"
         netloc = f"{userinfo}@{address}" if userinfo else address
-        return urlunsplit(parts._replace(scheme="amqps" if self._tls else parts.scheme,
-                                         netloc=netloc))
+        return urlunsplit(
+            parts._replace(scheme="amqps" if self._tls else parts.scheme, netloc=netloc)
+        )
 
     def pause(self) -> None:
         """Hold every byte in both directions: the broker looks alive but never answers."""

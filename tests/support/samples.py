@@ -19,34 +19,70 @@ def sid(prefix: str, n: int) -> str:
 
 
 def message_status(account: str, n: int = 1, status: str = "delivered") -> dict[str, str]:
-    return {"AccountSid": account, "ApiVersion": "2010-04-01", "MessageSid": sid("SM", n),
-            "SmsSid": sid("SM", n), "MessageStatus": status, "SmsStatus": status,
-            "From": CALLED, "To": CALLER, "NumSegments": "1"}
+    return {
+        "AccountSid": account,
+        "ApiVersion": "2010-04-01",
+        "MessageSid": sid("SM", n),
+        "SmsSid": sid("SM", n),
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "From": CALLED,
+        "To": CALLER,
+        "NumSegments": "1",
+    }
 
 
 def message_incoming(
     account: str, n: int = 1, body: str = "Is my prescription ready?"
 ) -> dict[str, str]:
-    return {"AccountSid": account, "ApiVersion": "2010-04-01", "MessageSid": sid("SM", n),
-            "SmsMessageSid": sid("SM", n), "SmsSid": sid("SM", n), "SmsStatus": "received",
-            "Body": body, "From": CALLER, "To": CALLED, "NumMedia": "0", "NumSegments": "1",
-            "FromCountry": "US", "ToCountry": "US"}
+    return {
+        "AccountSid": account,
+        "ApiVersion": "2010-04-01",
+        "MessageSid": sid("SM", n),
+        "SmsMessageSid": sid("SM", n),
+        "SmsSid": sid("SM", n),
+        "SmsStatus": "received",
+        "Body": body,
+        "From": CALLER,
+        "To": CALLED,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "FromCountry": "US",
+        "ToCountry": "US",
+    }
 
 
 def call_incoming(account: str, n: int = 1) -> dict[str, str]:
-    return {"AccountSid": account, "ApiVersion": "2010-04-01", "CallSid": sid("CA", n),
-            "CallStatus": "ringing", "Direction": "inbound", "From": CALLER, "To": CALLED,
-            "Caller": CALLER, "Called": CALLED, "CallerCountry": "US"}
+    return {
+        "AccountSid": account,
+        "ApiVersion": "2010-04-01",
+        "CallSid": sid("CA", n),
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": CALLER,
+        "To": CALLED,
+        "Caller": CALLER,
+        "Called": CALLED,
+        "CallerCountry": "US",
+    }
 
 
 def call_status(
     account: str, n: int = 1, status: str = "completed", seq: int = 3
 ) -> dict[str, str]:
-    return {"AccountSid": account, "ApiVersion": "2010-04-01", "CallSid": sid("CA", n),
-            "CallStatus": status, "Direction": "inbound", "From": CALLER, "To": CALLED,
-            "CallDuration": "42", "SequenceNumber": str(seq),
-            "Timestamp": "Mon, 23 Nov 2026 08:00:00 +0000",
-            "CallbackSource": "call-progress-events"}
+    return {
+        "AccountSid": account,
+        "ApiVersion": "2010-04-01",
+        "CallSid": sid("CA", n),
+        "CallStatus": status,
+        "Direction": "inbound",
+        "From": CALLER,
+        "To": CALLED,
+        "CallDuration": "42",
+        "SequenceNumber": str(seq),
+        "Timestamp": "Mon, 23 Nov 2026 08:00:00 +0000",
+        "CallbackSource": "call-progress-events",
+    }
 
 
 # Route, event kind, sample builder: the four Twilio callbacks of docs/architecture.md#twilio.

@@ -23,8 +23,13 @@ _RFC3339 = re.compile(
 )
 # Event kinds whose subject and source repeat fields of data (checked beyond the schema, since
 # JSON Schema cannot compare two values of one document).
-_SID_FIELDS = {"message.status": "message_sid", "message.incoming": "message_sid",
-               "call.status": "call_sid", "call.incoming": "call_sid", "call.flow": "call_sid"}
+_SID_FIELDS = {
+    "message.status": "message_sid",
+    "message.incoming": "message_sid",
+    "call.status": "call_sid",
+    "call.incoming": "call_sid",
+    "call.flow": "call_sid",
+}
 
 
 def _is_rfc3339(instance: object) -> bool:

@@ -14,8 +14,9 @@ from gateway.settings import ClientLimits
 
 
 @asynccontextmanager
-async def serving(app: Starlette, host: str = "127.0.0.1",
-                  limits: ClientLimits | None = None) -> AsyncIterator[str]:
+async def serving(
+    app: Starlette, host: str = "127.0.0.1", limits: ClientLimits | None = None
+) -> AsyncIterator[str]:
     """Serve ``app`` on an ephemeral port, configured as ``hookline serve`` does (the client
     limits included); yield its base URL; shut down gracefully."""
     config = server_config(app, host, 0, limits or ClientLimits(), lifespan="on")

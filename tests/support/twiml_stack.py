@@ -21,8 +21,9 @@ from schemas.events import Event
 from tests.support.gateway import PUBLIC_URL
 from tests.support.rabbit import wait_until
 from tests.support.twilio_signing import signed_form_request
+from workers.amqp_transport import AmqpTransport
 from workers.handler import Delivery, Handler, Result, RpcReply
-from workers.runner import AmqpTransport, Runner
+from workers.runner import Runner
 from workers.transport import MemoryTransport, Transport
 
 
@@ -41,36 +42,48 @@ class Stack:
         assert self.amqp_url is not None
         return AmqpTransport(self.amqp_url, worker)
 
-    async def post_signed(self, path: str, params: Mapping[str, str], token: str,
-                          query: str = "") -> httpx.Response:
+    async def post_signed(
+        self, path: str, params: Mapping[str, str], token: str, query: str = ""
+    ) -> httpx.Response:
         target = f"{path}?{query}" if query else path
         body, headers = signed_form_request(f"{PUBLIC_URL}{target}", dict(params), token)
         return await self.http.post(target, content=body, headers=headers)
 
 
 @contextlib.asynccontextmanager
-async def twiml_stack(tenants: Sequence[Tenant], amqp_url: str | None,
-                      rpc: RpcClient | None = None) -> AsyncIterator[Stack]:
+async def twiml_stack(
+    tenants: Sequence[Tenant], amqp_url: str | None, rpc: RpcClient | None = None
+) -> AsyncIterator[Stack]:
     """The app (lifespan running) on memory:// when ``amqp_url`` is None, else on RabbitMQ."""
     registry = StaticTenantRegistry(tenants)
     with tempfile.TemporaryDirectory(prefix="hookline-test-") as data_dir:
-        settings = Settings(tenants=registry, public_url=PUBLIC_URL, data_dir=Path(data_dir),
-                            amqp_url=amqp_url or "memory://")
+        settings = Settings(
+            tenants=registry,
+            public_url=PUBLIC_URL,
+            data_dir=Path(data_dir),
+            amqp_url=amqp_url or "memory://",
+        )
         broker = MemoryBroker() if amqp_url is None else None
         if broker is not None:
             rpc = rpc or MemoryRpcClient(broker)
-            app = create_app(settings, publisher=MemoryPublisher(broker, registry_ids(tenants)),
-                             rpc=rpc, clock=FakeClock())
+            app = create_app(
+                settings,
+                publisher=MemoryPublisher(broker, registry_ids(tenants)),
+                rpc=rpc,
+                clock=FakeClock(),
+            )
         else:
             from gateway.broker.rpc_amqp import AmqpRpcClient
 
             rpc = rpc or AmqpRpcClient(settings.amqp_url, consumer_poll_s=0.05)
             app = create_app(settings, rpc=rpc, clock=FakeClock())
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
-        http = httpx.AsyncClient(transport=transport, base_url="http://gateway.internal",
-                                 timeout=30)
-        admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.admin_app),
-                                  base_url="http://admin.internal")
+        http = httpx.AsyncClient(
+            transport=transport, base_url="http://gateway.internal", timeout=30
+        )
+        admin = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app.state.admin_app), base_url="http://admin.internal"
+        )
         async with app.router.lifespan_context(app), http, admin:
             yield Stack(http, rpc, broker, amqp_url, admin)
 
@@ -105,8 +118,9 @@ class EchoHandler:
         for delivery in batch:
             event = Event.from_json(delivery.body)
             self.answered += 1
-            out.append(RpcReply(f"<Response><Say>{event.subject}</Say></Response>".encode(),
-                                "text/xml"))
+            out.append(
+                RpcReply(f"<Response><Say>{event.subject}</Say></Response>".encode(), "text/xml")
+            )
         return out
 
 

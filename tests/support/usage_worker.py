@@ -22,9 +22,10 @@ from gateway.broker.factory import create_publisher
 from gateway.log import configure_logging
 from gateway.usage_config import Budget
 from tests.support.usage import CARD
+from workers.amqp_transport import AmqpTransport
 from workers.backends import create_ledger
 from workers.handler import Delivery, Result
-from workers.runner import AmqpTransport, Runner
+from workers.runner import Runner
 from workers.usage.ledger import UsagePolicy
 from workers.usage.usage_worker import UsageHandler
 
@@ -48,8 +49,14 @@ class HoldingUsageHandler(UsageHandler):
 
 async def main(amqp_url: str, db_url: str, progress: Path, hold_s: float) -> None:
     handler = HoldingUsageHandler(
-        create_ledger(db_url), UsagePolicy(CARD, BUDGETS), create_publisher(amqp_url, ["acme"]),
-        batch_size=50, batch_wait_s=0.05, progress=progress, hold_s=hold_s)
+        create_ledger(db_url),
+        UsagePolicy(CARD, BUDGETS),
+        create_publisher(amqp_url, ["acme"]),
+        batch_size=50,
+        batch_wait_s=0.05,
+        progress=progress,
+        hold_s=hold_s,
+    )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await Runner(handler, AmqpTransport(amqp_url, "usage")).run(stop)

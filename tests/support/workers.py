@@ -56,14 +56,22 @@ class MemoryHarness(Broker):
         self.broker.declare(build_topology(()))
 
     async def publish(self, queue: str, body: Any, **props: Any) -> None:
-        self.broker.publish(MemoryMessage(
-            exchange="", routing_key=queue, body=orjson.dumps(body),
-            message_id=props.pop("message_id", ""), type="test", **props,
-        ))
+        self.broker.publish(
+            MemoryMessage(
+                exchange="",
+                routing_key=queue,
+                body=orjson.dumps(body),
+                message_id=props.pop("message_id", ""),
+                type="test",
+                **props,
+            )
+        )
 
     async def read_all(self, queue: str) -> list[Seen]:
-        return [Seen(orjson.loads(m.body), dict(m.headers), m.message_id or None, m.routing_key)
-                for m in self.broker.drain_messages(queue)]
+        return [
+            Seen(orjson.loads(m.body), dict(m.headers), m.message_id or None, m.routing_key)
+            for m in self.broker.drain_messages(queue)
+        ]
 
     async def queue_length(self, queue: str) -> int:
         return self.broker.queue_length(queue)
@@ -102,16 +110,20 @@ class RabbitHarness(Broker):
         channel = await self._connection.channel(publisher_confirms=True)
         try:
             await channel.default_exchange.publish(
-                aio_pika.Message(orjson.dumps(body), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 **props),
-                routing_key=queue, mandatory=True,
+                aio_pika.Message(
+                    orjson.dumps(body), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **props
+                ),
+                routing_key=queue,
+                mandatory=True,
             )
         finally:
             await channel.close()
 
     async def read_all(self, queue: str) -> list[Seen]:
-        return [Seen(body, dict(props.headers), props.message_id, props.routing_key)
-                for props, body in await self.client.read_all(queue)]
+        return [
+            Seen(body, dict(props.headers), props.message_id, props.routing_key)
+            for props, body in await self.client.read_all(queue)
+        ]
 
     async def queue_length(self, queue: str) -> int:
         return await self.client.queue_length(queue)
@@ -122,7 +134,7 @@ class RabbitHarness(Broker):
                 await self.client.purge(queue)
 
     def transport(self, worker: str) -> Transport:
-        from workers.runner import AmqpTransport
+        from workers.amqp_transport import AmqpTransport
 
         return AmqpTransport(self.url, worker)
 

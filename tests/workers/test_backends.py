@@ -39,18 +39,22 @@ def test_db_kinds_share_one_error(create: object, url: str) -> None:
     with pytest.raises(ConfigError) as caught:
         create(url)  # type: ignore[operator]
     message = str(caught.value)
-    assert message.startswith("HOOKLINE_DB_URL: expected sqlite:///PATH or postgresql://..., "
-                              "got scheme ")
+    assert message.startswith(
+        "HOOKLINE_DB_URL: expected sqlite:///PATH or postgresql://..., got scheme "
+    )
     assert "hunter2" not in message
     assert BOT_CALL_STORES.rejected(url).args == LEDGERS.rejected(url).args
 
 
 def test_transport_table() -> None:
     """memory:// needs the embedded broker; other schemes get the one broker-URL error."""
-    assert isinstance(create_transport("memory://", "twiml", memory_broker=MemoryBroker()),
-                      MemoryTransport)
+    assert isinstance(
+        create_transport("memory://", "twiml", memory_broker=MemoryBroker()), MemoryTransport
+    )
     with pytest.raises(ConfigError, match="worker twiml: HOOKLINE_AMQP_URL is memory://"):
         create_transport("memory://", "twiml")
-    with pytest.raises(ConfigError, match="HOOKLINE_AMQP_URL: expected amqp://, amqps:// or "
-                                          "memory://, got scheme 'kafka'"):
+    with pytest.raises(
+        ConfigError,
+        match="HOOKLINE_AMQP_URL: expected amqp://, amqps:// or memory://, got scheme 'kafka'",
+    ):
         create_transport("kafka://h/", "twiml")

@@ -60,11 +60,12 @@ def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
     sms = post(f"{base_url}/twilio/messaging", message_incoming(DEMO_SID, body="hours?"))
     assert voice.status_code == sms.status_code == 200
     # Another number than the office's: the example's catch-all rule (say, then voicemail).
-    assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record",
-                                                                  "Hangup"]
+    assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record", "Hangup"]
     assert "Monday to Friday" in (check_twiml(sms.text, "messaging")[0].text or "")
-    replied = 'hookline_worker_messages_total{outcome="replied",queue="hookline.twiml",' \
+    replied = (
+        'hookline_worker_messages_total{outcome="replied",queue="hookline.twiml",'
         'worker="twiml"} 2.0'
+    )
     deadline = time.monotonic() + 10
     while replied not in (text := httpx.get(f"{admin}/metrics").text):
         assert time.monotonic() < deadline, text
@@ -77,12 +78,12 @@ def test_run_answers_with_the_routing_workers_twiml_and_stops_on_sigterm(
     lines = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
     events = [line["event"] for line in lines]
     assert events.index("gateway_stopped") < events.index("worker_stopped")
-    handled = [(line["worker"], line["outcome"]) for line in lines
-               if line["event"] == "message_handled"]
+    handled = [
+        (line["worker"], line["outcome"]) for line in lines if line["event"] == "message_handled"
+    ]
     # Both TwiML requests answered; the usage worker metered the received SMS.
     assert sorted(handled) == [("twiml", "replied"), ("twiml", "replied"), ("usage", "acked")]
-    assert all(line["twiml"] == "worker" for line in lines
-               if line["event"] == "callback_accepted")
+    assert all(line["twiml"] == "worker" for line in lines if line["event"] == "callback_accepted")
 
 
 def test_flows_worker_needs_the_public_url(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,9 +114,11 @@ async def test_poison_message_is_listed_and_replayed(
     harness = await RabbitHarness(amqp_url).start()
     await harness.purge(TWIML_QUEUE, DEAD_QUEUE)
     try:
-        poison = RecordingHandler(TWIML_QUEUE, name="twiml",
-                                  behave=lambda _d: PoisonMessage("not an event",
-                                                                  reason="unparsable"))
+        poison = RecordingHandler(
+            TWIML_QUEUE,
+            name="twiml",
+            behave=lambda _d: PoisonMessage("not an event", reason="unparsable"),
+        )
         runner = Runner(poison, harness.transport("twiml"))
         async with running(runner):
             await harness.publish(TWIML_QUEUE, {"junk": 1}, message_id="poison-42")
@@ -128,8 +131,7 @@ async def test_poison_message_is_listed_and_replayed(
         assert await harness.queue_length(DEAD_QUEUE) == 1  # listing removed nothing
 
         assert await asyncio.to_thread(main, ["dead", "replay", "--id", "nope"], amqp_env) == 1
-        assert await asyncio.to_thread(main, ["dead", "replay", "--id", "poison-42"],
-                                       amqp_env) == 0
+        assert await asyncio.to_thread(main, ["dead", "replay", "--id", "poison-42"], amqp_env) == 0
         assert '"replayed":"poison-42"' in capsys.readouterr().out
         assert await harness.queue_length(DEAD_QUEUE) == 0
         (back,) = await harness.read_all(TWIML_QUEUE)
@@ -145,13 +147,17 @@ async def test_poison_message_is_listed_and_replayed(
 def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
     """`hookline worker all` on RabbitMQ starts every worker, serves /readyz and /metrics on
     HOOKLINE_ADMIN_LISTEN and exits 0 on SIGTERM."""
-    environment = env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_PUBLIC_URL="https://hooks.example.com",
-                      HOOKLINE_WORKER_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+    environment = env(
+        HOOKLINE_AMQP_URL=amqp_url,
+        HOOKLINE_PUBLIC_URL="https://hooks.example.com",
+        HOOKLINE_WORKER_ADMIN_LISTEN=f"127.0.0.1:{free_port()}",
+    )
     admin = f"http://{environment['HOOKLINE_WORKER_ADMIN_LISTEN']}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.console", "worker", "all"],
         env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
     try:
@@ -185,7 +191,9 @@ def test_run_on_rabbitmq_answers_from_its_own_workers(amqp_url: str, tmp_path: P
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.console", "run", "--port", str(port)],
         env=env(HOOKLINE_AMQP_URL=amqp_url, HOOKLINE_DATA_DIR=str(tmp_path)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -199,8 +207,12 @@ def test_run_on_rabbitmq_answers_from_its_own_workers(amqp_url: str, tmp_path: P
             if "Record" in voice.text or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert [el.tag for el in check_twiml(voice.text, "voice")] == ["Say", "Say", "Record",
-                                                                      "Hangup"]
+        assert [el.tag for el in check_twiml(voice.text, "voice")] == [
+            "Say",
+            "Say",
+            "Record",
+            "Hangup",
+        ]
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)

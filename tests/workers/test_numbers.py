@@ -7,8 +7,27 @@ import pytest
 from workers.numbers import ascii_int
 
 
-@pytest.mark.parametrize("value", ["²", "٣", "\uff11", " 1", "1 ", "+1", "-1", "1_0", "", "1\n",
-                                   "1234567890", None, True, 1.5, [], "x"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²",
+        "٣",
+        "\uff11",
+        " 1",
+        "1 ",
+        "+1",
+        "-1",
+        "1_0",
+        "",
+        "1\n",
+        "1234567890",
+        None,
+        True,
+        1.5,
+        [],
+        "x",
+    ],
+)
 def test_anything_but_ascii_digits_gives_the_default(value: object) -> None:
     """Unicode digits, signs, spaces, underscores, too many digits, other types: the default."""
     assert ascii_int(value, default=7) == 7

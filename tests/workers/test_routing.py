@@ -46,8 +46,10 @@ def test_office_hours_call_gets_the_menu() -> None:
     assert gather.tag == "Gather" and gather.get("numDigits") == "1"
     assert gather.get("timeout") == "4" and gather.get("input") == "dtmf"
     assert gather.find("Say") is not None and "Press 1" in (gather.find("Say").text or "")  # type: ignore[union-attr]
-    assert parse_qs(step_of(gather.get("action", ""))) == {"hl_step": ["menu:main"],
-                                                           "hl_try": ["1"]}
+    assert parse_qs(step_of(gather.get("action", ""))) == {
+        "hl_step": ["menu:main"],
+        "hl_try": ["1"],
+    }
     assert redirect.tag == "Redirect" and redirect.text == gather.get("action")
 
 
@@ -109,8 +111,9 @@ def test_reject_and_flow() -> None:
     assert isinstance(routing, Routing)
     seal = PositionSeal(Secret("routing-test-flow-secret"))
     handler = TwimlHandler(StaticTenantRegistry([TENANT]), seal=seal)
-    flow_router = VoiceRouter(TENANT, routing,
-                              flow_url=partial(handler.flow_url, TENANT, "CA42", OPEN))
+    flow_router = VoiceRouter(
+        TENANT, routing, flow_url=partial(handler.flow_url, TENANT, "CA42", OPEN)
+    )
     twiml = flow_router.route({"To": "+18005558888"}, "", OPEN).twiml
     (redirect,) = check_twiml(twiml, "voice")
     assert (redirect.tag, redirect.get("method")) == ("Redirect", "POST")
@@ -118,7 +121,11 @@ def test_reject_and_flow() -> None:
     token = parse_qs(urlsplit(redirect.text or "").query)["s"][0]
     position = seal.open(token, tenant="acme", now=int(OPEN.timestamp()))
     assert (position.flow, position.step, position.request_id, position.call_sid) == (
-        "refill", "hello", "CA42", "CA42")
+        "refill",
+        "hello",
+        "CA42",
+        "CA42",
+    )
     # Without a seal (no flow_secret) the call is ended rather than sent to a 403.
     assert [el.tag for el in check_twiml(call(to="+18005558888"), "voice")] == ["Hangup"]
 
@@ -128,11 +135,14 @@ def test_unknown_step_gets_the_fallback() -> None:
     assert call(query="hl_step=menu%3Agone") == TENANT.fallback_voice_twiml
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ("hours?", "Open 9 to 5."),
-    ("Open today", "Open 9 to 5."),
-    ("hello there", "Thanks, we got it."),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("hours?", "Open 9 to 5."),
+        ("Open today", "Open 9 to 5."),
+        ("hello there", "Thanks, we got it."),
+    ],
+)
 def test_sms_keywords_and_default(body: str, expected: str) -> None:
     """The first word picks a keyword rule, whatever its case; others get the default reply."""
     routing = TENANT.routing
@@ -168,10 +178,12 @@ def test_no_routing_no_reply() -> None:
 
 def test_checker_refuses_undocumented_twiml() -> None:
     """The allow-list checker itself rejects unknown verbs, attributes and nestings."""
-    for bad in ('<Response><Shout>hi</Shout></Response>',
-                '<Response><Say colour="red">hi</Say></Response>',
-                '<Response><Gather><Dial>+14155550101</Dial></Gather></Response>',
-                '<Response><Dial><Number>0800 CALL ME</Number></Dial></Response>',
-                '<Response><Reject reason="maybe"/></Response>'):
+    for bad in (
+        "<Response><Shout>hi</Shout></Response>",
+        '<Response><Say colour="red">hi</Say></Response>',
+        "<Response><Gather><Dial>+14155550101</Dial></Gather></Response>",
+        "<Response><Dial><Number>0800 CALL ME</Number></Dial></Response>",
+        '<Response><Reject reason="maybe"/></Response>',
+    ):
         with pytest.raises(AssertionError):
             check_twiml(bad, "voice")

@@ -23,8 +23,9 @@ from tests.support.workers import (
     eventually,
     running,
 )
+from workers.amqp_transport import AmqpTransport
 from workers.handler import Delivery, Result, RpcReply
-from workers.runner import AmqpTransport, Runner
+from workers.runner import Runner
 
 QUEUE = USAGE_QUEUE
 
@@ -55,8 +56,13 @@ async def test_success_is_acked_and_logged(harness: Broker, captured_logs: Captu
     assert sorted(d.message_id or "" for d in handler.deliveries) == [f"m{i}" for i in range(5)]
     lines = captured_logs.events("message_handled")
     assert {line["message_id"] for line in lines} == {f"m{i}" for i in range(5)}
-    assert all(line["outcome"] == "acked" and line["attempt"] == 1 and line["worker"] == "test"
-               and isinstance(line["latency_ms"], float) for line in lines)
+    assert all(
+        line["outcome"] == "acked"
+        and line["attempt"] == 1
+        and line["worker"] == "test"
+        and isinstance(line["latency_ms"], float)
+        for line in lines
+    )
     assert handler.started == handler.closed == 1
 
 
@@ -75,8 +81,9 @@ async def test_batches_fill_up_to_batch_size(harness: Broker) -> None:
 
 async def test_poison_is_dead_lettered_at_once(harness: Broker) -> None:
     """A PoisonMessage goes to hookline.dead at the first attempt, the reason in headers."""
-    handler = RecordingHandler(QUEUE, behave=consumer_error(
-        PoisonMessage("body is not an event", reason="unparsable")))
+    handler = RecordingHandler(
+        QUEUE, behave=consumer_error(PoisonMessage("body is not an event", reason="unparsable"))
+    )
     runner = Runner(handler, harness.transport("test"))
     async with running(runner):
         await harness.publish(QUEUE, {"bad": True}, message_id="poison-1")
@@ -95,6 +102,7 @@ async def test_poison_is_dead_lettered_at_once(harness: Broker) -> None:
 
 async def test_transient_retries_with_backoff_then_dead_letters(harness: Broker) -> None:
     """Transient failures come back after the delay, without blocking others, then go dead."""
+
     def behave(delivery: Delivery) -> Result:
         return TransientError("database down") if delivery.message_id == "flaky" else None
 
@@ -118,20 +126,28 @@ async def test_transient_retries_with_backoff_then_dead_letters(harness: Broker)
 async def test_settled_messages_are_counted_per_queue_and_outcome(harness: Broker) -> None:
     """hookline_worker_messages_total counts acked, retried and dead-lettered messages by
     worker, queue and outcome; hookline_worker_handle_seconds times each handled one."""
+
     def behave(delivery: Delivery) -> Result:
         if delivery.message_id == "poison":
             return PoisonMessage("not an event")
         return TransientError("database down") if delivery.message_id == "flaky" else None
 
     metrics = Metrics()
-    runner = Runner(RecordingHandler(QUEUE, behave=behave), harness.transport("test"),
-                    retry_delays_s=(1,), metrics=WorkerMetrics(metrics))
+    runner = Runner(
+        RecordingHandler(QUEUE, behave=behave),
+        harness.transport("test"),
+        retry_delays_s=(1,),
+        metrics=WorkerMetrics(metrics),
+    )
     async with running(runner):
         for message_id in ("fine", "flaky", "poison"):
             await harness.publish(QUEUE, {"n": 0}, message_id=message_id)
         await eventually(lambda: runner.counts.get("dead_lettered") == 2, within=10)
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-              for line in metrics.render().decode().splitlines() if not line.startswith("#")}
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.render().decode().splitlines()
+        if not line.startswith("#")
+    }
     labels = f'queue="{QUEUE}",worker="test"'
     assert values[f'hookline_worker_messages_total{{outcome="acked",{labels}}}'] == 1
     assert values[f'hookline_worker_messages_total{{outcome="retried",{labels}}}'] == 1
@@ -147,8 +163,9 @@ async def test_backoff_delay_is_respected(harness: Broker) -> None:
         seen.append(time.monotonic())
         return TransientError("later") if delivery.attempt == 1 else None
 
-    runner = Runner(RecordingHandler(QUEUE, behave=behave), harness.transport("test"),
-                    retry_delays_s=(1,))
+    runner = Runner(
+        RecordingHandler(QUEUE, behave=behave), harness.transport("test"), retry_delays_s=(1,)
+    )
     async with running(runner):
         await harness.publish(QUEUE, {"n": 0})
         await eventually(lambda: runner.counts.get("acked") == 1, within=10)
@@ -176,7 +193,8 @@ async def test_reply_goes_to_reply_to(harness: Broker) -> None:
         await harness.client.declare_queue(reply_queue, (), {})
     try:
         handler = RecordingHandler(
-            QUEUE, behave=lambda d: RpcReply(b'{"ok": 1}', "application/json"))
+            QUEUE, behave=lambda d: RpcReply(b'{"ok": 1}', "application/json")
+        )
         runner = Runner(handler, harness.transport("test"))
         async with running(runner):
             await harness.publish(QUEUE, {"q": 1}, reply_to=reply_queue, correlation_id="c-7")
@@ -263,8 +281,10 @@ async def test_worker_waits_for_an_unreachable_broker(
 
 async def test_stop_while_the_broker_is_unreachable_ends_cleanly() -> None:
     """Stopping a worker that never reached its broker returns at once, without an error."""
-    runner = Runner(RecordingHandler(QUEUE),
-                    AmqpTransport(f"amqp://guest:guest@127.0.0.1:{free_port()}/", "test"))
+    runner = Runner(
+        RecordingHandler(QUEUE),
+        AmqpTransport(f"amqp://guest:guest@127.0.0.1:{free_port()}/", "test"),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await asyncio.sleep(0.3)

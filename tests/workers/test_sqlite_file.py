@@ -17,8 +17,12 @@ PROCESSES = 4
 ROUNDS = 25
 
 
-def _open_each(paths: list[Path], barrier: Barrier, errors: multiprocessing.Queue[str],
-               opener: Callable[[Path], None]) -> None:
+def _open_each(
+    paths: list[Path],
+    barrier: Barrier,
+    errors: multiprocessing.Queue[str],
+    opener: Callable[[Path], None],
+) -> None:
     for path in paths:
         barrier.wait(timeout=30)  # every process opens the same fresh file at the same moment
         try:
@@ -45,8 +49,10 @@ def _race(tmp_path: Path, opener: Callable[[Path], None]) -> list[str]:
     paths = [tmp_path / f"round{n}" / "shared.db" for n in range(ROUNDS)]
     barrier = ctx.Barrier(PROCESSES)
     errors: multiprocessing.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_open_each, args=(paths, barrier, errors, opener))
-             for _ in range(PROCESSES)]
+    procs = [
+        ctx.Process(target=_open_each, args=(paths, barrier, errors, opener))
+        for _ in range(PROCESSES)
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:

@@ -18,20 +18,39 @@ from workers.handler import Delivery, RpcReply
 from workers.twiml_worker import TwimlHandler
 
 TENANT = routed_tenant()
-HANDLER = TwimlHandler(StaticTenantRegistry([TENANT]),
-                       clock=FakeClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC)))
+HANDLER = TwimlHandler(
+    StaticTenantRegistry([TENANT]), clock=FakeClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+)
 
 
-def request(kind: str, raw: dict[str, object], *, tenant: str = "acme", query: str = "",
-            body: str | None = None) -> Delivery:
+def request(
+    kind: str,
+    raw: dict[str, object],
+    *,
+    tenant: str = "acme",
+    query: str = "",
+    body: str | None = None,
+) -> Delivery:
     data: dict[str, object] = {"raw": raw}
     if body is not None:
         data["body"] = body
-    event = Event(id="00000000-0000-5000-8000-000000000001", kind=kind, tenant=tenant,
-                  provider="twilio", source="twilio/AC1", subject="CA1",
-                  time=datetime(2026, 11, 23, tzinfo=UTC), data=data)
-    return Delivery(body=event.to_json(), routing_key="hookline.twiml",
-                    headers={QUERY_HEADER: query}, reply_to="r", correlation_id="c")
+    event = Event(
+        id="00000000-0000-5000-8000-000000000001",
+        kind=kind,
+        tenant=tenant,
+        provider="twilio",
+        source="twilio/AC1",
+        subject="CA1",
+        time=datetime(2026, 11, 23, tzinfo=UTC),
+        data=data,
+    )
+    return Delivery(
+        body=event.to_json(),
+        routing_key="hookline.twiml",
+        headers={QUERY_HEADER: query},
+        reply_to="r",
+        correlation_id="c",
+    )
 
 
 def test_unparsable_and_foreign_requests_are_poison() -> None:
@@ -54,14 +73,21 @@ def test_call_without_routing_gets_the_fallback() -> None:
 
 params = st.dictionaries(
     st.sampled_from(["To", "From", "Digits", "DialCallStatus", "OptOutType", "Body", "x"]),
-    st.one_of(st.text(max_size=20), st.lists(st.text(max_size=5), max_size=2),
-              st.integers(-(2**31), 2**31)),
+    st.one_of(
+        st.text(max_size=20),
+        st.lists(st.text(max_size=5), max_size=2),
+        st.integers(-(2**31), 2**31),
+    ),
 )
 queries = st.one_of(
     st.text(max_size=40),
-    st.builds(lambda step, attempt: f"hl_step={step}&hl_try={attempt}",
-              st.sampled_from(["menu:main", "dial:sales", "hangup", "menu:", "say:support",
-                               "dial:main", "x"]), st.text(max_size=4)),
+    st.builds(
+        lambda step, attempt: f"hl_step={step}&hl_try={attempt}",
+        st.sampled_from(
+            ["menu:main", "dial:sales", "hangup", "menu:", "say:support", "dial:main", "x"]
+        ),
+        st.text(max_size=4),
+    ),
 )
 
 

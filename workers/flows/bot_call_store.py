@@ -90,8 +90,13 @@ class MemoryBotCallStore:
         self.claims[(call.tenant, call.request_id)] = call.call_sid
         key = (call.tenant, call.call_sid)
         known = self.calls.get(key)
-        self.calls[key] = call if known is None else replace(
-            call, answered_by=known.answered_by, inputs=known.inputs, finished=known.finished)
+        self.calls[key] = (
+            call
+            if known is None
+            else replace(
+                call, answered_by=known.answered_by, inputs=known.inputs, finished=known.finished
+            )
+        )
 
     async def stepped(self, call: BotCall) -> None:
         key = (call.tenant, call.call_sid)
@@ -100,8 +105,10 @@ class MemoryBotCallStore:
             self.calls[key] = call
             return
         self.calls[key] = replace(
-            known, answered_by=known.answered_by or call.answered_by,
-            inputs={**known.inputs, **call.inputs})
+            known,
+            answered_by=known.answered_by or call.answered_by,
+            inputs={**known.inputs, **call.inputs},
+        )
 
     async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
         return (tenant, call_sid, step) in self.sent

@@ -49,67 +49,97 @@ class Rejection:
 
 def parse_command(routing_key: str, body: bytes, tenants: TenantRegistry) -> BotCommand | Rejection:
     """Validate one command; a Rejection names what was expected and what arrived."""
-    tenant_id = routing_key.removesuffix(COMMAND_SUFFIX) if routing_key.endswith(
-        COMMAND_SUFFIX) else None
+    tenant_id = (
+        routing_key.removesuffix(COMMAND_SUFFIX) if routing_key.endswith(COMMAND_SUFFIX) else None
+    )
     tenant = tenants.by_id(tenant_id) if tenant_id else None
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return Rejection(tenant.id if tenant else None, None, "malformed_command",
-                         f"body is not JSON: {exc}")
+        return Rejection(
+            tenant.id if tenant else None, None, "malformed_command", f"body is not JSON: {exc}"
+        )
     if not isinstance(doc, dict):
-        return Rejection(tenant.id if tenant else None, None, "malformed_command",
-                         f"expected a JSON object, got {type(doc).__name__}")
+        return Rejection(
+            tenant.id if tenant else None,
+            None,
+            "malformed_command",
+            f"expected a JSON object, got {type(doc).__name__}",
+        )
     raw_id = doc.get("request_id")
-    request_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_REQUEST_ID \
-        else None
+    request_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_REQUEST_ID else None
 
     def reject(reason: str, detail: str) -> Rejection:
         return Rejection(tenant.id if tenant else None, request_id, reason, detail)
 
     if tenant is None:
-        return reject("unknown_tenant", f"routing key {routing_key!r} names no configured "
-                                        f"tenant (expected <tenant>{COMMAND_SUFFIX})")
+        return reject(
+            "unknown_tenant",
+            f"routing key {routing_key!r} names no configured "
+            f"tenant (expected <tenant>{COMMAND_SUFFIX})",
+        )
     body_tenant = doc.get("tenant", tenant.id)
     if body_tenant != tenant.id:
         # Told to the routing key's tenant (who published it) only, never to the one named.
-        return reject("tenant_mismatch", f"body names tenant {str(body_tenant)[:60]!r}, routing "
-                                         f"key {routing_key!r} names {tenant.id!r} (the routing "
-                                         "key is the tenant; omit tenant from the body)")
+        return reject(
+            "tenant_mismatch",
+            f"body names tenant {str(body_tenant)[:60]!r}, routing "
+            f"key {routing_key!r} names {tenant.id!r} (the routing "
+            "key is the tenant; omit tenant from the body)",
+        )
     if request_id is None:
-        return reject("invalid_command", f"request_id must be a string of 1 to "
-                                         f"{MAX_REQUEST_ID} characters, got {raw_id!r}")
+        return reject(
+            "invalid_command",
+            f"request_id must be a string of 1 to {MAX_REQUEST_ID} characters, got {raw_id!r}",
+        )
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
-        return reject("invalid_command", f"unknown fields {unknown} (expected "
-                                         f"{', '.join(sorted(_KEYS))})")
+        return reject(
+            "invalid_command", f"unknown fields {unknown} (expected {', '.join(sorted(_KEYS))})"
+        )
     settings = tenant.flows
     flow_name = doc.get("flow")
     if settings is None or not isinstance(flow_name, str) or flow_name not in settings.flows:
         known = sorted(settings.flows) if settings is not None else []
-        return reject("unknown_flow", f"flow {flow_name!r} is not a flow of tenant "
-                                      f"{tenant.id!r} (known: {', '.join(known) or 'none'})")
+        return reject(
+            "unknown_flow",
+            f"flow {flow_name!r} is not a flow of tenant "
+            f"{tenant.id!r} (known: {', '.join(known) or 'none'})",
+        )
     if tenant.twilio is None:
         return reject("no_twilio_account", f"tenant {tenant.id!r} has no Twilio subaccount")
     flow = settings.flows[flow_name]
     to = doc.get("to")
     if not isinstance(to, str) or not E164_PATTERN.fullmatch(to):
-        return reject("invalid_number", f"to must be an E.164 number such as +14155550100, "
-                                        f"got {_shown(to)}")
+        return reject(
+            "invalid_number", f"to must be an E.164 number such as +14155550100, got {_shown(to)}"
+        )
     caller = doc.get("from", settings.caller_id)
     if not isinstance(caller, str) or not E164_PATTERN.fullmatch(caller):
-        return reject("invalid_number", "from must be an E.164 number (or set the tenant's "
-                                        f"flows.caller_id), got {_shown(caller)}")
+        return reject(
+            "invalid_number",
+            "from must be an E.164 number (or set the tenant's "
+            f"flows.caller_id), got {_shown(caller)}",
+        )
     variables = doc.get("vars", {})
     if not isinstance(variables, dict) or not all(
-            isinstance(v, str) and len(v) <= MAX_VARIABLE_CHARS for v in variables.values()):
-        return reject("invalid_variables", f"vars must be an object of strings of at most "
-                                           f"{MAX_VARIABLE_CHARS} characters")
+        isinstance(v, str) and len(v) <= MAX_VARIABLE_CHARS for v in variables.values()
+    ):
+        return reject(
+            "invalid_variables",
+            f"vars must be an object of strings of at most {MAX_VARIABLE_CHARS} characters",
+        )
     missing = [name for name in flow.variables if name not in variables]
     if missing:
         return reject("missing_variables", f"flow {flow.name!r} needs vars {missing}")
-    return BotCommand(tenant, flow, to, caller, request_id,
-                      {k: v for k, v in variables.items() if k in flow.variables})
+    return BotCommand(
+        tenant,
+        flow,
+        to,
+        caller,
+        request_id,
+        {k: v for k, v in variables.items() if k in flow.variables},
+    )
 
 
 def _shown(value: object) -> str:

@@ -21,38 +21,69 @@ SOURCE: Final = "hookline/flows"
 OUTCOMES: Final = frozenset({"completed", "no-answer", "busy", "failed", "machine", "rejected"})
 #: Final call statuses; anything else is a call still in progress.
 FINAL_STATUSES: Final = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
-_BY_STATUS: Final = {"completed": "completed", "busy": "busy", "no-answer": "no-answer",
-                     "failed": "failed", "canceled": "failed"}
+_BY_STATUS: Final = {
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no-answer",
+    "failed": "failed",
+    "canceled": "failed",
+}
 
 
 def outcome_of(status: str, answered_by: str | None) -> str:
     """The outcome of a call that reached a final status."""
     if status not in FINAL_STATUSES:
-        raise ValueError(f"expected a final call status ({', '.join(sorted(FINAL_STATUSES))}), "
-                         f"got {status!r}")
+        raise ValueError(
+            f"expected a final call status ({', '.join(sorted(FINAL_STATUSES))}), got {status!r}"
+        )
     if answered_by in MACHINE_ANSWERS or answered_by == "fax":
         return "machine"
     return _BY_STATUS[status]
 
 
 def result_event(
-    *, tenant: str, request_id: str | None, outcome: str, now: datetime, flow: str | None,
-    call_sid: str | None = None, answered_by: str | None = None,
-    inputs: Mapping[str, str] | None = None, duration_s: int | None = None,
-    reason: str | None = None, detail: str | None = None,
+    *,
+    tenant: str,
+    request_id: str | None,
+    outcome: str,
+    now: datetime,
+    flow: str | None,
+    call_sid: str | None = None,
+    answered_by: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    duration_s: int | None = None,
+    reason: str | None = None,
+    detail: str | None = None,
 ) -> Event:
     """One call's result; the id is stable per (request, call) so a redelivery repeats it."""
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
     data = {
-        "request_id": request_id, "call_sid": call_sid, "flow": flow, "outcome": outcome,
-        "answered_by": answered_by, "inputs": dict(inputs or {}), "duration_s": duration_s,
-        "reason": reason, "detail": detail,
+        "request_id": request_id,
+        "call_sid": call_sid,
+        "flow": flow,
+        "outcome": outcome,
+        "answered_by": answered_by,
+        "inputs": dict(inputs or {}),
+        "duration_s": duration_s,
+        "reason": reason,
+        "detail": detail,
     }
     subject = call_sid or request_id or "unknown"
     return Event(
-        id=event_id(PROVIDER, tenant, CALL_BOT_RESULT, request_id or "", call_sid or "",
-                    outcome if call_sid is None else ""),
-        kind=CALL_BOT_RESULT, tenant=tenant, provider=PROVIDER, source=SOURCE,
-        subject=subject, time=now, data=data,
+        id=event_id(
+            PROVIDER,
+            tenant,
+            CALL_BOT_RESULT,
+            request_id or "",
+            call_sid or "",
+            outcome if call_sid is None else "",
+        ),
+        kind=CALL_BOT_RESULT,
+        tenant=tenant,
+        provider=PROVIDER,
+        source=SOURCE,
+        subject=subject,
+        time=now,
+        data=data,
     )

@@ -72,13 +72,15 @@ class PostgresBotCallStore:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=10)
+                        self.url, autocommit=True, connect_timeout=10
+                    )
                     await _migrate(self._conn)
                 return await work(self._conn)
             except psycopg.OperationalError as exc:  # server gone, connection broken
                 self._conn = None
-                raise TransientError(f"bot-call store {mask_url_password(self.url)}: "
-                                     f"{exc}") from exc
+                raise TransientError(
+                    f"bot-call store {mask_url_password(self.url)}: {exc}"
+                ) from exc
 
     async def placed(self, call: BotCall) -> None:
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -90,12 +92,14 @@ class PostgresBotCallStore:
                        ON CONFLICT (tenant, call_sid) DO UPDATE SET
                            request_id = excluded.request_id, flow = excluded.flow,
                            to_number = excluded.to_number, from_number = excluded.from_number""",
-                    (call.call_sid, call.tenant, call.request_id, call.flow, call.to,
-                     call.from_))
+                    (call.call_sid, call.tenant, call.request_id, call.flow, call.to, call.from_),
+                )
                 await conn.execute(
                     """INSERT INTO bot_requests VALUES (%s, %s, %s) ON CONFLICT
                        (tenant, request_id) DO UPDATE SET call_sid = excluded.call_sid""",
-                    (call.tenant, call.request_id, call.call_sid))
+                    (call.tenant, call.request_id, call.call_sid),
+                )
+
         await self._run(write)
 
     async def stepped(self, call: BotCall) -> None:
@@ -106,73 +110,94 @@ class PostgresBotCallStore:
                                               from_number)
                        VALUES (%s, %s, %s, %s, %s, %s)
                        ON CONFLICT (tenant, call_sid) DO NOTHING""",
-                    (call.call_sid, call.tenant, call.request_id, call.flow, call.to,
-                     call.from_))
+                    (call.call_sid, call.tenant, call.request_id, call.flow, call.to, call.from_),
+                )
                 await conn.execute(
                     """UPDATE bot_calls SET answered_by = coalesce(answered_by, %s),
                            inputs = inputs || %s WHERE tenant = %s AND call_sid = %s""",
-                    (call.answered_by, Jsonb(dict(call.inputs)), call.tenant, call.call_sid))
+                    (call.answered_by, Jsonb(dict(call.inputs)), call.tenant, call.call_sid),
+                )
+
         await self._run(write)
 
     async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
         async def read(conn: psycopg.AsyncConnection[Any]) -> bool:
             cur = await conn.execute(
                 "SELECT 1 FROM bot_sms WHERE tenant = %s AND call_sid = %s AND step = %s",
-                (tenant, call_sid, step))
+                (tenant, call_sid, step),
+            )
             return await cur.fetchone() is not None
+
         return await self._run(read)
 
     async def mark_sms_sent(self, tenant: str, call_sid: str, step: str) -> None:
-        await self._execute("""INSERT INTO bot_sms (tenant, call_sid, step) VALUES (%s, %s, %s)
-                               ON CONFLICT DO NOTHING""", (tenant, call_sid, step))
+        await self._execute(
+            """INSERT INTO bot_sms (tenant, call_sid, step) VALUES (%s, %s, %s)
+                               ON CONFLICT DO NOTHING""",
+            (tenant, call_sid, step),
+        )
 
     async def get(self, tenant: str, call_sid: str) -> BotCall | None:
         async def read(conn: psycopg.AsyncConnection[Any]) -> BotCall | None:
             cur = await conn.execute(
                 """SELECT call_sid, tenant, request_id, flow, to_number, from_number,
                           answered_by, inputs, finished FROM bot_calls
-                   WHERE tenant = %s AND call_sid = %s""", (tenant, call_sid))
+                   WHERE tenant = %s AND call_sid = %s""",
+                (tenant, call_sid),
+            )
             row = await cur.fetchone()
             if row is None:
                 return None
-            return BotCall(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                           dict(row[7]), bool(row[8]))
+            return BotCall(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], dict(row[7]), bool(row[8])
+            )
+
         return await self._run(read)
 
     async def owners(self, call_sid: str) -> tuple[str, ...]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[str, ...]:
             cur = await conn.execute(
-                "SELECT tenant FROM bot_calls WHERE call_sid = %s ORDER BY tenant", (call_sid,))
+                "SELECT tenant FROM bot_calls WHERE call_sid = %s ORDER BY tenant", (call_sid,)
+            )
             return tuple(str(row[0]) for row in await cur.fetchall())
+
         return await self._run(read)
 
     async def mark_finished(self, tenant: str, call_sid: str) -> None:
         await self._execute(
             "UPDATE bot_calls SET finished = true WHERE tenant = %s AND call_sid = %s",
-            (tenant, call_sid))
+            (tenant, call_sid),
+        )
 
     async def claim(self, tenant: str, request_id: str) -> Claim:
         async def write(conn: psycopg.AsyncConnection[Any]) -> Claim:
             cur = await conn.execute(
                 """INSERT INTO bot_requests VALUES (%s, %s, NULL) ON CONFLICT DO NOTHING
-                   RETURNING 1""", (tenant, request_id))
+                   RETURNING 1""",
+                (tenant, request_id),
+            )
             if await cur.fetchone() is not None:
                 return "new"
             cur = await conn.execute(
                 "SELECT call_sid FROM bot_requests WHERE tenant = %s AND request_id = %s",
-                (tenant, request_id))
+                (tenant, request_id),
+            )
             row = await cur.fetchone()
             return str(row[0]) if row and row[0] else "pending"
+
         return await self._run(write)
 
     async def release(self, tenant: str, request_id: str) -> None:
         await self._execute(
             """DELETE FROM bot_requests WHERE tenant = %s AND request_id = %s
-               AND call_sid IS NULL""", (tenant, request_id))
+               AND call_sid IS NULL""",
+            (tenant, request_id),
+        )
 
     async def _execute(self, sql: str, params: tuple[object, ...]) -> None:
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(sql.encode(), params)
+
         await self._run(write)
 
 

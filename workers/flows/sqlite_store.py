@@ -122,76 +122,131 @@ class SqliteBotCallStore:
     async def placed(self, call: BotCall) -> None:
         def write(db: sqlite3.Connection) -> None:
             with _transaction(db):
-                db.execute(_PLACED, (call.call_sid, call.tenant, call.request_id, call.flow,
-                                     call.to, call.from_))
-                db.execute("""INSERT INTO bot_requests VALUES (?, ?, ?) ON CONFLICT
+                db.execute(
+                    _PLACED,
+                    (call.call_sid, call.tenant, call.request_id, call.flow, call.to, call.from_),
+                )
+                db.execute(
+                    """INSERT INTO bot_requests VALUES (?, ?, ?) ON CONFLICT
                               (tenant, request_id) DO UPDATE SET call_sid = excluded.call_sid""",
-                           (call.tenant, call.request_id, call.call_sid))
+                    (call.tenant, call.request_id, call.call_sid),
+                )
+
         await self._run(write)
 
     async def stepped(self, call: BotCall) -> None:
         def write(db: sqlite3.Connection) -> None:
             with _transaction(db):
-                row = db.execute("SELECT answered_by, inputs FROM bot_calls WHERE tenant = ? "
-                                 "AND call_sid = ?", (call.tenant, call.call_sid)).fetchone()
+                row = db.execute(
+                    "SELECT answered_by, inputs FROM bot_calls WHERE tenant = ? AND call_sid = ?",
+                    (call.tenant, call.call_sid),
+                ).fetchone()
                 if row is None:
-                    db.execute("INSERT INTO bot_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                               (call.call_sid, call.tenant, call.request_id, call.flow,
-                                call.to, call.from_, call.answered_by,
-                                orjson.dumps(dict(call.inputs)).decode()))
+                    db.execute(
+                        "INSERT INTO bot_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                        (
+                            call.call_sid,
+                            call.tenant,
+                            call.request_id,
+                            call.flow,
+                            call.to,
+                            call.from_,
+                            call.answered_by,
+                            orjson.dumps(dict(call.inputs)).decode(),
+                        ),
+                    )
                     return
                 inputs = {**orjson.loads(row[1]), **call.inputs}
-                db.execute("UPDATE bot_calls SET answered_by = ?, inputs = ? WHERE tenant = ? "
-                           "AND call_sid = ?", (row[0] or call.answered_by,
-                                                orjson.dumps(inputs).decode(), call.tenant,
-                                                call.call_sid))
+                db.execute(
+                    "UPDATE bot_calls SET answered_by = ?, inputs = ? WHERE tenant = ? "
+                    "AND call_sid = ?",
+                    (
+                        row[0] or call.answered_by,
+                        orjson.dumps(inputs).decode(),
+                        call.tenant,
+                        call.call_sid,
+                    ),
+                )
+
         await self._run(write)
 
     async def sms_sent(self, tenant: str, call_sid: str, step: str) -> bool:
-        return await self._run(lambda db: db.execute(
-            "SELECT 1 FROM bot_sms WHERE tenant = ? AND call_sid = ? AND step = ?",
-            (tenant, call_sid, step)).fetchone() is not None)
+        return await self._run(
+            lambda db: (
+                db.execute(
+                    "SELECT 1 FROM bot_sms WHERE tenant = ? AND call_sid = ? AND step = ?",
+                    (tenant, call_sid, step),
+                ).fetchone()
+                is not None
+            )
+        )
 
     async def mark_sms_sent(self, tenant: str, call_sid: str, step: str) -> None:
-        await self._run(lambda db: db.execute(
-            "INSERT OR IGNORE INTO bot_sms VALUES (?, ?, ?)", (tenant, call_sid, step)))
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR IGNORE INTO bot_sms VALUES (?, ?, ?)", (tenant, call_sid, step)
+            )
+        )
 
     async def get(self, tenant: str, call_sid: str) -> BotCall | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT call_sid, tenant, request_id, flow, to_number, from_number, answered_by, "
-            "inputs, finished FROM bot_calls WHERE tenant = ? AND call_sid = ?",
-            (tenant, call_sid)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT call_sid, tenant, request_id, flow, to_number, from_number, answered_by, "
+                "inputs, finished FROM bot_calls WHERE tenant = ? AND call_sid = ?",
+                (tenant, call_sid),
+            ).fetchone()
+        )
         if row is None:
             return None
-        return BotCall(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                       orjson.loads(row[7]), bool(row[8]))
+        return BotCall(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            orjson.loads(row[7]),
+            bool(row[8]),
+        )
 
     async def owners(self, call_sid: str) -> tuple[str, ...]:
-        rows = await self._run(lambda db: db.execute(
-            "SELECT tenant FROM bot_calls WHERE call_sid = ? ORDER BY tenant",
-            (call_sid,)).fetchall())
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT tenant FROM bot_calls WHERE call_sid = ? ORDER BY tenant", (call_sid,)
+            ).fetchall()
+        )
         return tuple(str(row[0]) for row in rows)
 
     async def mark_finished(self, tenant: str, call_sid: str) -> None:
-        await self._run(lambda db: db.execute(
-            "UPDATE bot_calls SET finished = 1 WHERE tenant = ? AND call_sid = ?",
-            (tenant, call_sid)))
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE bot_calls SET finished = 1 WHERE tenant = ? AND call_sid = ?",
+                (tenant, call_sid),
+            )
+        )
 
     async def claim(self, tenant: str, request_id: str) -> Claim:
         def write(db: sqlite3.Connection) -> Claim:
             with _transaction(db):
-                row = db.execute("SELECT call_sid FROM bot_requests WHERE tenant = ? AND "
-                                 "request_id = ?", (tenant, request_id)).fetchone()
+                row = db.execute(
+                    "SELECT call_sid FROM bot_requests WHERE tenant = ? AND request_id = ?",
+                    (tenant, request_id),
+                ).fetchone()
                 if row is not None:
                     return str(row[0]) if row[0] else "pending"
                 db.execute("INSERT INTO bot_requests VALUES (?, ?, NULL)", (tenant, request_id))
                 return "new"
+
         return await self._run(write)
 
     async def release(self, tenant: str, request_id: str) -> None:
-        await self._run(lambda db: db.execute(
-            "DELETE FROM bot_requests WHERE tenant = ? AND request_id = ? AND call_sid IS NULL",
-            (tenant, request_id)))
+        await self._run(
+            lambda db: db.execute(
+                "DELETE FROM bot_requests WHERE tenant = ? AND request_id = ? AND call_sid IS NULL",
+                (tenant, request_id),
+            )
+        )
 
 
 def _migrate(db: sqlite3.Connection) -> None:

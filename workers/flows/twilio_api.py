@@ -67,9 +67,14 @@ class _BaseUrlClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         self._api_base = api_base
 
     async def request(
-        self, method: str, url: str, params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None, timeout: float | None = None,
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
         url = rebased(url, self._api_base)
@@ -77,8 +82,9 @@ class _BaseUrlClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             # As a header: aiohttp deprecates the BasicAuth object the client would build.
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             headers = {**(headers or {}), "Authorization": f"Basic {token}"}
-        return await super().request(method, url, params, data, headers, None, timeout,
-                                     allow_redirects)
+        return await super().request(
+            method, url, params, data, headers, None, timeout, allow_redirects
+        )
 
 
 class TwilioRestApi:
@@ -97,23 +103,35 @@ class TwilioRestApi:
             self._http = _BaseUrlClient(self._api_base, self._timeout_s)
         client = self._clients.get(tenant.id)
         if client is None:
-            client = Client(account.account_sid, account.auth_token.reveal(),
-                            account.account_sid, http_client=self._http)
+            client = Client(
+                account.account_sid,
+                account.auth_token.reveal(),
+                account.account_sid,
+                http_client=self._http,
+            )
             self._clients[tenant.id] = client
         return client
 
     async def place_call(self, request: CallRequest) -> str:
         client = self._client(request.tenant)
-        call = await _guard(client.calls.create_async(
-            to=request.to, from_=request.from_, url=request.url, method="POST",
-            status_callback=request.status_callback, status_callback_method="POST",
-            status_callback_event=list(STATUS_EVENTS), machine_detection="Enable",
-        ))
+        call = await _guard(
+            client.calls.create_async(
+                to=request.to,
+                from_=request.from_,
+                url=request.url,
+                method="POST",
+                status_callback=request.status_callback,
+                status_callback_method="POST",
+                status_callback_event=list(STATUS_EVENTS),
+                machine_detection="Enable",
+            )
+        )
         return str(call.sid)
 
     async def send_sms(self, tenant: Tenant, to: str, from_: str, body: str) -> str:
-        message = await _guard(self._client(tenant).messages.create_async(
-            to=to, from_=from_, body=body))
+        message = await _guard(
+            self._client(tenant).messages.create_async(to=to, from_=from_, body=body)
+        )
         return str(message.sid)
 
     async def close(self) -> None:

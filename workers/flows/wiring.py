@@ -43,15 +43,21 @@ class LedgerBudget:
         return await budget_exhausted(self._ledger, self._budgets, tenant, month)
 
 
-def flows_handlers(settings: Settings, *, memory_broker: MemoryBroker | None = None,
-                   public_url: str | None = None, twilio_api_url: str | None = None,
-                   ) -> list[Handler]:
+def flows_handlers(
+    settings: Settings,
+    *,
+    memory_broker: MemoryBroker | None = None,
+    public_url: str | None = None,
+    twilio_api_url: str | None = None,
+) -> list[Handler]:
     """BotCommands and BotCalls for these settings; nothing connects before ``start()``."""
     with_flows = [t.id for t in settings.tenants if t.flows is not None]
     base = settings.public_url or public_url
     if with_flows and base is None:
-        raise ConfigError(f"worker flows: HOOKLINE_PUBLIC_URL must be set to the URL Twilio "
-                          f"calls back (tenants with flows: {', '.join(with_flows)})")
+        raise ConfigError(
+            f"worker flows: HOOKLINE_PUBLIC_URL must be set to the URL Twilio "
+            f"calls back (tenants with flows: {', '.join(with_flows)})"
+        )
     # Without flows no flow_secret is required: commands are then all refused (unknown
     # flow) and the worker only drains hookline.bot.calls.
     seal = PositionSeal(settings.flow_secret) if settings.flow_secret else None
@@ -59,12 +65,23 @@ def flows_handlers(settings: Settings, *, memory_broker: MemoryBroker | None = N
     api = TwilioRestApi(api_base=twilio_api_url)
     clock = SystemClock()
     return [
-        BotCommands(tenants=settings.tenants, api=api, store=create_store(settings.db_url),
-                    publisher=_publisher(settings, memory_broker), seal=seal,
-                    public_url=base or "http://unused.invalid", clock=clock,
-                    budget=LedgerBudget(create_ledger(settings.db_url), budgets)),
-        BotCalls(tenants=settings.tenants, api=api, store=create_store(settings.db_url),
-                 publisher=_publisher(settings, memory_broker), clock=clock),
+        BotCommands(
+            tenants=settings.tenants,
+            api=api,
+            store=create_store(settings.db_url),
+            publisher=_publisher(settings, memory_broker),
+            seal=seal,
+            public_url=base or "http://unused.invalid",
+            clock=clock,
+            budget=LedgerBudget(create_ledger(settings.db_url), budgets),
+        ),
+        BotCalls(
+            tenants=settings.tenants,
+            api=api,
+            store=create_store(settings.db_url),
+            publisher=_publisher(settings, memory_broker),
+            clock=clock,
+        ),
     ]
 
 
@@ -72,7 +89,9 @@ def _publisher(settings: Settings, memory_broker: MemoryBroker | None) -> Publis
     tenant_ids = [tenant.id for tenant in settings.tenants]
     if url_scheme(settings.amqp_url) == "memory":
         if memory_broker is None:
-            raise ConfigError("worker flows: HOOKLINE_AMQP_URL is memory://, whose queues live "
-                              "inside one process; run `hookline run` or use RabbitMQ")
+            raise ConfigError(
+                "worker flows: HOOKLINE_AMQP_URL is memory://, whose queues live "
+                "inside one process; run `hookline run` or use RabbitMQ"
+            )
         return MemoryPublisher(memory_broker, tenant_ids)
     return create_publisher(settings.amqp_url, tenant_ids, name="hookline-worker-flows")

@@ -56,9 +56,17 @@ class BotCommands:
     concurrency = 64
 
     def __init__(
-        self, *, tenants: TenantRegistry, api: TwilioApi, store: BotCallStore,
-        publisher: Publisher, seal: PositionSeal | None, public_url: str, clock: Clock,
-        budget: BudgetGate | None = None, pacer: Pacer | None = None,
+        self,
+        *,
+        tenants: TenantRegistry,
+        api: TwilioApi,
+        store: BotCallStore,
+        publisher: Publisher,
+        seal: PositionSeal | None,
+        public_url: str,
+        clock: Clock,
+        budget: BudgetGate | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._tenants, self._api, self._store = tenants, api, store
         self._publisher, self._seal, self._clock = publisher, seal, clock
@@ -80,8 +88,9 @@ class BotCommands:
         if isinstance(command, Rejection):
             if command.tenant is None:  # nobody to tell: keep it for a person to look at
                 return PoisonMessage(command.detail, reason=command.reason)
-            await self._reject(command.tenant, command.request_id, None, command.reason,
-                               command.detail)
+            await self._reject(
+                command.tenant, command.request_id, None, command.reason, command.detail
+            )
             return None
         tenant, account = command.tenant, command.tenant.twilio
         settings = tenant.flows
@@ -93,56 +102,100 @@ class BotCommands:
         await self._pacer.wait(account.account_sid, settings.calls_per_second)
         month = self._clock.now().strftime("%Y-%m")  # budgets are per calendar month (UTC)
         if self._budget is not None and await self._budget.exhausted(tenant.id, month):
-            await self._reject(tenant.id, command.request_id, command.flow.name,
-                               "budget_exhausted", f"tenant {tenant.id!r} has used its {month} "
-                               "budget")
+            await self._reject(
+                tenant.id,
+                command.request_id,
+                command.flow.name,
+                "budget_exhausted",
+                f"tenant {tenant.id!r} has used its {month} budget",
+            )
             return None
         claim = await self._store.claim(tenant.id, command.request_id)
         if claim == "pending":
             # An earlier attempt died between claiming and recording the call: Twilio may or
             # may not have placed it. Dialling again could ring the patient twice.
-            await self._reject(tenant.id, command.request_id, command.flow.name,
-                               "placement_interrupted", "the worker stopped while placing this "
-                               "call; it may have been placed once: send a new request_id to "
-                               "call again")
+            await self._reject(
+                tenant.id,
+                command.request_id,
+                command.flow.name,
+                "placement_interrupted",
+                "the worker stopped while placing this "
+                "call; it may have been placed once: send a new request_id to "
+                "call again",
+            )
             return None
         if claim != "new":
-            log.info("command_duplicate", tenant=tenant.id, request_id=command.request_id,
-                     sid=claim)
+            log.info(
+                "command_duplicate", tenant=tenant.id, request_id=command.request_id, sid=claim
+            )
             return None
         return await self._place(command, self._seal)
 
     async def _place(self, command: BotCommand, seal: PositionSeal) -> Result:
         tenant = command.tenant
-        position = Position(tenant.id, command.flow.name, command.flow.start,
-                            command.request_id, int(self._clock.now().timestamp()),
-                            variables=command.variables)
-        request = CallRequest(tenant, command.to, command.from_,
-                              f"{self._base}{FLOW_PATH}?s={seal.seal(position)}",
-                              f"{self._base}{STATUS_PATH}")
+        position = Position(
+            tenant.id,
+            command.flow.name,
+            command.flow.start,
+            command.request_id,
+            int(self._clock.now().timestamp()),
+            variables=command.variables,
+        )
+        request = CallRequest(
+            tenant,
+            command.to,
+            command.from_,
+            f"{self._base}{FLOW_PATH}?s={seal.seal(position)}",
+            f"{self._base}{STATUS_PATH}",
+        )
         try:
             call_sid = await self._api.place_call(request)
         except CallRefused as exc:
             await self._store.release(tenant.id, command.request_id)
-            await self._reject(tenant.id, command.request_id, command.flow.name,
-                               "twilio_refused", str(exc))
+            await self._reject(
+                tenant.id, command.request_id, command.flow.name, "twilio_refused", str(exc)
+            )
             return None
         except TransientError:
             await self._store.release(tenant.id, command.request_id)
             raise
-        await self._store.placed(BotCall(call_sid, tenant.id, command.request_id,
-                                         command.flow.name, command.to, command.from_))
-        log.info("bot_call_placed", tenant=tenant.id, request_id=command.request_id,
-                 sid=call_sid, flow=command.flow.name)
+        await self._store.placed(
+            BotCall(
+                call_sid,
+                tenant.id,
+                command.request_id,
+                command.flow.name,
+                command.to,
+                command.from_,
+            )
+        )
+        log.info(
+            "bot_call_placed",
+            tenant=tenant.id,
+            request_id=command.request_id,
+            sid=call_sid,
+            flow=command.flow.name,
+        )
         return None
 
-    async def _reject(self, tenant: str, request_id: str | None, flow: str | None,
-                      reason: str, detail: str) -> None:
-        log.warning("command_rejected", tenant=tenant, request_id=request_id, reason=reason,
-                    error=detail)
-        await _publish(self._publisher, result_event(
-            tenant=tenant, request_id=request_id, outcome="rejected", now=self._clock.now(),
-            flow=flow, reason=reason, detail=detail))
+    async def _reject(
+        self, tenant: str, request_id: str | None, flow: str | None, reason: str, detail: str
+    ) -> None:
+        log.warning(
+            "command_rejected", tenant=tenant, request_id=request_id, reason=reason, error=detail
+        )
+        await _publish(
+            self._publisher,
+            result_event(
+                tenant=tenant,
+                request_id=request_id,
+                outcome="rejected",
+                now=self._clock.now(),
+                flow=flow,
+                reason=reason,
+                detail=detail,
+            ),
+        )
 
 
 class BotCalls:
@@ -154,8 +207,15 @@ class BotCalls:
     batch_wait_s = 0.0
     concurrency = 8
 
-    def __init__(self, *, tenants: TenantRegistry, api: TwilioApi, store: BotCallStore,
-                 publisher: Publisher, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        tenants: TenantRegistry,
+        api: TwilioApi,
+        store: BotCallStore,
+        publisher: Publisher,
+        clock: Clock,
+    ) -> None:
         self._tenants, self._api, self._store = tenants, api, store
         self._publisher, self._clock = publisher, clock
 
@@ -190,9 +250,16 @@ class BotCalls:
         ours, theirs = str(raw.get("From") or ""), str(raw.get("To") or data.get("to") or "")
         if raw.get("Direction") == "inbound":
             ours, theirs = theirs, ours
-        call = BotCall(event.subject, event.tenant, str(data.get("request_id") or ""),
-                       str(data.get("flow") or ""), theirs, ours, data.get("answered_by"),
-                       dict(data.get("inputs") or {}))
+        call = BotCall(
+            event.subject,
+            event.tenant,
+            str(data.get("request_id") or ""),
+            str(data.get("flow") or ""),
+            theirs,
+            ours,
+            data.get("answered_by"),
+            dict(data.get("inputs") or {}),
+        )
         await self._mismatch(event)  # logged only: the writes below are the tenant's own
         await self._store.stepped(call)
         for sms in data.get("sms") or ():
@@ -207,11 +274,11 @@ class BotCalls:
         try:
             sid = await self._api.send_sms(tenant, call.to, call.from_, text)
         except CallRefused as exc:
-            log.warning("bot_sms_refused", tenant=tenant_id, sid=call.call_sid, step=step,
-                        error=str(exc))
+            log.warning(
+                "bot_sms_refused", tenant=tenant_id, sid=call.call_sid, step=step, error=str(exc)
+            )
         else:
-            log.info("bot_sms_sent", tenant=tenant_id, sid=sid, call_sid=call.call_sid,
-                     step=step)
+            log.info("bot_sms_sent", tenant=tenant_id, sid=sid, call_sid=call.call_sid, step=step)
         # Recorded after the send: a crash in between sends the text once more on redelivery,
         # which beats never sending it.
         await self._store.mark_sms_sent(tenant_id, call.call_sid, step)
@@ -230,33 +297,49 @@ class BotCalls:
             return  # its result is out already
         answered_by = event.data.get("answered_by") or call.answered_by
         duration = event.data.get("duration_s")
-        await _publish(self._publisher, result_event(
-            tenant=call.tenant, request_id=call.request_id, outcome=outcome_of(
-                str(status), answered_by), now=self._clock.now(), flow=call.flow,
-            call_sid=call.call_sid, answered_by=answered_by, inputs=call.inputs,
-            duration_s=duration if isinstance(duration, int) else None))
+        await _publish(
+            self._publisher,
+            result_event(
+                tenant=call.tenant,
+                request_id=call.request_id,
+                outcome=outcome_of(str(status), answered_by),
+                now=self._clock.now(),
+                flow=call.flow,
+                call_sid=call.call_sid,
+                answered_by=answered_by,
+                inputs=call.inputs,
+                duration_s=duration if isinstance(duration, int) else None,
+            ),
+        )
         # After the publish: a crash in between publishes the same result id again, which
         # consumers deduplicate; the other order could lose it.
         await self._store.mark_finished(call.tenant, call.call_sid)
         log.info("bot_call_finished", tenant=call.tenant, sid=call.call_sid, status=status)
 
-
     async def _mismatch(self, event: Event) -> None:
         """Warn when the event's CallSid is a call of another tenant: a forgery by one of
         them (CallSids are unique). Nothing of the other tenant's is read or changed."""
-        others = [tenant for tenant in await self._store.owners(event.subject)
-                  if tenant != event.tenant]
+        others = [
+            tenant for tenant in await self._store.owners(event.subject) if tenant != event.tenant
+        ]
         if others:
-            log.warning("bot_call_tenant_mismatch", tenant=event.tenant, sid=event.subject,
-                        kind=event.kind, event_id=event.id, known_under=others)
+            log.warning(
+                "bot_call_tenant_mismatch",
+                tenant=event.tenant,
+                sid=event.subject,
+                kind=event.kind,
+                event_id=event.id,
+                known_under=others,
+            )
 
 
 class _Resource(Protocol):
     async def close(self) -> None: ...
 
 
-async def _open(store: BotCallStore, publisher: Publisher, budget: BudgetGate | None = None
-                ) -> None:
+async def _open(
+    store: BotCallStore, publisher: Publisher, budget: BudgetGate | None = None
+) -> None:
     await store.open()
     try:
         await publisher.start()

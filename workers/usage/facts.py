@@ -126,8 +126,12 @@ def fact_from_event(event: Event) -> UsageFact | None:
     """
     data = event.data
     day = event.time.astimezone(UTC).date().isoformat()
-    base: dict[str, Any] = {"event_id": event.id, "tenant": event.tenant,
-                            "provider": event.provider, "day": day}
+    base: dict[str, Any] = {
+        "event_id": event.id,
+        "tenant": event.tenant,
+        "provider": event.provider,
+        "day": day,
+    }
     if event.kind in (MESSAGE_STATUS, MESSAGE_INCOMING):
         # A received message is billed too, per segment at the inbound rate
         # (https://support.twilio.com/hc/en-us/articles/223181528), and no status callback
@@ -135,34 +139,54 @@ def fact_from_event(event: Event) -> UsageFact | None:
         # the tenant's own number, which is what the inbound rate depends on.
         inbound = event.kind == MESSAGE_INCOMING
         sid = _text(data, "message_sid") or _text(data, "message_id") or event.subject
-        return UsageFact(**base, kind=MESSAGE, sid=sid,
-                         channel=_text(data, "channel") or "sms",
-                         direction="inbound" if inbound else "outbound",
-                         status="received" if inbound else _text(data, "status") or UNKNOWN,
-                         destination=_destination(data),
-                         segments=_count(data, "segments", event))
+        return UsageFact(
+            **base,
+            kind=MESSAGE,
+            sid=sid,
+            channel=_text(data, "channel") or "sms",
+            direction="inbound" if inbound else "outbound",
+            status="received" if inbound else _text(data, "status") or UNKNOWN,
+            destination=_destination(data),
+            segments=_count(data, "segments", event),
+        )
     if event.kind == CALL_STATUS:
         status = _text(data, "status") or UNKNOWN
         if data.get("recording") is not None and status == UNKNOWN:
             return None  # a recording status callback: the call's own events meter the call
         raw_direction = (_text(data, "direction") or "").lower()
         direction = "inbound" if raw_direction.startswith("inbound") else "outbound"
-        return UsageFact(**base, kind=CALL, sid=_text(data, "call_sid") or event.subject,
-                         channel="voice", direction=direction, status=status,
-                         destination=_destination(data),
-                         duration_s=_count(data, "duration_s", event))
+        return UsageFact(
+            **base,
+            kind=CALL,
+            sid=_text(data, "call_sid") or event.subject,
+            channel="voice",
+            direction=direction,
+            status=status,
+            destination=_destination(data),
+            duration_s=_count(data, "duration_s", event),
+        )
     if event.kind == CALL_BOT_RESULT:
         outcome = _text(data, "outcome")
         if outcome is None:
-            raise PoisonMessage(f"call.bot.result event {event.id}: expected data.outcome, a "
-                                f"non-empty string, got {data.get('outcome')!r}",
-                                reason="invalid_usage_event")
-        return UsageFact(**base, kind=BOT, sid=_text(data, "call_sid") or event.subject,
-                         channel="voice", direction="outbound", status=outcome[:64],
-                         destination=_destination(data))
-    raise PoisonMessage(f"event {event.id}: the usage worker meters message.status, "
-                        f"message.incoming, call.status and call.bot.result, got {event.kind!r}",
-                        reason="unexpected_kind")
+            raise PoisonMessage(
+                f"call.bot.result event {event.id}: expected data.outcome, a "
+                f"non-empty string, got {data.get('outcome')!r}",
+                reason="invalid_usage_event",
+            )
+        return UsageFact(
+            **base,
+            kind=BOT,
+            sid=_text(data, "call_sid") or event.subject,
+            channel="voice",
+            direction="outbound",
+            status=outcome[:64],
+            destination=_destination(data),
+        )
+    raise PoisonMessage(
+        f"event {event.id}: the usage worker meters message.status, "
+        f"message.incoming, call.status and call.bot.result, got {event.kind!r}",
+        reason="unexpected_kind",
+    )
 
 
 def _text(data: dict[str, Any], name: str) -> str | None:
@@ -179,9 +203,11 @@ def _count(data: dict[str, Any], name: str, event: Event) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_COUNT:
-        raise PoisonMessage(f"{event.kind} event {event.id}: expected data.{name} to be null or "
-                            f"a count from 0 to {_MAX_COUNT - 1}, got {value!r}",
-                            reason="invalid_usage_event")
+        raise PoisonMessage(
+            f"{event.kind} event {event.id}: expected data.{name} to be null or "
+            f"a count from 0 to {_MAX_COUNT - 1}, got {value!r}",
+            reason="invalid_usage_event",
+        )
     return value
 
 
@@ -201,12 +227,24 @@ def fold(item: Item | None, fact: UsageFact) -> Item:
     """The item's state after ``fact``, not yet priced."""
     if item is None:
         return Item(
-            tenant=fact.tenant, provider=fact.provider, kind=fact.kind, sid=fact.sid,
-            channel=fact.channel, direction=fact.direction, day=fact.day, status=fact.status,
-            rank=fact.rank, destination=fact.destination, segments=fact.segments or 0,
-            duration_s=fact.duration_s, minutes=0, rated=False, billed=False,
+            tenant=fact.tenant,
+            provider=fact.provider,
+            kind=fact.kind,
+            sid=fact.sid,
+            channel=fact.channel,
+            direction=fact.direction,
+            day=fact.day,
+            status=fact.status,
+            rank=fact.rank,
+            destination=fact.destination,
+            segments=fact.segments or 0,
+            duration_s=fact.duration_s,
+            minutes=0,
+            rated=False,
+            billed=False,
             unit_price=Decimal(0),
-            cost=Decimal(0), events=1,
+            cost=Decimal(0),
+            events=1,
         )
     forward = fact.rank > item.rank
     return replace(
@@ -229,12 +267,23 @@ def price(item: Item, card: RateCard) -> Item:
     if item.kind == MESSAGE:
         segments = max(item.segments, 1)
         billed = item.status not in UNBILLED_BY_CHANNEL.get(item.channel, UNBILLED_MESSAGE)
-        return replace(item, segments=segments, rated=rate is not None, billed=billed,
-                       unit_price=unit_price, cost=unit_price * segments if billed else
-                       Decimal(0))
+        return replace(
+            item,
+            segments=segments,
+            rated=rate is not None,
+            billed=billed,
+            unit_price=unit_price,
+            cost=unit_price * segments if billed else Decimal(0),
+        )
     minutes = billable_minutes(item.duration_s, item.status)
-    return replace(item, minutes=minutes, rated=rate is not None, billed=minutes > 0,
-                   unit_price=unit_price, cost=unit_price * minutes)
+    return replace(
+        item,
+        minutes=minutes,
+        rated=rate is not None,
+        billed=minutes > 0,
+        unit_price=unit_price,
+        cost=unit_price * minutes,
+    )
 
 
 def _max_opt(a: int | None, b: int | None) -> int | None:

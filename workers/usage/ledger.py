@@ -35,9 +35,26 @@ from workers.usage.facts import (
 )
 
 #: Columns of usage_items, in the order both implementations read and write them.
-ITEM_COLUMNS: Final = ("tenant", "provider", "kind", "sid", "channel", "direction", "day",
-                       "status", "rank", "destination", "segments", "duration_s", "minutes",
-                       "rated", "billed", "unit_price", "cost", "events")
+ITEM_COLUMNS: Final = (
+    "tenant",
+    "provider",
+    "kind",
+    "sid",
+    "channel",
+    "direction",
+    "day",
+    "status",
+    "rank",
+    "destination",
+    "segments",
+    "duration_s",
+    "minutes",
+    "rated",
+    "billed",
+    "unit_price",
+    "cost",
+    "events",
+)
 SCHEMA_VERSION: Final = 2
 
 
@@ -76,14 +93,24 @@ class BudgetAlert:
     def to_event(self) -> Event:
         used = (self.spent * 100 / self.amount).quantize(Decimal("0.01"))
         return Event(
-            id=self.event_id, kind=USAGE_BUDGET, tenant=self.tenant, provider="hookline",
-            source="hookline/usage", subject=f"{self.tenant}/{self.month}/{self.threshold}",
+            id=self.event_id,
+            kind=USAGE_BUDGET,
+            tenant=self.tenant,
+            provider="hookline",
+            source="hookline/usage",
+            subject=f"{self.tenant}/{self.month}/{self.threshold}",
             time=self.crossed_at,
-            data={"month": self.month, "threshold_percent": self.threshold, "mode": self.mode,
-                  "budget": decimal_text(self.amount), "spent": decimal_text(self.spent),
-                  "used_percent": decimal_text(used), "currency": self.currency,
-                  "exhausted": self.spent >= self.amount,
-                  "crossed_at": format_time(self.crossed_at)},
+            data={
+                "month": self.month,
+                "threshold_percent": self.threshold,
+                "mode": self.mode,
+                "budget": decimal_text(self.amount),
+                "spent": decimal_text(self.spent),
+                "used_percent": decimal_text(used),
+                "currency": self.currency,
+                "exhausted": self.spent >= self.amount,
+                "crossed_at": format_time(self.crossed_at),
+            },
         )
 
 
@@ -136,8 +163,9 @@ class Ledger(Protocol):
     async def close(self) -> None:
         """Release the connection; safe to call twice."""
 
-    async def ingest(self, facts: Sequence[UsageFact], policy: UsagePolicy,
-                     now: datetime) -> IngestOutcome:
+    async def ingest(
+        self, facts: Sequence[UsageFact], policy: UsagePolicy, now: datetime
+    ) -> IngestOutcome:
         """Apply the facts whose (tenant, event id) is new, in one transaction
         (LedgerUnavailable)."""
         ...
@@ -167,15 +195,20 @@ def crossed(total: Decimal, budget: Budget) -> list[int]:
     return [t for t in budget.thresholds if total * 100 >= budget.amount * t]
 
 
-def new_alerts(policy: UsagePolicy, totals: Mapping[tuple[str, str], Decimal],
-               now: datetime) -> list[BudgetAlert]:
+def new_alerts(
+    policy: UsagePolicy, totals: Mapping[tuple[str, str], Decimal], now: datetime
+) -> list[BudgetAlert]:
     """Every threshold reached by the given month totals (the store keeps each only once)."""
     alerts: list[BudgetAlert] = []
     for (tenant, month), total in sorted(totals.items()):
         budget = policy.budgets.get(tenant)
         if budget is not None:
-            alerts += [BudgetAlert(tenant, month, t, budget.mode, budget.amount, total, now,
-                                   policy.card.currency) for t in crossed(total, budget)]
+            alerts += [
+                BudgetAlert(
+                    tenant, month, t, budget.mode, budget.amount, total, now, policy.card.currency
+                )
+                for t in crossed(total, budget)
+            ]
     return alerts
 
 
@@ -207,9 +240,20 @@ def rows_from_items(items: Iterable[Item]) -> list[UsageRow]:
     rows = []
     for key in sorted(acc):
         m, seg, ok, ko, calls, minutes, unrated, billed = acc[key]
-        rows.append(UsageRow(*key, messages=m, segments=seg, billed_segments=billed,
-                             delivered=ok, failed=ko, calls=calls, minutes=minutes,
-                             cost=costs[key], unrated=unrated))
+        rows.append(
+            UsageRow(
+                *key,
+                messages=m,
+                segments=seg,
+                billed_segments=billed,
+                delivered=ok,
+                failed=ko,
+                calls=calls,
+                minutes=minutes,
+                cost=costs[key],
+                unrated=unrated,
+            )
+        )
     return rows
 
 
@@ -229,8 +273,9 @@ class MemoryLedger:
     async def close(self) -> None:
         return None
 
-    async def ingest(self, facts: Sequence[UsageFact], policy: UsagePolicy,
-                     now: datetime) -> IngestOutcome:
+    async def ingest(
+        self, facts: Sequence[UsageFact], policy: UsagePolicy, now: datetime
+    ) -> IngestOutcome:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise LedgerUnavailable(f"memory ledger: {error}") from error

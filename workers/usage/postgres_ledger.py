@@ -100,12 +100,14 @@ class PostgresLedger:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                         connect_timeout=10)
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=10
+            )
             await migrate(conn)
         except psycopg.Error as exc:
-            raise LedgerUnavailable(f"postgresql ledger {mask_url_password(self.url)}: "
-                                    f"{exc}") from exc
+            raise LedgerUnavailable(
+                f"postgresql ledger {mask_url_password(self.url)}: {exc}"
+            ) from exc
         self._conn = conn
         return conn
 
@@ -124,8 +126,9 @@ class PostgresLedger:
                         return await work(conn, *args)
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                     if attempt == _RETRIES - 1:
-                        raise LedgerUnavailable("postgresql ledger: lock conflicts persisted "
-                                                f"over {_RETRIES} attempts") from None
+                        raise LedgerUnavailable(
+                            f"postgresql ledger: lock conflicts persisted over {_RETRIES} attempts"
+                        ) from None
                     await asyncio.sleep(0.01 * 2**attempt)
                 except psycopg.Error as exc:
                     if conn.broken:
@@ -133,8 +136,9 @@ class PostgresLedger:
                     raise LedgerUnavailable(f"postgresql ledger: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def ingest(self, facts: Sequence[UsageFact], policy: UsagePolicy,
-                     now: datetime) -> IngestOutcome:
+    async def ingest(
+        self, facts: Sequence[UsageFact], policy: UsagePolicy, now: datetime
+    ) -> IngestOutcome:
         result: IngestOutcome = await self._call(_ingest, facts, policy, now)
         return result
 
@@ -143,7 +147,8 @@ class PostgresLedger:
             cur = await conn.execute(
                 "SELECT tenant, month, threshold, mode, amount, spent, crossed_at, currency "
                 "FROM budget_alerts WHERE published_at IS NULL ORDER BY crossed_at, tenant, "
-                "month, threshold")
+                "month, threshold"
+            )
             return [BudgetAlert(*row) for row in await cur.fetchall()]
 
         result: list[BudgetAlert] = await self._call(query)
@@ -155,7 +160,8 @@ class PostgresLedger:
                 await cur.executemany(
                     "UPDATE budget_alerts SET published_at = %s WHERE tenant = %s AND "
                     "month = %s AND threshold = %s AND published_at IS NULL",
-                    [(now, a.tenant, a.month, a.threshold) for a in alerts])
+                    [(now, a.tenant, a.month, a.threshold) for a in alerts],
+                )
 
         if alerts:
             await self._call(update)
@@ -163,7 +169,8 @@ class PostgresLedger:
     async def month_spend(self, tenant: str, month: str) -> Decimal:
         async def query(conn: psycopg.AsyncConnection[Any]) -> Decimal:
             cur = await conn.execute(
-                "SELECT cost FROM usage_months WHERE tenant = %s AND month = %s", (tenant, month))
+                "SELECT cost FROM usage_months WHERE tenant = %s AND month = %s", (tenant, month)
+            )
             row = await cur.fetchone()
             return Decimal(row[0]) if row else Decimal(0)
 
@@ -183,12 +190,29 @@ class PostgresLedger:
                 "(WHERE kind = 'message' AND billed), 0) "
                 "FROM usage_items WHERE day BETWEEN %s AND %s AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
-                "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
-            return [UsageRow(t, p, c, d, day, messages=m, segments=int(s),
-                             billed_segments=int(billed), delivered=ok, failed=ko, calls=calls,
-                             minutes=int(mins), cost=cost, unrated=unrated)
-                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed
-                    in await cur.fetchall()]
+                "ORDER BY tenant, provider, channel, direction, day",
+                month_bounds(month),
+            )
+            rows = await cur.fetchall()
+            return [
+                UsageRow(
+                    t,
+                    p,
+                    c,
+                    d,
+                    day,
+                    messages=m,
+                    segments=int(s),
+                    billed_segments=int(billed),
+                    delivered=ok,
+                    failed=ko,
+                    calls=calls,
+                    minutes=int(mins),
+                    cost=cost,
+                    unrated=unrated,
+                )
+                for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed in rows
+            ]
 
         result: list[UsageRow] = await self._call(query)
         return result
@@ -198,7 +222,8 @@ class PostgresLedger:
             cur = await conn.execute(
                 "SELECT tenant, day, status, count(*) FROM usage_items WHERE kind = 'bot' AND "
                 "day BETWEEN %s AND %s GROUP BY tenant, day, status ORDER BY tenant, day, status",
-                month_bounds(month))
+                month_bounds(month),
+            )
             return [OutcomeRow(*row) for row in await cur.fetchall()]
 
         result: list[OutcomeRow] = await self._call(query)
@@ -214,8 +239,10 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
         row = await cur.fetchone()
         current = (row[0] if row else None) or 0
         if current > SCHEMA_VERSION:
-            raise LedgerUnavailable(f"postgresql ledger: schema version {current} is newer "
-                                    f"than this hookline knows ({SCHEMA_VERSION}); upgrade")
+            raise LedgerUnavailable(
+                f"postgresql ledger: schema version {current} is newer "
+                f"than this hookline knows ({SCHEMA_VERSION}); upgrade"
+            )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version]:
                 await conn.execute(statement)
@@ -223,16 +250,26 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
     return SCHEMA_VERSION
 
 
-async def _ingest(conn: psycopg.AsyncConnection[Any], facts: Sequence[UsageFact],
-                  policy: UsagePolicy, now: datetime) -> IngestOutcome:
+async def _ingest(
+    conn: psycopg.AsyncConnection[Any],
+    facts: Sequence[UsageFact],
+    policy: UsagePolicy,
+    now: datetime,
+) -> IngestOutcome:
     # Sorted by key, so that concurrent batches take the key locks in the same order.
     unique = sorted({f.once: f for f in facts}.values(), key=lambda f: f.once)
     cur = await conn.execute(
         "INSERT INTO usage_events (event_id, tenant, kind, sid, recorded_at) "
         "SELECT e, t, k, s, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
         "AS v(e, t, k, s) ON CONFLICT (tenant, event_id) DO NOTHING RETURNING tenant, event_id",
-        (now, [f.event_id for f in unique], [f.tenant for f in unique],
-         [f.kind for f in unique], [f.sid for f in unique]))
+        (
+            now,
+            [f.event_id for f in unique],
+            [f.tenant for f in unique],
+            [f.kind for f in unique],
+            [f.sid for f in unique],
+        ),
+    )
     inserted = {(tenant, event) for tenant, event in await cur.fetchall()}
     fresh = new_facts(facts, inserted)
     keys = sorted({f.key for f in fresh})
@@ -246,12 +283,16 @@ async def _ingest(conn: psycopg.AsyncConnection[Any], facts: Sequence[UsageFact]
             "status, rank, segments, minutes, rated, billed, unit_price, cost, events) "
             "SELECT t, p, k, s, '', '', '', '', -1, 0, 0, false, false, 0, 0, 0 "
             "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(t, p, k, s) "
-            "ON CONFLICT DO NOTHING", columns)
+            "ON CONFLICT DO NOTHING",
+            columns,
+        )
         cur = await conn.execute(
             f"SELECT {', '.join(ITEM_COLUMNS)} FROM usage_items "  # noqa: S608
             "WHERE (tenant, provider, kind, sid) IN (SELECT * FROM unnest(%s::text[], "
             "%s::text[], %s::text[], %s::text[])) ORDER BY tenant, provider, kind, sid "
-            "FOR UPDATE", columns)
+            "FOR UPDATE",
+            columns,
+        )
         for row in await cur.fetchall():
             item = Item(*row)
             if item.rank >= 0:
@@ -263,14 +304,16 @@ async def _ingest(conn: psycopg.AsyncConnection[Any], facts: Sequence[UsageFact]
                 "UPDATE usage_items SET "  # noqa: S608
                 + ", ".join(f"{c} = %s" for c in ITEM_COLUMNS[4:])
                 + " WHERE tenant = %s AND provider = %s AND kind = %s AND sid = %s",
-                [[getattr(i, c) for c in ITEM_COLUMNS[4:]] + list(i.key)
-                 for i in changed.values()])
+                [[getattr(i, c) for c in ITEM_COLUMNS[4:]] + list(i.key) for i in changed.values()],
+            )
     totals: dict[tuple[str, str], Decimal] = {}
     for (tenant, month), delta in sorted(deltas.items()):
         cur = await conn.execute(
             "INSERT INTO usage_months (tenant, month, cost) VALUES (%s, %s, %s) "
             "ON CONFLICT (tenant, month) DO UPDATE SET cost = usage_months.cost + excluded.cost "
-            "RETURNING cost", (tenant, month, delta))
+            "RETURNING cost",
+            (tenant, month, delta),
+        )
         row = await cur.fetchone()
         totals[(tenant, month)] = row[0] if row else delta
     alerts = []
@@ -279,8 +322,17 @@ async def _ingest(conn: psycopg.AsyncConnection[Any], facts: Sequence[UsageFact]
             "INSERT INTO budget_alerts (tenant, month, threshold, mode, amount, spent, currency, "
             "crossed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
             "RETURNING threshold",
-            (alert.tenant, alert.month, alert.threshold, alert.mode, alert.amount, alert.spent,
-             alert.currency, now))
+            (
+                alert.tenant,
+                alert.month,
+                alert.threshold,
+                alert.mode,
+                alert.amount,
+                alert.spent,
+                alert.currency,
+                now,
+            ),
+        )
         if await cur.fetchone():
             alerts.append(alert)
     return IngestOutcome(len(fresh), len(facts) - len(fresh), tuple(alerts))

@@ -77,8 +77,9 @@ def twilio_client(api_base: str | None = None) -> ClientFactory:
             return super().request(method, rebased(url, api_base), *args, **kwargs)
 
     def build(account_sid: str, auth_token: str) -> Any:
-        return Client(account_sid, auth_token, account_sid=account_sid,
-                      http_client=_Rebased(timeout=30))
+        return Client(
+            account_sid, auth_token, account_sid=account_sid, http_client=_Rebased(timeout=30)
+        )
 
     return build
 
@@ -90,7 +91,8 @@ def fetch_usage(client: Any, account_sid: str, month: str) -> dict[str, dict[str
     for category in CATEGORIES:
         sums = {"count": Decimal(0), "usage": Decimal(0), "price": Decimal(0)}
         records = client.api.v2010.accounts(account_sid).usage.records.list(
-            category=category, start_date=first, end_date=last, include_subaccounts=False)
+            category=category, start_date=first, end_date=last, include_subaccounts=False
+        )
         for record in records:
             for name in sums:
                 sums[name] += _decimal(getattr(record, name, None))
@@ -114,8 +116,9 @@ def _differs(a: Decimal, b: Decimal, card: RateCard, money: bool) -> bool:
     return abs(a - b) > allowed
 
 
-def compare(tenant: Tenant, rows: Sequence[UsageRow], twilio: dict[str, dict[str, Decimal]],
-            card: RateCard) -> list[Comparison]:
+def compare(
+    tenant: Tenant, rows: Sequence[UsageRow], twilio: dict[str, dict[str, Decimal]], card: RateCard
+) -> list[Comparison]:
     """The ledger's Twilio figures for the tenant against its Usage Records."""
     sid = tenant.twilio.account_sid if tenant.twilio else ""
     mine = [r for r in rows if r.tenant == tenant.id and r.provider == "twilio"]
@@ -126,20 +129,30 @@ def compare(tenant: Tenant, rows: Sequence[UsageRow], twilio: dict[str, dict[str
     # Twilio billed, number rental included.
     total = sum((r.cost for r in mine), Decimal(0)) + rental_cost(card, tenant)
     measures = (
-        ("sms segments", Decimal(sum(r.billed_segments for r in sms)), twilio["sms"]["usage"],
-         False),
+        (
+            "sms segments",
+            Decimal(sum(r.billed_segments for r in sms)),
+            twilio["sms"]["usage"],
+            False,
+        ),
         ("sms price", sum((r.cost for r in sms), Decimal(0)), twilio["sms"]["price"], True),
         ("call minutes", Decimal(sum(r.minutes for r in calls)), twilio["calls"]["usage"], False),
         ("calls price", sum((r.cost for r in calls), Decimal(0)), twilio["calls"]["price"], True),
         ("total price", total, twilio["totalprice"]["price"], True),
     )
-    return [Comparison(tenant.id, sid, name, ours, theirs, _differs(ours, theirs, card, money))
-            for name, ours, theirs, money in measures]
+    return [
+        Comparison(tenant.id, sid, name, ours, theirs, _differs(ours, theirs, card, money))
+        for name, ours, theirs, money in measures
+    ]
 
 
-async def reconcile(tenants: Sequence[Tenant], rows: Sequence[UsageRow], card: RateCard,
-                    month: str, clients: ClientFactory
-                    ) -> tuple[list[Comparison], list[TenantFailure]]:
+async def reconcile(
+    tenants: Sequence[Tenant],
+    rows: Sequence[UsageRow],
+    card: RateCard,
+    month: str,
+    clients: ClientFactory,
+) -> tuple[list[Comparison], list[TenantFailure]]:
     """Compare every Twilio tenant; the blocking client runs in a thread, one tenant at a time
     (Usage Records are rate-limited per account)."""
     from twilio.base.exceptions import TwilioException
@@ -161,21 +174,36 @@ async def reconcile(tenants: Sequence[Tenant], rows: Sequence[UsageRow], card: R
     return comparisons, failures
 
 
-def format_comparisons(month: str, comparisons: Sequence[Comparison],
-                       failures: Sequence[TenantFailure], card: RateCard) -> str:
+def format_comparisons(
+    month: str, comparisons: Sequence[Comparison], failures: Sequence[TenantFailure], card: RateCard
+) -> str:
     """An aligned table of every measure, then one line per failure and a summary."""
     head = ("tenant", "subaccount", "measure", "ledger", "twilio", "difference", "")
-    lines = [head] + [(c.tenant, c.account_sid, c.measure, decimal_text(c.ledger),
-                       decimal_text(c.twilio), f"{c.difference:+f}",
-                       "DIFFERS" if c.differs else "ok") for c in comparisons]
+    lines = [head] + [
+        (
+            c.tenant,
+            c.account_sid,
+            c.measure,
+            decimal_text(c.ledger),
+            decimal_text(c.twilio),
+            f"{c.difference:+f}",
+            "DIFFERS" if c.differs else "ok",
+        )
+        for c in comparisons
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = [f"reconcile {month}: ledger vs Twilio Usage Records (tolerance "
-           f"{card.tolerance_amount} {card.currency} or {card.tolerance_percent}%)"]
+    out = [
+        f"reconcile {month}: ledger vs Twilio Usage Records (tolerance "
+        f"{card.tolerance_amount} {card.currency} or {card.tolerance_percent}%)"
+    ]
     if comparisons:
         for line in lines:
-            out.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(line, widths, strict=True))
-                                 ).rstrip())
+            out.append(
+                "  ".join(
+                    c.ljust(w) if i < 3 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(line, widths, strict=True))
+                ).rstrip()
+            )
     for failure in failures:
         out.append(f"FAILED {failure.tenant} ({failure.account_sid}): {failure.error}")
     differing = sum(c.differs for c in comparisons)

@@ -75,8 +75,13 @@ def _ratio(part: Decimal, whole: Decimal | None, scale: int = 100) -> Decimal | 
     return (part * scale / whole).quantize(_CENT, ROUND_HALF_EVEN)
 
 
-def build_report(month: str, tenants: Iterable[Tenant], card: RateCard,
-                 rows: Sequence[UsageRow], outcomes: Sequence[OutcomeRow]) -> list[TenantReport]:
+def build_report(
+    month: str,
+    tenants: Iterable[Tenant],
+    card: RateCard,
+    rows: Sequence[UsageRow],
+    outcomes: Sequence[OutcomeRow],
+) -> list[TenantReport]:
     """One TenantReport per configured tenant, plus any tenant the ledger has that the config
     no longer lists (revenue and budget then unknown)."""
     known = {tenant.id: tenant for tenant in tenants}
@@ -98,21 +103,33 @@ def build_report(month: str, tenants: Iterable[Tenant], card: RateCard,
                 ltv = (margin / plan.monthly_churn).quantize(_CENT, ROUND_HALF_EVEN)
             if plan.cac is not None:
                 payback = (plan.cac / margin).quantize(Decimal("0.1"), ROUND_HALF_EVEN)
-        reports.append(TenantReport(
-            tenant=tenant_id, month=month, currency=card.currency,
-            messages=sum(r.messages for r in mine), segments=sum(r.segments for r in mine),
-            delivered=sum(r.delivered for r in mine), failed=sum(r.failed for r in mine),
-            calls=sum(r.calls for r in mine), minutes=sum(r.minutes for r in mine),
-            bot_calls=sum(o.count for o in outcomes if o.tenant == tenant_id),
-            bot_outcomes=_outcomes(outcomes, tenant_id),
-            unrated=sum(r.unrated for r in mine), usage_cost=usage_cost, rental_cost=rent,
-            cogs=cogs, revenue=revenue, gross_margin=margin,
-            margin_percent=_ratio(margin, revenue) if margin is not None else None,
-            budget_mode=budget.mode if budget else None,
-            budget=budget.amount if budget else None,
-            budget_used_percent=_ratio(usage_cost, budget.amount) if budget else None,
-            ltv=ltv, cac_payback_months=payback,
-        ))
+        reports.append(
+            TenantReport(
+                tenant=tenant_id,
+                month=month,
+                currency=card.currency,
+                messages=sum(r.messages for r in mine),
+                segments=sum(r.segments for r in mine),
+                delivered=sum(r.delivered for r in mine),
+                failed=sum(r.failed for r in mine),
+                calls=sum(r.calls for r in mine),
+                minutes=sum(r.minutes for r in mine),
+                bot_calls=sum(o.count for o in outcomes if o.tenant == tenant_id),
+                bot_outcomes=_outcomes(outcomes, tenant_id),
+                unrated=sum(r.unrated for r in mine),
+                usage_cost=usage_cost,
+                rental_cost=rent,
+                cogs=cogs,
+                revenue=revenue,
+                gross_margin=margin,
+                margin_percent=_ratio(margin, revenue) if margin is not None else None,
+                budget_mode=budget.mode if budget else None,
+                budget=budget.amount if budget else None,
+                budget_used_percent=_ratio(usage_cost, budget.amount) if budget else None,
+                ltv=ltv,
+                cac_payback_months=payback,
+            )
+        )
     return reports
 
 
@@ -166,27 +183,60 @@ def to_table(reports: Sequence[TenantReport]) -> str:
     if not reports:
         return "no tenants and no usage for this month\n"
     month, currency = reports[0].month, reports[0].currency
-    head = ("tenant", "msgs", "segs", "dlvd", "fail", "calls", "mins", "bots", "COGS",
-            "revenue", "margin", "margin%", "budget%", "LTV", "payback")
+    head = (
+        "tenant",
+        "msgs",
+        "segs",
+        "dlvd",
+        "fail",
+        "calls",
+        "mins",
+        "bots",
+        "COGS",
+        "revenue",
+        "margin",
+        "margin%",
+        "budget%",
+        "LTV",
+        "payback",
+    )
     lines = [head]
     for r in reports:
-        lines.append((r.tenant, f"{r.messages:,}", f"{r.segments:,}", f"{r.delivered:,}",
-                      f"{r.failed:,}", f"{r.calls:,}", f"{r.minutes:,}", f"{r.bot_calls:,}",
-                      _money(r.cogs), _money(r.revenue), _money(r.gross_margin),
-                      _pct(r.margin_percent), _pct(r.budget_used_percent), _money(r.ltv),
-                      "-" if r.cac_payback_months is None else f"{r.cac_payback_months} mo"))
+        lines.append(
+            (
+                r.tenant,
+                f"{r.messages:,}",
+                f"{r.segments:,}",
+                f"{r.delivered:,}",
+                f"{r.failed:,}",
+                f"{r.calls:,}",
+                f"{r.minutes:,}",
+                f"{r.bot_calls:,}",
+                _money(r.cogs),
+                _money(r.revenue),
+                _money(r.gross_margin),
+                _pct(r.margin_percent),
+                _pct(r.budget_used_percent),
+                _money(r.ltv),
+                "-" if r.cac_payback_months is None else f"{r.cac_payback_months} mo",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = [f"usage report {month} ({currency}; COGS = metered usage + number rental)"]
     for n, line in enumerate(lines):
-        cells = [c.ljust(w) if i == 0 else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(line, widths, strict=True))]
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     unrated = sum(r.unrated for r in reports)
     if unrated:
-        out.append(f"note: {unrated} message(s)/call(s) had no matching rate and cost 0 "
-                   f"(add [[usage.rates]] lines)")
+        out.append(
+            f"note: {unrated} message(s)/call(s) had no matching rate and cost 0 "
+            f"(add [[usage.rates]] lines)"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -144,8 +144,9 @@ class SqliteLedger:
         if executor is not None:
             executor.shutdown()
 
-    async def ingest(self, facts: Sequence[UsageFact], policy: UsagePolicy,
-                     now: datetime) -> IngestOutcome:
+    async def ingest(
+        self, facts: Sequence[UsageFact], policy: UsagePolicy, now: datetime
+    ) -> IngestOutcome:
         return await self._run(partial(_ingest, facts=facts, policy=policy, now=now))
 
     async def pending_alerts(self) -> list[BudgetAlert]:
@@ -153,10 +154,12 @@ class SqliteLedger:
             rows = db.execute(
                 "SELECT tenant, month, threshold, mode, amount, spent, crossed_at, currency "
                 "FROM budget_alerts WHERE published_at IS NULL ORDER BY crossed_at, tenant, "
-                "month, threshold").fetchall()
-            return [BudgetAlert(t, m, th, mode, Decimal(a), Decimal(s),
-                                datetime.fromisoformat(at), cur)
-                    for t, m, th, mode, a, s, at, cur in rows]
+                "month, threshold"
+            ).fetchall()
+            return [
+                BudgetAlert(t, m, th, mode, Decimal(a), Decimal(s), datetime.fromisoformat(at), cur)
+                for t, m, th, mode, a, s, at, cur in rows
+            ]
 
         return await self._run(query)
 
@@ -166,14 +169,16 @@ class SqliteLedger:
                 db.executemany(
                     "UPDATE budget_alerts SET published_at = ? WHERE tenant = ? AND month = ? "
                     "AND threshold = ? AND published_at IS NULL",
-                    [(now.isoformat(), a.tenant, a.month, a.threshold) for a in alerts])
+                    [(now.isoformat(), a.tenant, a.month, a.threshold) for a in alerts],
+                )
 
         await self._run(update)
 
     async def month_spend(self, tenant: str, month: str) -> Decimal:
         def query(db: sqlite3.Connection) -> Decimal:
-            row = db.execute("SELECT cost FROM usage_months WHERE tenant = ? AND month = ?",
-                             (tenant, month)).fetchone()
+            row = db.execute(
+                "SELECT cost FROM usage_months WHERE tenant = ? AND month = ?", (tenant, month)
+            ).fetchone()
             return Decimal(row[0]) if row else Decimal(0)
 
         return await self._run(query)
@@ -189,13 +194,28 @@ class SqliteLedger:
                 "sum(CASE WHEN kind = 'message' AND billed THEN segments END) "
                 "FROM usage_items WHERE day BETWEEN ? AND ? AND kind IN ('message', 'call') "
                 "GROUP BY tenant, provider, channel, direction, day "
-                "ORDER BY tenant, provider, channel, direction, day", month_bounds(month))
-            return [UsageRow(t, p, c, d, day, messages=m or 0, segments=s or 0,
-                             billed_segments=billed or 0, delivered=ok or 0, failed=ko or 0,
-                             calls=calls or 0, minutes=mins or 0, cost=Decimal(cost),
-                             unrated=unrated or 0)
-                    for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed
-                    in rows]
+                "ORDER BY tenant, provider, channel, direction, day",
+                month_bounds(month),
+            )
+            return [
+                UsageRow(
+                    t,
+                    p,
+                    c,
+                    d,
+                    day,
+                    messages=m or 0,
+                    segments=s or 0,
+                    billed_segments=billed or 0,
+                    delivered=ok or 0,
+                    failed=ko or 0,
+                    calls=calls or 0,
+                    minutes=mins or 0,
+                    cost=Decimal(cost),
+                    unrated=unrated or 0,
+                )
+                for t, p, c, d, day, m, s, ok, ko, calls, mins, cost, unrated, billed in rows
+            ]
 
         return await self._run(query)
 
@@ -204,7 +224,8 @@ class SqliteLedger:
             rows = db.execute(
                 "SELECT tenant, day, status, count(*) FROM usage_items WHERE kind = 'bot' AND "
                 "day BETWEEN ? AND ? GROUP BY tenant, day, status ORDER BY tenant, day, status",
-                month_bounds(month)).fetchall()
+                month_bounds(month),
+            ).fetchall()
             return [OutcomeRow(*row) for row in rows]
 
         return await self._run(query)
@@ -231,7 +252,8 @@ def migrate(db: sqlite3.Connection) -> int:
         if current > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"schema version {current} is newer than this hookline knows "
-                f"({SCHEMA_VERSION}); upgrade hookline")
+                f"({SCHEMA_VERSION}); upgrade hookline"
+            )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version]:
                 db.execute(statement)
@@ -243,8 +265,9 @@ def _chunks(values: Sequence[_T], size: int = _CHUNK) -> list[Sequence[_T]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
-def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: UsagePolicy,
-            now: datetime) -> IngestOutcome:
+def _ingest(
+    db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: UsagePolicy, now: datetime
+) -> IngestOutcome:
     stamp = now.isoformat()
     with _transaction(db):
         inserted: set[tuple[str, str]] = set()
@@ -255,16 +278,22 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
             rows = db.execute(
                 f"INSERT INTO usage_events (event_id, tenant, kind, sid, recorded_at) "  # noqa: S608
                 f"VALUES {values} ON CONFLICT (tenant, event_id) DO NOTHING "
-                f"RETURNING tenant, event_id", params).fetchall()
+                f"RETURNING tenant, event_id",
+                params,
+            ).fetchall()
             inserted.update((tenant, event) for tenant, event in rows)
         fresh = new_facts(facts, set(inserted))
         keys = sorted({f.key for f in fresh})
         existing: dict[tuple[str, str, str, str], Item] = {}
         for part in _chunks(keys, _CHUNK // 4):
-            where = " OR ".join(["(tenant = ? AND provider = ? AND kind = ? AND sid = ?)"]
-                                * len(part))
-            for row in db.execute(f"SELECT {', '.join(ITEM_COLUMNS)} FROM usage_items "  # noqa: S608
-                                  f"WHERE {where}", [v for k in part for v in k]):
+            where = " OR ".join(
+                ["(tenant = ? AND provider = ? AND kind = ? AND sid = ?)"] * len(part)
+            )
+            for row in db.execute(
+                f"SELECT {', '.join(ITEM_COLUMNS)} FROM usage_items "  # noqa: S608
+                f"WHERE {where}",
+                [v for k in part for v in k],
+            ):
                 item = _item(row)
                 existing[item.key] = item
         changed, deltas = merge_batch(existing, fresh, policy.card)
@@ -272,15 +301,19 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
             f"INSERT INTO usage_items ({', '.join(ITEM_COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join('?' * len(ITEM_COLUMNS))}) ON CONFLICT DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in ITEM_COLUMNS[4:]),
-            [_row(item) for item in changed.values()])
+            [_row(item) for item in changed.values()],
+        )
         totals: dict[tuple[str, str], Decimal] = {}
         for (tenant, month), delta in sorted(deltas.items()):
-            row = db.execute("SELECT cost FROM usage_months WHERE tenant = ? AND month = ?",
-                             (tenant, month)).fetchone()
+            row = db.execute(
+                "SELECT cost FROM usage_months WHERE tenant = ? AND month = ?", (tenant, month)
+            ).fetchone()
             totals[(tenant, month)] = total = (Decimal(row[0]) if row else Decimal(0)) + delta
-            db.execute("INSERT INTO usage_months (tenant, month, cost) VALUES (?, ?, ?) "
-                       "ON CONFLICT DO UPDATE SET cost = excluded.cost",
-                       (tenant, month, decimal_text(total)))
+            db.execute(
+                "INSERT INTO usage_months (tenant, month, cost) VALUES (?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET cost = excluded.cost",
+                (tenant, month, decimal_text(total)),
+            )
         alerts = []
         for alert in new_alerts(policy, totals, now):
             # The primary key keeps each threshold once per tenant and month, whoever crosses it.
@@ -288,9 +321,17 @@ def _ingest(db: sqlite3.Connection, *, facts: Sequence[UsageFact], policy: Usage
                 "INSERT INTO budget_alerts (tenant, month, threshold, mode, amount, spent, "
                 "currency, crossed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
                 "RETURNING threshold",
-                (alert.tenant, alert.month, alert.threshold, alert.mode,
-                 decimal_text(alert.amount), decimal_text(alert.spent), alert.currency,
-                 stamp)).fetchone():
+                (
+                    alert.tenant,
+                    alert.month,
+                    alert.threshold,
+                    alert.mode,
+                    decimal_text(alert.amount),
+                    decimal_text(alert.spent),
+                    alert.currency,
+                    stamp,
+                ),
+            ).fetchone():
                 alerts.append(alert)
     return IngestOutcome(len(fresh), len(facts) - len(fresh), tuple(alerts))
 
@@ -306,5 +347,7 @@ def _item(row: Sequence[object]) -> Item:
 
 def _row(item: Item) -> tuple[object, ...]:
     values = [getattr(item, c) for c in ITEM_COLUMNS]
-    return tuple(decimal_text(v) if isinstance(v, Decimal) else int(v) if isinstance(v, bool) else v
-                 for v in values)
+    return tuple(
+        decimal_text(v) if isinstance(v, Decimal) else int(v) if isinstance(v, bool) else v
+        for v in values
+    )

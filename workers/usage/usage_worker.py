@@ -46,8 +46,9 @@ def usage_policy(settings: Settings) -> UsagePolicy:
     return UsagePolicy(settings.rate_card, budgets)
 
 
-async def budget_exhausted(ledger: Ledger, budgets: Mapping[str, Budget], tenant: str,
-                           month: str) -> bool:
+async def budget_exhausted(
+    ledger: Ledger, budgets: Mapping[str, Budget], tenant: str, month: str
+) -> bool:
     """True when the tenant's metered cost of month YYYY-MM has reached its budget amount
     (prepaid allocation or postpaid credit limit). A tenant without a budget is never
     exhausted. Bot calls are refused while this is true."""
@@ -65,9 +66,11 @@ def parse_delivery(delivery: Delivery) -> UsageFact | None:
     except ValueError as exc:
         raise PoisonMessage(f"usage: undecodable event: {exc}", reason="malformed_event") from None
     if not TENANT_ID_PATTERN.fullmatch(event.tenant):
-        raise PoisonMessage(f"usage: event {event.id}: tenant must match "
-                            f"{TENANT_ID_PATTERN.pattern}, got {event.tenant[:60]!r}",
-                            reason="malformed_event")
+        raise PoisonMessage(
+            f"usage: event {event.id}: tenant must match "
+            f"{TENANT_ID_PATTERN.pattern}, got {event.tenant[:60]!r}",
+            reason="malformed_event",
+        )
     # Never meter tenant B's bill from an event published under tenant A's routing key.
     require_routed_tenant(delivery, event.tenant, "usage: event")
     return fact_from_event(event)
@@ -83,9 +86,16 @@ class UsageHandler:
     name = "usage"
     queue = USAGE_QUEUE
 
-    def __init__(self, ledger: Ledger, policy: UsagePolicy, publisher: Publisher | None = None,
-                 *, clock: Clock | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 batch_wait_s: float = DEFAULT_BATCH_WAIT_S) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        policy: UsagePolicy,
+        publisher: Publisher | None = None,
+        *,
+        clock: Clock | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+    ) -> None:
         self.ledger, self.policy, self.publisher = ledger, policy, publisher
         self.clock: Clock = clock or SystemClock()
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
@@ -110,8 +120,12 @@ class UsageHandler:
             try:
                 fact = parse_delivery(delivery)
             except PoisonMessage as exc:
-                log.warning("usage_event_rejected", reason=exc.reason, error=str(exc),
-                            message_id=delivery.message_id)
+                log.warning(
+                    "usage_event_rejected",
+                    reason=exc.reason,
+                    error=str(exc),
+                    message_id=delivery.message_id,
+                )
                 results[index] = exc
                 continue
             if fact is not None:
@@ -119,13 +133,23 @@ class UsageHandler:
         if facts:
             # LedgerUnavailable is a TransientError: the runtime retries the whole batch.
             outcome = await self.ledger.ingest(facts, self.policy, self.clock.now())
-            log.debug("usage_batch_ingested", applied=outcome.applied,
-                      duplicates=outcome.duplicates, deliveries=len(batch))
+            log.debug(
+                "usage_batch_ingested",
+                applied=outcome.applied,
+                duplicates=outcome.duplicates,
+                deliveries=len(batch),
+            )
             for alert in outcome.alerts:
-                log.info("budget_threshold_crossed", tenant=alert.tenant, month=alert.month,
-                         threshold_percent=alert.threshold, mode=alert.mode,
-                         budget=decimal_text(alert.amount), spent=decimal_text(alert.spent),
-                         exhausted=alert.spent >= alert.amount)
+                log.info(
+                    "budget_threshold_crossed",
+                    tenant=alert.tenant,
+                    month=alert.month,
+                    threshold_percent=alert.threshold,
+                    mode=alert.mode,
+                    budget=decimal_text(alert.amount),
+                    spent=decimal_text(alert.spent),
+                    exhausted=alert.spent >= alert.amount,
+                )
         await self.publish_pending()
         return results
 
@@ -144,12 +168,22 @@ class UsageHandler:
             try:
                 await self.publisher.publish(alert.to_event())
             except PublishError as exc:
-                log.warning("budget_event_publish_failed", tenant=alert.tenant,
-                            month=alert.month, threshold_percent=alert.threshold, error=str(exc))
+                log.warning(
+                    "budget_event_publish_failed",
+                    tenant=alert.tenant,
+                    month=alert.month,
+                    threshold_percent=alert.threshold,
+                    error=str(exc),
+                )
                 break
             published.append(alert)
-            log.info("budget_event_published", tenant=alert.tenant, month=alert.month,
-                     threshold_percent=alert.threshold, event_id=alert.event_id)
+            log.info(
+                "budget_event_published",
+                tenant=alert.tenant,
+                month=alert.month,
+                threshold_percent=alert.threshold,
+                event_id=alert.event_id,
+            )
         if published:
             try:
                 await self.ledger.mark_published(published, self.clock.now())
@@ -158,8 +192,7 @@ class UsageHandler:
         return len(published)
 
 
-def create_usage_handler(settings: Settings, publisher: Publisher | None = None
-                         ) -> UsageHandler:
+def create_usage_handler(settings: Settings, publisher: Publisher | None = None) -> UsageHandler:
     """The usage handler for these settings; nothing connects before ``start()``.
 
     ``publisher`` defaults to one on HOOKLINE_AMQP_URL. With ``memory://`` there is no broker
@@ -170,7 +203,7 @@ def create_usage_handler(settings: Settings, publisher: Publisher | None = None
     from gateway.broker.factory import create_publisher
 
     if publisher is None and url_scheme(settings.amqp_url) != "memory":
-        publisher = create_publisher(settings.amqp_url, [t.id for t in settings.tenants],
-                                     name="hookline-worker-usage")
+        publisher = create_publisher(
+            settings.amqp_url, [t.id for t in settings.tenants], name="hookline-worker-usage"
+        )
     return UsageHandler(create_ledger(settings.db_url), usage_policy(settings), publisher)
-

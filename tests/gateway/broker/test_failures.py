@@ -18,20 +18,24 @@ from gateway.broker.tail import tail_events
 from gateway.errors import HooklineError
 from tests.support.logs import CapturedLogs
 from tests.support.net import free_port
-from workers.runner import AmqpTransport
+from workers.amqp_transport import AmqpTransport
 
 SECRET = "no-such-password-7f3a"
 
 
-def with_parts(url: str, *, password: str | None = None, vhost: str | None = None,
-               port: int | None = None) -> str:
+def with_parts(
+    url: str, *, password: str | None = None, vhost: str | None = None, port: int | None = None
+) -> str:
     """``url`` with its password, vhost or port replaced."""
     parts = urlsplit(url)
     user = parts.username or "guest"
-    netloc = f"{user}:{password or parts.password or 'guest'}@{parts.hostname}:" \
-             f"{port or parts.port or 5672}"
-    return urlunsplit(parts._replace(netloc=netloc, path=parts.path if vhost is None
-                                     else "/" + vhost))
+    netloc = (
+        f"{user}:{password or parts.password or 'guest'}@{parts.hostname}:"
+        f"{port or parts.port or 5672}"
+    )
+    return urlunsplit(
+        parts._replace(netloc=netloc, path=parts.path if vhost is None else "/" + vhost)
+    )
 
 
 async def publisher_start(url: str) -> None:
@@ -61,7 +65,9 @@ async def probe(url: str) -> None:
 
 
 CONNECTORS: dict[str, Callable[[str], Awaitable[None]]] = {
-    "gateway publisher": publisher_start, "hookline check": probe, "worker": worker_open,
+    "gateway publisher": publisher_start,
+    "hookline check": probe,
+    "worker": worker_open,
     "tail": tail_start,
 }
 
@@ -97,15 +103,15 @@ async def test_refused_port_is_named(who: str) -> None:
     port = free_port()
     url = f"amqp://guest:{SECRET}@127.0.0.1:{port}/"
     message = await failure_of(CONNECTORS[who], url)
-    assert message.startswith(("connection refused at 127.0.0.1:", "worker test: connection "
-                               "refused at 127.0.0.1:")), message
+    assert message.startswith(
+        ("connection refused at 127.0.0.1:", "worker test: connection refused at 127.0.0.1:")
+    ), message
     assert f"127.0.0.1:{port}" in message and SECRET not in message and "Errno" not in message
 
 
 async def test_rpc_client_logs_one_plain_line_per_attempt(captured_logs: CapturedLogs) -> None:
     """The RPC client against a refused port logs one hookline warning, and no library line."""
-    client = AmqpRpcClient(f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/",
-                           connect_timeout=2.0)
+    client = AmqpRpcClient(f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/", connect_timeout=2.0)
     await client.start()
     await client.close()
     [failed] = captured_logs.events("rpc_connect_failed")
@@ -122,4 +128,5 @@ def test_the_password_never_appears() -> None:
     sentence = connect_failure(odd, url)
     assert SECRET not in sentence and "broker.internal:5672" in sentence
     assert connect_failure(TimeoutError(), url, 5.0).startswith(
-        "no answer from the broker at broker.internal:5672 within 5 s")
+        "no answer from the broker at broker.internal:5672 within 5 s"
+    )

@@ -96,11 +96,13 @@ async def test_two_copies_of_one_event_returned_both_fail() -> None:
     link, _, _ = await open_link()
     first = link.publish(b"", "ghost.twilio.message.status", "same")
     second = link.publish(b"", "ghost.twilio.message.status", "same")
-    stream = (returned_content("ghost.twilio.message.status", "same")
-              + returned_content("ghost.twilio.message.status", "same", b"")
-              + ack(2, multiple=True))
+    stream = (
+        returned_content("ghost.twilio.message.status", "same")
+        + returned_content("ghost.twilio.message.status", "same", b"")
+        + ack(2, multiple=True)
+    )
     for byte in range(len(stream)):  # one byte at a time: frames split anywhere
-        link.data_received(stream[byte:byte + 1])
+        link.data_received(stream[byte : byte + 1])
     assert [outcome(first), outcome(second)] == ["returned", "returned"]
 
 
@@ -161,9 +163,13 @@ async def test_garbage_from_the_broker_aborts_the_connection() -> None:
     assert outcome(future) == "lost" and transport.closing and lost
 
 
-@pytest.mark.parametrize("stream", [
-    method(pamqp_header.ContentHeader(0, 5, commands.Basic.Properties())),
-    method(body.ContentBody(b"body"))])
+@pytest.mark.parametrize(
+    "stream",
+    [
+        method(pamqp_header.ContentHeader(0, 5, commands.Basic.Properties())),
+        method(body.ContentBody(b"body")),
+    ],
+)
 async def test_content_without_a_return_is_a_protocol_error(stream: bytes) -> None:
     """A content header or body that no basic.return announced aborts the connection."""
     link, transport, lost = await open_link()
@@ -173,5 +179,6 @@ async def test_content_without_a_return_is_a_protocol_error(stream: bytes) -> No
 
 def test_heartbeat_negotiation_follows_rabbitmq() -> None:
     """The lower of two non-zero heartbeat proposals wins; a zero defers to the other side."""
-    assert [negotiate_heartbeat(s, c) for s, c in ((60, 30), (30, 60), (0, 60), (60, 0), (0, 0))
-            ] == [30, 30, 60, 60, 0]
+    assert [
+        negotiate_heartbeat(s, c) for s, c in ((60, 30), (30, 60), (0, 60), (60, 0), (0, 0))
+    ] == [30, 30, 60, 60, 0]

@@ -27,9 +27,16 @@ from schemas.topology import EVENTS_EXCHANGE, Queue, build_topology, tenant_queu
 
 
 def make_event(tenant: str = "acme", kind: str = "message.status", n: int = 0) -> Event:
-    return Event(id=str(uuid.uuid4()), kind=kind, tenant=tenant, provider="twilio",
-                 source="twilio/AC0123", subject=f"SM{n}",
-                 time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC), data={"n": n, "raw": {"x": "1"}})
+    return Event(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        tenant=tenant,
+        provider="twilio",
+        source="twilio/AC0123",
+        subject=f"SM{n}",
+        time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        data={"n": n, "raw": {"x": "1"}},
+    )
 
 
 def broker_with(pattern: str, *, exchange_type: str = "topic") -> MemoryBroker:
@@ -39,24 +46,27 @@ def broker_with(pattern: str, *, exchange_type: str = "topic") -> MemoryBroker:
     return broker
 
 
-@pytest.mark.parametrize(("pattern", "key", "routed"), [
-    ("acme.#", "acme.twilio.message.status", True),
-    ("acme.#", "acme", True),                       # '#' matches zero words
-    ("acme.#", "acmex.twilio", False),              # words, not prefixes
-    ("*.*.message.status", "acme.twilio.message.status", True),
-    ("*.*.message.status", "acme.message.status", False),  # '*' is exactly one word
-    ("*", "", False),                               # RabbitMQ: "" is zero words
-    ("#", "", True),
-    ("", "", True),
-    ("*", "a.b", False),
-    ("#.a", "a", True),
-    ("a.#.b", "a.b", True),
-    ("a.#.#.b", "a.x.y.b", True),
-    ("a.*.b", "a..b", True),                        # an empty word is still a word
-    ("a..b", "a..b", True),
-    ("a.*", "a.", True),
-    ("a.*", "a", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "key", "routed"),
+    [
+        ("acme.#", "acme.twilio.message.status", True),
+        ("acme.#", "acme", True),  # '#' matches zero words
+        ("acme.#", "acmex.twilio", False),  # words, not prefixes
+        ("*.*.message.status", "acme.twilio.message.status", True),
+        ("*.*.message.status", "acme.message.status", False),  # '*' is exactly one word
+        ("*", "", False),  # RabbitMQ: "" is zero words
+        ("#", "", True),
+        ("", "", True),
+        ("*", "a.b", False),
+        ("#.a", "a", True),
+        ("a.#.b", "a.b", True),
+        ("a.#.#.b", "a.x.y.b", True),
+        ("a.*.b", "a..b", True),  # an empty word is still a word
+        ("a..b", "a..b", True),
+        ("a.*", "a.", True),
+        ("a.*", "a", False),
+    ],
+)
 def test_topic_routing_edge_cases(pattern: str, key: str, routed: bool) -> None:
     """Topic matching follows RabbitMQ for *, #, empty words and the empty key."""
     assert (broker_with(pattern).route("x", key) == ["q"]) is routed
@@ -65,9 +75,11 @@ def test_topic_routing_edge_cases(pattern: str, key: str, routed: bool) -> None:
 @pytest.mark.broker
 async def test_topic_routing_equals_rabbitmq(amqp_url: str) -> None:
     """Every pattern and key of up to 3 words routes the same on the memory broker and RabbitMQ."""
+
     def words(alphabet: list[str]) -> list[str]:
-        return sorted({".".join(words) for n in (1, 2, 3)
-                       for words in itertools.product(alphabet, repeat=n)})
+        return sorted(
+            {".".join(words) for n in (1, 2, 3) for words in itertools.product(alphabet, repeat=n)}
+        )
 
     patterns, keys = words(["a", "*", "#", ""]), words(["a", "b", ""])
     memory = MemoryBroker()
@@ -75,8 +87,9 @@ async def test_topic_routing_equals_rabbitmq(amqp_url: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange("probe", aio_pika.ExchangeType.TOPIC,
-                                                  auto_delete=True)
+        exchange = await channel.declare_exchange(
+            "probe", aio_pika.ExchangeType.TOPIC, auto_delete=True
+        )
         queues = []
         for i, pattern in enumerate(patterns):
             queue = await channel.declare_queue("", exclusive=True)
@@ -241,11 +254,14 @@ def test_factory_refuses_a_memory_broker_with_amqp() -> None:
 
 def test_memory_mode_never_imports_aio_pika() -> None:
     """Creating and using the memory publisher loads no aio-pika module (hookline run)."""
-    code = ("import asyncio, sys; from gateway.broker.factory import create_publisher; "
-            "p = create_publisher('memory://', ['acme']); asyncio.run(p.start()); "
-            "print(sorted(m for m in sys.modules if m.startswith(('aio_pika', 'aiormq'))))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=30)
+    code = (
+        "import asyncio, sys; from gateway.broker.factory import create_publisher; "
+        "p = create_publisher('memory://', ['acme']); asyncio.run(p.start()); "
+        "print(sorted(m for m in sys.modules if m.startswith(('aio_pika', 'aiormq'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -253,8 +269,15 @@ def test_default_exchange_routes_by_queue_name() -> None:
     """Exchange "" reaches the queue named by the routing key, and only when it exists."""
     broker = MemoryBroker()
     broker.declare_private("replies")
-    message = MemoryMessage(exchange="", routing_key="replies", body=b"x", message_id="m",
-                            type="reply", correlation_id="c1", reply_to=None)
+    message = MemoryMessage(
+        exchange="",
+        routing_key="replies",
+        body=b"x",
+        message_id="m",
+        type="reply",
+        correlation_id="c1",
+        reply_to=None,
+    )
     broker.publish(message)
     assert broker.get_message("replies") == message
     broker.delete_queue("replies")

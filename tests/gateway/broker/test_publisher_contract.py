@@ -25,9 +25,16 @@ from tests.support.rabbit import Properties, RabbitClient, TcpProxy, wait_until
 
 
 def make_event(tenant: str, kind: str = "call.incoming", n: int = 0) -> Event:
-    return Event(id=str(uuid.uuid4()), kind=kind, tenant=tenant, provider="twilio",
-                 source="twilio/AC0123", subject=f"SM{n:032d}",
-                 time=datetime(2026, 11, 23, 8, 0, n % 60, tzinfo=UTC), data={"n": n})
+    return Event(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        tenant=tenant,
+        provider="twilio",
+        source="twilio/AC0123",
+        subject=f"SM{n:032d}",
+        time=datetime(2026, 11, 23, 8, 0, n % 60, tzinfo=UTC),
+        data={"n": n},
+    )
 
 
 def tenant() -> str:
@@ -46,9 +53,23 @@ class MemoryHarness:
         return MemoryPublisher(self.broker, tenants)
 
     async def read(self, queue: str) -> list[Delivered]:
-        return [(Properties(m.message_id, m.content_type, 2 if m.persistent else 1, m.routing_key,
-                            m.exchange, m.type, m.app_id, m.timestamp, m.headers),
-                 m.event().to_dict()) for m in self.broker.drain_messages(queue)]
+        return [
+            (
+                Properties(
+                    m.message_id,
+                    m.content_type,
+                    2 if m.persistent else 1,
+                    m.routing_key,
+                    m.exchange,
+                    m.type,
+                    m.app_id,
+                    m.timestamp,
+                    m.headers,
+                ),
+                m.event().to_dict(),
+            )
+            for m in self.broker.drain_messages(queue)
+        ]
 
     async def add_queue(self, name: str, pattern: str, arguments: dict[str, str | int]) -> None:
         self.broker.declare_queue(Queue(name, ((EVENTS_EXCHANGE, pattern),), arguments))
@@ -117,8 +138,10 @@ async def test_metered_events_also_reach_usage(harness: Harness, started: Any) -
     incoming calls are not (their call.status events meter them)."""
     acme = tenant()
     publisher = await started([acme])
-    events = [make_event(acme, kind) for kind in ("message.status", "call.status",
-                                                   "message.incoming", "call.incoming")]
+    events = [
+        make_event(acme, kind)
+        for kind in ("message.status", "call.status", "message.incoming", "call.incoming")
+    ]
     for event in events:
         await publisher.publish(event)
     usage = [b["id"] for _, b in await harness.read(USAGE_QUEUE) if b["tenant"] == acme]
@@ -161,8 +184,9 @@ async def test_same_id_unroutable_twice_at_once_both_raise(harness: Harness, sta
     """Two concurrent publishes of one unroutable event id both fail (none reported confirmed)."""
     publisher = await started([tenant()])
     event = make_event(tenant())
-    results = await asyncio.gather(publisher.publish(event), publisher.publish(event),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        publisher.publish(event), publisher.publish(event), return_exceptions=True
+    )
     assert [type(r) for r in results] == [UnroutableEvent, UnroutableEvent]
 
 
@@ -170,8 +194,11 @@ async def test_full_queue_rejects_the_publish(harness: Harness, started: Any) ->
     """A bound queue at its length limit (reject-publish) makes the publish raise, not drop."""
     acme = tenant()
     publisher = await started([acme])
-    await harness.add_queue(f"full-{acme}", f"{acme}.#", {
-        "x-queue-type": "classic", "x-max-length": 0, "x-overflow": "reject-publish"})
+    await harness.add_queue(
+        f"full-{acme}",
+        f"{acme}.#",
+        {"x-queue-type": "classic", "x-max-length": 0, "x-overflow": "reject-publish"},
+    )
     event = make_event(acme)
     with pytest.raises(PublishError, match="nack") as caught:
         await publisher.publish(event)
@@ -188,19 +215,22 @@ async def test_replay_sets_an_unroutable_tenant_aside_and_goes_on(
     acme, ghost = tenant(), tenant()
     publisher = await started([acme])
     # Ghost's first: a whole batch of them at the head of the spool, then acme's.
-    events = [make_event(ghost, n=n) for n in range(12)] + [make_event(acme, n=n)
-                                                              for n in range(30)]
+    events = [make_event(ghost, n=n) for n in range(12)] + [
+        make_event(acme, n=n) for n in range(30)
+    ]
     spool = await Spool.open(tmp_path)
     try:
         for event in events:
             await spool.put(event)
-        replayer = Replayer(spool, publisher, batch=10, concurrency=4,
-                            unroutable_retry_s=(0.3, 0.3))
+        replayer = Replayer(
+            spool, publisher, batch=10, concurrency=4, unroutable_retry_s=(0.3, 0.3)
+        )
         with capture_logs() as logs:
             assert await replayer.drain() == 30
             assert await replayer.drain() == 0  # set aside: not retried before their delay
         assert sorted(b["id"] for _, b in await harness.read(tenant_queue(acme))) == sorted(
-            e.id for e in events[12:])
+            e.id for e in events[12:]
+        )
         assert (spool.count(), replayer.parked, replayer.last_error) == (12, 12, None)
         parked = [line for line in logs if line["event"] == "spool_event_unroutable"]
         assert sorted(line["event_id"] for line in parked) == sorted(e.id for e in events[:12])
@@ -210,7 +240,8 @@ async def test_replay_sets_an_unroutable_tenant_aside_and_goes_on(
         assert await replayer.drain() == 12
         assert (spool.count(), replayer.parked) == (0, 0)
         assert sorted(b["id"] for _, b in await harness.read(tenant_queue(ghost))) == sorted(
-            e.id for e in events[:12])
+            e.id for e in events[:12]
+        )
     finally:
         await spool.close()
 
@@ -324,8 +355,9 @@ async def test_amqp_connection_loss_fails_fast_then_recovers(
 
 async def test_amqp_start_unreachable_raises_without_password() -> None:
     """start() against no broker raises PublishError with the masked URL, never the password."""
-    publisher = FastAmqpPublisher("amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"],
-                                  connect_timeout=1.0)
+    publisher = FastAmqpPublisher(
+        "amqp://hook:s3cr3t-pw@127.0.0.1:9/", ["acme"], connect_timeout=1.0
+    )
     with pytest.raises(PublishError) as caught:
         await publisher.start()
     assert "amqp://hook:***@127.0.0.1:9/" in str(caught.value)

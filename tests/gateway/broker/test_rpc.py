@@ -16,14 +16,22 @@ from schemas.topology import DEADLINE_HEADER, ERROR_HEADER, TWIML_QUEUE, twiml_q
 from tests.support.net import free_port
 from tests.support.rabbit import RabbitClient, TcpProxy, wait_until
 from tests.support.twiml_stack import EchoHandler
-from workers.runner import AmqpTransport, Runner
+from workers.amqp_transport import AmqpTransport
+from workers.runner import Runner
 from workers.transport import MemoryTransport
 
 
 def event(n: int = 1) -> Event:
-    return Event(id=f"00000000-0000-5000-8000-{n:012d}", kind="call.incoming", tenant="acme",
-                 provider="twilio", source="twilio/AC1", subject=f"CA{n:032d}",
-                 time=datetime(2026, 11, 23, tzinfo=UTC), data={"raw": {}})
+    return Event(
+        id=f"00000000-0000-5000-8000-{n:012d}",
+        kind="call.incoming",
+        tenant="acme",
+        provider="twilio",
+        source="twilio/AC1",
+        subject=f"CA{n:032d}",
+        time=datetime(2026, 11, 23, tzinfo=UTC),
+        data={"raw": {}},
+    )
 
 
 async def test_memory_round_trip_carries_query_and_deadline() -> None:
@@ -37,10 +45,17 @@ async def test_memory_round_trip_carries_query_and_deadline() -> None:
         async for message in broker.consume_messages(TWIML_QUEUE):
             seen.append(message)
             assert message.reply_to is not None
-            broker.publish(MemoryMessage(exchange="", routing_key=message.reply_to,
-                                         body=b"<Response/>", message_id="r", type="reply",
-                                         content_type="text/xml",
-                                         correlation_id=message.correlation_id))
+            broker.publish(
+                MemoryMessage(
+                    exchange="",
+                    routing_key=message.reply_to,
+                    body=b"<Response/>",
+                    message_id="r",
+                    type="reply",
+                    content_type="text/xml",
+                    correlation_id=message.correlation_id,
+                )
+            )
 
     task = asyncio.create_task(worker())
     await asyncio.sleep(0)
@@ -66,10 +81,18 @@ async def test_memory_error_reply_is_a_worker_error_at_once() -> None:
     async def worker() -> None:
         async for message in broker.consume_messages(TWIML_QUEUE):
             assert message.reply_to is not None
-            broker.publish(MemoryMessage(exchange="", routing_key=message.reply_to, body=b"",
-                                         message_id="r", type="reply", content_type="text/plain",
-                                         headers={ERROR_HEADER: "unexpected_kind"},
-                                         correlation_id=message.correlation_id))
+            broker.publish(
+                MemoryMessage(
+                    exchange="",
+                    routing_key=message.reply_to,
+                    body=b"",
+                    message_id="r",
+                    type="reply",
+                    content_type="text/plain",
+                    headers={ERROR_HEADER: "unexpected_kind"},
+                    correlation_id=message.correlation_id,
+                )
+            )
 
     task = asyncio.create_task(worker())
     await asyncio.sleep(0)
@@ -94,8 +117,11 @@ async def test_memory_full_queue_is_refused_at_once() -> None:
     limit = twiml_queue().arguments["x-max-length"]
     assert isinstance(limit, int)
     for n in range(limit):
-        broker.publish(MemoryMessage(exchange="", routing_key=TWIML_QUEUE, body=b"{}",
-                                     message_id=str(n), type="test"))
+        broker.publish(
+            MemoryMessage(
+                exchange="", routing_key=TWIML_QUEUE, body=b"{}", message_id=str(n), type="test"
+            )
+        )
     try:
         result = await client.request(event(), query="", timeout_s=1.0)
     finally:

@@ -24,9 +24,16 @@ pytestmark = pytest.mark.broker
 
 
 def make_event(tenant: str, kind: str = "message.incoming") -> Event:
-    return Event(id=str(uuid.uuid4()), kind=kind, tenant=tenant, provider="twilio",
-                 source="twilio/AC0123", subject="SM1",
-                 time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC), data={"body_length": 5})
+    return Event(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        tenant=tenant,
+        provider="twilio",
+        source="twilio/AC0123",
+        subject="SM1",
+        time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        data={"body_length": 5},
+    )
 
 
 async def follow(url: str, tenant: str, count: int, ready: asyncio.Event) -> list[dict[str, Any]]:
@@ -144,6 +151,8 @@ async def test_tailing_another_tenant_is_refused_in_one_clear_line(
     finally:
         await delete_users(settings, [login["username"]])
     message = str(refused.value)
-    assert f"user {login['username']!r} may not bind a queue to hookline.events with " \
-           f"{other}.#" in message
+    assert (
+        f"user {login['username']!r} may not bind a queue to hookline.events with "
+        f"{other}.#" in message
+    )
     assert "ACCESS_REFUSED" in message and login["password"] not in message

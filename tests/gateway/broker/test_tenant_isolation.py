@@ -83,10 +83,16 @@ def consume(queue: str) -> Any:
 
 def publish(exchange: str, routing_key: str, *, mandatory: bool = False) -> Any:
     async def action(channel: AbstractChannel) -> None:
-        target = (channel.default_exchange if exchange == ""
-                  else await channel.get_exchange(exchange, ensure=False))
-        await target.publish(aio_pika.Message(b"{}", message_id=str(uuid.uuid4())),
-                             routing_key=routing_key, mandatory=mandatory)
+        target = (
+            channel.default_exchange
+            if exchange == ""
+            else await channel.get_exchange(exchange, ensure=False)
+        )
+        await target.publish(
+            aio_pika.Message(b"{}", message_id=str(uuid.uuid4())),
+            routing_key=routing_key,
+            mandatory=mandatory,
+        )
 
     return action
 
@@ -153,12 +159,18 @@ async def test_a_commands_for_itself_and_the_command_is_routed(
 
     async def action(channel: AbstractChannel) -> None:
         exchange = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
-        await exchange.publish(aio_pika.Message(b"{}", message_id=message_id),
-                               routing_key=f"{pair.a['tenant']}.call.bot", mandatory=True)
+        await exchange.publish(
+            aio_pika.Message(b"{}", message_id=message_id),
+            routing_key=f"{pair.a['tenant']}.call.bot",
+            mandatory=True,
+        )
 
     assert await outcome(pair.a["amqp_url"], action) == "ok"
-    found = [props for props, _ in await rabbit.read_all(BOT_COMMANDS_QUEUE)
-             if props.message_id == message_id]
+    found = [
+        props
+        for props, _ in await rabbit.read_all(BOT_COMMANDS_QUEUE)
+        if props.message_id == message_id
+    ]
     assert len(found) == 1 and found[0].routing_key == f"{pair.a['tenant']}.call.bot"
 
 
@@ -177,6 +189,7 @@ async def test_a_cannot_bind_to_other_events(pair: Pair, binding: str) -> None:
 
 async def test_a_cannot_bind_a_named_queue(pair: Pair) -> None:
     """Binding B's (or any named) queue is refused even with A's own binding key."""
+
     async def action(channel: AbstractChannel) -> None:
         queue = await channel.get_queue(pair.b["queue"], ensure=False)
         await queue.bind(EVENTS_EXCHANGE, routing_key=f"{pair.a['tenant']}.#")

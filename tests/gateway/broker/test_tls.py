@@ -34,10 +34,29 @@ class Certificate:
 def self_signed(directory: Path, name: str) -> Certificate:
     """A throwaway self-signed server certificate for ``name`` (and 127.0.0.1)."""
     cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
-                    "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name},IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return Certificate(cert, key)
 
 
@@ -54,13 +73,15 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Certific
 
 
 @pytest.fixture
-async def tls_front(amqp_url: str, certificates: dict[str, Certificate],
-                    request: pytest.FixtureRequest) -> AsyncIterator[TcpProxy]:
+async def tls_front(
+    amqp_url: str, certificates: dict[str, Certificate], request: pytest.FixtureRequest
+) -> AsyncIterator[TcpProxy]:
     """amqps:// on localhost in front of the test broker, with the certificate named by the
     test's ``served`` parameter (default: one for localhost)."""
     served = getattr(request, "param", "localhost")
-    front = await TcpProxy(amqp_url, tls=server_context(certificates[served]),
-                           host="localhost").start()
+    front = await TcpProxy(
+        amqp_url, tls=server_context(certificates[served]), host="localhost"
+    ).start()
     try:
         yield front
     finally:
@@ -68,16 +89,22 @@ async def tls_front(amqp_url: str, certificates: dict[str, Certificate],
 
 
 @pytest.fixture
-def trust_localhost(monkeypatch: pytest.MonkeyPatch,
-                    certificates: dict[str, Certificate]) -> None:
+def trust_localhost(monkeypatch: pytest.MonkeyPatch, certificates: dict[str, Certificate]) -> None:
     # OpenSSL's default verify paths honour SSL_CERT_FILE when a default context is built.
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates["localhost"].cert))
 
 
 def make_event(tenant: str) -> Event:
-    return Event(id=str(uuid.uuid4()), kind="call.incoming", tenant=tenant, provider="twilio",
-                 source="twilio/AC0123", subject="CA1",
-                 time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC), data={"n": 1})
+    return Event(
+        id=str(uuid.uuid4()),
+        kind="call.incoming",
+        tenant=tenant,
+        provider="twilio",
+        source="twilio/AC0123",
+        subject="CA1",
+        time=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        data={"n": 1},
+    )
 
 
 async def test_publisher_confirms_over_amqps(
@@ -118,8 +145,7 @@ async def test_a_certificate_for_another_host_is_refused(
         await publisher.start()
 
 
-async def test_tail_over_amqps(tls_front: TcpProxy, trust_localhost: None,
-                               amqp_url: str) -> None:
+async def test_tail_over_amqps(tls_front: TcpProxy, trust_localhost: None, amqp_url: str) -> None:
     """The aio-pika side (here the tail) connects over amqps and receives the tenant's events."""
     acme = f"t-{uuid.uuid4().hex[:10]}"
     publisher = FastAmqpPublisher(amqp_url, [acme])  # plain, straight to the broker

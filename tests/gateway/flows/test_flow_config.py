@@ -91,43 +91,82 @@ def test_start_defaults_to_the_first_step(tmp_path: Path) -> None:
     ("steps", "expected"),
     [
         (step('id = "a"\ntype = "dance"'), "steps[0].type: unknown step type 'dance'"),
-        (step('id = "a"\ntype = "say"\ntext = "x"\nurl = "https://x"'),
-         "steps[0].url: is not a key of a say step"),
-        (step('id = "a"\ntype = "say"\ntext = "x"\nnext = "nowhere"'),
-         "steps.a: leads to step 'nowhere', which the flow lacks"),
-        (step('id = "a"\ntype = "hangup"') + step('id = "b"\ntype = "hangup"'),
-         "steps.b: is unreachable from the start step 'a'"),
-        (step('id = "a"\ntype = "say"\ntext = "x"\nnext = "b"')
-         + step('id = "b"\ntype = "record"\nnext = "a"'),
-         "steps.a: is in a loop without an exit"),
-        (step('id = "a"\ntype = "say"\ntext = "x"\nnext = "b"')
-         + step('id = "b"\ntype = "gather"\nprompt = "p"\ndigits = { "1" = "c" }\n'
-                'default = "bye"')
-         + step('id = "c"\ntype = "say"\ntext = "y"\nnext = "d"')
-         + step('id = "d"\ntype = "say"\ntext = "z"\nnext = "c"')
-         + step('id = "bye"\ntype = "hangup"'),
-         "loop that never waits for the caller (c -> d -> c)"),
-        (step('id = "a"\ntype = "say"\ntext = "Hi {patient}"'),
-         "steps.a.text: uses undeclared variables ['patient'] (declared: name)"),
+        (
+            step('id = "a"\ntype = "say"\ntext = "x"\nurl = "https://x"'),
+            "steps[0].url: is not a key of a say step",
+        ),
+        (
+            step('id = "a"\ntype = "say"\ntext = "x"\nnext = "nowhere"'),
+            "steps.a: leads to step 'nowhere', which the flow lacks",
+        ),
+        (
+            step('id = "a"\ntype = "hangup"') + step('id = "b"\ntype = "hangup"'),
+            "steps.b: is unreachable from the start step 'a'",
+        ),
+        (
+            step('id = "a"\ntype = "say"\ntext = "x"\nnext = "b"')
+            + step('id = "b"\ntype = "record"\nnext = "a"'),
+            "steps.a: is in a loop without an exit",
+        ),
+        (
+            step('id = "a"\ntype = "say"\ntext = "x"\nnext = "b"')
+            + step(
+                'id = "b"\ntype = "gather"\nprompt = "p"\ndigits = { "1" = "c" }\ndefault = "bye"'
+            )
+            + step('id = "c"\ntype = "say"\ntext = "y"\nnext = "d"')
+            + step('id = "d"\ntype = "say"\ntext = "z"\nnext = "c"')
+            + step('id = "bye"\ntype = "hangup"'),
+            "loop that never waits for the caller (c -> d -> c)",
+        ),
+        (
+            step('id = "a"\ntype = "say"\ntext = "Hi {patient}"'),
+            "steps.a.text: uses undeclared variables ['patient'] (declared: name)",
+        ),
         (step('id = "a"\ntype = "say"\ntext = "Hi {name!r}"'), "placeholders are {name}"),
-        (step('id = "a"\ntype = "transfer"\nnumber = "555-1234"'),
-         "steps[0].number: expected an E.164 number"),
-        (step('id = "a"\ntype = "hangup"') + step('id = "a"\ntype = "hangup"'),
-         "steps[1].id: duplicate step id 'a' in flow 'f'"),
-        (step('id = "a"\ntype = "gather"\nprompt = "p"\nspeech = { "yes" = "a" }\n'
-              'default = "a"'), "speech choices need input"),
-        (step('id = "a"\ntype = "gather"\nprompt = "p"\ndigits = { "x" = "a" }\n'
-              'default = "a"'), "keys are the digits pressed"),
-        (step('id = "a"\ntype = "gather"\nprompt = "p"\ndefault = "a"'),
-         "a gather needs digits and/or speech choices"),
+        (
+            step('id = "a"\ntype = "transfer"\nnumber = "555-1234"'),
+            "steps[0].number: expected an E.164 number",
+        ),
+        (
+            step('id = "a"\ntype = "hangup"') + step('id = "a"\ntype = "hangup"'),
+            "steps[1].id: duplicate step id 'a' in flow 'f'",
+        ),
+        (
+            step(
+                'id = "a"\ntype = "gather"\nprompt = "p"\nspeech = { "yes" = "a" }\ndefault = "a"'
+            ),
+            "speech choices need input",
+        ),
+        (
+            step('id = "a"\ntype = "gather"\nprompt = "p"\ndigits = { "x" = "a" }\ndefault = "a"'),
+            "keys are the digits pressed",
+        ),
+        (
+            step('id = "a"\ntype = "gather"\nprompt = "p"\ndefault = "a"'),
+            "a gather needs digits and/or speech choices",
+        ),
         (step('id = "A!"\ntype = "hangup"'), "steps[0].id: expected a step id"),
         (step('id = "a"\ntype = "play"\nurl = "ftp://x/a.mp3"'), "expected an http(s) URL"),
         ("", "a flow needs at least one step"),
     ],
-    ids=["unknown-type", "foreign-key", "missing-target", "unreachable", "loop-no-exit",
-         "instant-cycle", "undeclared-variable", "bad-placeholder", "bad-number",
-         "duplicate-id", "speech-without-input", "bad-digit-keys", "no-choices", "bad-id",
-         "bad-url", "no-steps"],
+    ids=[
+        "unknown-type",
+        "foreign-key",
+        "missing-target",
+        "unreachable",
+        "loop-no-exit",
+        "instant-cycle",
+        "undeclared-variable",
+        "bad-placeholder",
+        "bad-number",
+        "duplicate-id",
+        "speech-without-input",
+        "bad-digit-keys",
+        "no-choices",
+        "bad-id",
+        "bad-url",
+        "no-steps",
+    ],
 )
 def test_broken_flows_fail_naming_tenant_flow_and_step(
     tmp_path: Path, steps: str, expected: str
@@ -148,20 +187,28 @@ def test_pacing_and_caller_id_are_checked(tmp_path: Path) -> None:
 
 def test_a_non_table_entry_in_flows_is_an_unknown_key(tmp_path: Path) -> None:
     """Only tables name flows: a stray scalar is refused like any unknown key."""
-    message = problems(tmp_path, HEAD + '\n[tenants.flows]\nrefil = 3\n')
+    message = problems(tmp_path, HEAD + "\n[tenants.flows]\nrefil = 3\n")
     assert "tenants[0](acme).flows.refil: unknown key" in message
 
 
-@pytest.mark.parametrize(("flows", "expected"), [
-    ("", "names flow 'refill', which [tenants.flows] lacks (flows: none)"),
-    (REFILL_FLOW_TOML, "flow 'refill' needs variables ['patient_name', 'pickup_time'], which "
-                       "an incoming call cannot give"),
-])
+@pytest.mark.parametrize(
+    ("flows", "expected"),
+    [
+        ("", "names flow 'refill', which [tenants.flows] lacks (flows: none)"),
+        (
+            REFILL_FLOW_TOML,
+            "flow 'refill' needs variables ['patient_name', 'pickup_time'], which "
+            "an incoming call cannot give",
+        ),
+    ],
+)
 def test_a_routing_rule_can_only_hand_calls_to_a_flow_without_variables(
     tmp_path: Path, flows: str, expected: str
 ) -> None:
     """A routing `flow` action must name a flow of the tenant that needs no variables."""
-    routing = ('\n[tenants.routing]\n[tenants.routing.actions.bot]\ntype = "flow"\n'
-               'flow = "refill"\n[[tenants.routing.voice]]\nname = "all"\naction = "bot"\n')
+    routing = (
+        '\n[tenants.routing]\n[tenants.routing.actions.bot]\ntype = "flow"\n'
+        'flow = "refill"\n[[tenants.routing.voice]]\nname = "all"\naction = "bot"\n'
+    )
     message = problems(tmp_path, HEAD + routing + flows)
     assert f"tenants[0](acme).routing.actions.bot.flow: {expected}" in message

@@ -16,10 +16,20 @@ ACCOUNT = "AC" + "0a1b2c3d" * 4
 CALL = "CA" + "5e6f7a8b" * 4
 NOW = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
 AT = Position("acme", "refill", "menu", "req-7", 1_800_000_000, "input", 1, {"p": "x"})
-RENDERED = Rendered("<Response/>", ("confirmed", "thanks", "bye"),
-                    (("confirmed", "Pickup confirmed."),), {"menu": "1"}, True)
-PARAMS = {"CallSid": [CALL], "AccountSid": [ACCOUNT], "Digits": ["1"],
-          "CallStatus": ["in-progress"], "To": ["+14155550123"]}
+RENDERED = Rendered(
+    "<Response/>",
+    ("confirmed", "thanks", "bye"),
+    (("confirmed", "Pickup confirmed."),),
+    {"menu": "1"},
+    True,
+)
+PARAMS = {
+    "CallSid": [CALL],
+    "AccountSid": [ACCOUNT],
+    "Digits": ["1"],
+    "CallStatus": ["in-progress"],
+    "To": ["+14155550123"],
+}
 
 
 def test_a_flow_event_is_schema_valid_and_carries_what_the_step_learned() -> None:
@@ -31,7 +41,11 @@ def test_a_flow_event_is_schema_valid_and_carries_what_the_step_learned() -> Non
     assert data["inputs"] == {"menu": "1"} and data["ended"] is True
     assert data["sms"] == [{"step": "confirmed", "text": "Pickup confirmed."}]
     assert (data["flow"], data["step"], data["phase"], data["request_id"]) == (
-        "refill", "menu", "input", "req-7")
+        "refill",
+        "menu",
+        "input",
+        "req-7",
+    )
     assert event.routing_key == "acme.twilio.call.flow" and event.subject == CALL
 
 

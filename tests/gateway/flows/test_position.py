@@ -12,8 +12,16 @@ from gateway.secrets import Secret
 
 NOW = 1_800_000_000
 SEAL = PositionSeal(Secret("gateway-flow-secret"))
-POSITION = Position("acme", "refill", "menu", "req-1", NOW, "input", 2,
-                    {"patient_name": "Ann <O'Neil> & co", "pickup_time": "5 pm"})
+POSITION = Position(
+    "acme",
+    "refill",
+    "menu",
+    "req-1",
+    NOW,
+    "input",
+    2,
+    {"patient_name": "Ann <O'Neil> & co", "pickup_time": "5 pm"},
+)
 
 
 def test_a_sealed_position_opens_to_the_same_position() -> None:
@@ -26,7 +34,10 @@ def test_at_moves_the_call_keeping_its_identity() -> None:
     moved = POSITION.at("thanks")
     assert (moved.step, moved.phase, moved.attempt) == ("thanks", "enter", 1)
     assert (moved.tenant, moved.request_id, moved.variables) == (
-        POSITION.tenant, POSITION.request_id, POSITION.variables)
+        POSITION.tenant,
+        POSITION.request_id,
+        POSITION.variables,
+    )
 
 
 def test_a_position_is_bound_to_its_call() -> None:
@@ -93,7 +104,10 @@ def test_a_well_sealed_but_malformed_payload_is_refused() -> None:
     payload = b'{"t":"acme"}'
     key = SEAL._key("acme")
     tag = hmac.new(key, payload, hashlib.sha256).digest()[:16]
-    token = (base64.urlsafe_b64encode(payload).rstrip(b"=") + b"."
-             + base64.urlsafe_b64encode(tag).rstrip(b"=")).decode()
+    token = (
+        base64.urlsafe_b64encode(payload).rstrip(b"=")
+        + b"."
+        + base64.urlsafe_b64encode(tag).rstrip(b"=")
+    ).decode()
     with pytest.raises(AuthenticationFailed, match="malformed"):
         SEAL.open(token, tenant="acme", now=NOW)

@@ -26,7 +26,8 @@ VARS = {"patient_name": "Ann <b>&amp;</b>", "pickup_time": "5 pm"}
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     path: Path = tmp_path_factory.mktemp("cfg") / "hookline.toml"
     path.write_text(
-        '[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n' + REFILL_FLOW_TOML, "utf-8")
+        '[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n' + REFILL_FLOW_TOML, "utf-8"
+    )
     tenant = load_config(path, {}).tenants.by_id("acme")
     assert tenant is not None and isinstance(tenant.flows, FlowSettings)
     return tenant.flows.flows["refill"]
@@ -95,8 +96,9 @@ def test_pressing_2_transfers_to_the_pharmacy(flow: Flow) -> None:
     assert verbs(out) == ["Dial", "Hangup"] and out.ended
 
 
-@pytest.mark.parametrize("answered_by", ["machine_end_beep", "machine_start",
-                                         "machine_end_silence"])
+@pytest.mark.parametrize(
+    "answered_by", ["machine_end_beep", "machine_start", "machine_end_silence"]
+)
 def test_an_answering_machine_gets_the_voicemail_message(flow: Flow, answered_by: str) -> None:
     """AnsweredBy=machine_*: the voicemail message is said and the call ends."""
     out = render(flow, start(), {"AnsweredBy": answered_by}, url, STATUS)

@@ -30,8 +30,9 @@ from tests.support.server import serving
 async def test_public_listener_serves_no_metrics_and_no_readiness() -> None:
     """Rejection counters by reason told which tenants exist: they are not on the public side."""
     async with gateway_client() as gw:
-        await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID),
-                             token=GLOBEX_TOKEN)
+        await gw.post_signed(
+            "/twilio/messaging/status", message_status(ACME_SID), token=GLOBEX_TOKEN
+        )
         public = [(await gw.http.get(path)).status_code for path in ("/metrics", "/readyz")]
         metrics = await gw.admin.get("/metrics")
         ready = await gw.admin.get("/readyz")
@@ -45,10 +46,15 @@ async def test_admin_listener_is_its_own_socket(tmp_path: Path) -> None:
     """With admin_listen set, the lifespan serves /readyz and /metrics on that address."""
     port = free_port()
     tenants = default_tenants()
-    settings = Settings(tenants=StaticTenantRegistry(tenants), public_url=PUBLIC_URL,
-                        data_dir=tmp_path, admin_listen=("127.0.0.1", port))
-    app = create_app(settings, publisher=MemoryPublisher(MemoryBroker(), ["acme", "globex"]),
-                     clock=FakeClock())
+    settings = Settings(
+        tenants=StaticTenantRegistry(tenants),
+        public_url=PUBLIC_URL,
+        data_dir=tmp_path,
+        admin_listen=("127.0.0.1", port),
+    )
+    app = create_app(
+        settings, publisher=MemoryPublisher(MemoryBroker(), ["acme", "globex"]), clock=FakeClock()
+    )
     async with serving(app) as base, httpx.AsyncClient() as http:
         admin = f"http://127.0.0.1:{port}"
         assert (await http.get(f"{admin}/readyz")).json()["status"] == "ready"
@@ -68,9 +74,10 @@ def test_serve_with_the_admin_port_taken_says_so_in_one_line(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = main(["serve", "--port", str(free_port())],
-                    env(HOOKLINE_ADMIN_LISTEN=f"127.0.0.1:{port}",
-                        HOOKLINE_DATA_DIR=str(tmp_path)))
+        code = main(
+            ["serve", "--port", str(free_port())],
+            env(HOOKLINE_ADMIN_LISTEN=f"127.0.0.1:{port}", HOOKLINE_DATA_DIR=str(tmp_path)),
+        )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == [f"hookline: cannot listen on 127.0.0.1:{port}: Address already in use"]

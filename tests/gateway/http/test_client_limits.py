@@ -22,12 +22,14 @@ STATUS_PATH = "/twilio/messaging/status"
 
 
 @asynccontextmanager
-async def served(tmp_path: Path, limits: ClientLimits | None = None,
-                 **overrides: Any) -> AsyncIterator[tuple[str, int]]:
+async def served(
+    tmp_path: Path, limits: ClientLimits | None = None, **overrides: Any
+) -> AsyncIterator[tuple[str, int]]:
     """The gateway on an ephemeral loopback port; yields (host, port)."""
     tenants = default_tenants()
-    settings = Settings(tenants=StaticTenantRegistry(tenants), public_url=PUBLIC_URL,
-                        data_dir=tmp_path, **overrides)
+    settings = Settings(
+        tenants=StaticTenantRegistry(tenants), public_url=PUBLIC_URL, data_dir=tmp_path, **overrides
+    )
     publisher = MemoryPublisher(MemoryBroker(), [tenant.id for tenant in tenants])
     app = create_app(settings, publisher=publisher, clock=FakeClock())
     async with serving(app, limits=limits) as base:
@@ -35,8 +37,9 @@ async def served(tmp_path: Path, limits: ClientLimits | None = None,
         yield host, int(port)
 
 
-async def wait_for_lines(logs: CapturedLogs, event: str, count: int = 1,
-                         timeout_s: float = 5.0) -> list[dict[str, Any]]:
+async def wait_for_lines(
+    logs: CapturedLogs, event: str, count: int = 1, timeout_s: float = 5.0
+) -> list[dict[str, Any]]:
     """The log lines named ``event`` once there are ``count`` of them (logs are polled)."""
     async with asyncio.timeout(timeout_s):
         while len(lines := logs.events(event)) < count:  # noqa: ASYNC110 - a log, not an event
@@ -51,9 +54,11 @@ async def test_client_hanging_up_mid_body_is_one_info_line(
     async with served(tmp_path) as (host, port):
         for _ in range(3):
             _reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"POST {STATUS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                         "application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
-                         "AccountSid=AC".encode())
+            writer.write(
+                f"POST {STATUS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                "application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+                "AccountSid=AC".encode()
+            )
             await writer.drain()
             writer.close()
             await writer.wait_closed()
@@ -64,8 +69,13 @@ async def test_client_hanging_up_mid_body_is_one_info_line(
     assert [entry for entry in captured_logs.lines() if entry["level"] == "error"] == []
 
 
-FAST = ClientLimits(header_timeout_s=0.3, body_timeout_s=0.3, max_header_bytes=4096,
-                    max_headers=20, max_connections=8)
+FAST = ClientLimits(
+    header_timeout_s=0.3,
+    body_timeout_s=0.3,
+    max_header_bytes=4096,
+    max_headers=20,
+    max_connections=8,
+)
 
 
 async def answer_of(reader: asyncio.StreamReader, within_s: float = 3.0) -> tuple[int, bytes]:
@@ -116,9 +126,11 @@ async def test_a_body_never_finished_is_cut_at_the_body_deadline(
     says the client went away, nothing is published."""
     async with served(tmp_path, FAST) as (host, port):
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(f"POST {STATUS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                     "application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n"
-                     "AccountSid=AC".encode())
+        writer.write(
+            f"POST {STATUS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            "application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n"
+            "AccountSid=AC".encode()
+        )
         status, _answer = await answer_of(reader)
         writer.close()
         await wait_for_lines(captured_logs, "client_disconnected")
@@ -151,8 +163,7 @@ async def test_a_large_head_in_one_read_is_431(tmp_path: Path) -> None:
     """A complete head over the limit, arriving in one read, is refused too."""
     async with served(tmp_path, FAST) as (host, port):
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 8000}\r\n\r\n"
-                     .encode())
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 8000}\r\n\r\n".encode())
         status, _answer = await answer_of(reader)
         writer.close()
     assert status == 431

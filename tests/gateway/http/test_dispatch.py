@@ -31,33 +31,61 @@ def app_and_dispatch() -> tuple[Starlette, CallbackDispatch]:
 
 
 APP, DISPATCH = app_and_dispatch()
-CALLBACK_ROUTES = [r for r in APP.router.routes
-                   if isinstance(r, Route) and r.endpoint.__name__ == "_served_by_dispatch"]
+CALLBACK_ROUTES = [
+    r
+    for r in APP.router.routes
+    if isinstance(r, Route) and r.endpoint.__name__ == "_served_by_dispatch"
+]
 
 segments = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 paths = st.one_of(
-    st.sampled_from(["/twilio/voice", "/twilio/voice/status", "/twilio/messaging",
-                     "/twilio/messaging/status", "/twilio/voice/", "/twilio", "/healthz", ""]),
-    st.builds(lambda t, leaf: f"/kaleyra/{t}/sms/{leaf}", segments,
-              st.sampled_from(["status", "incoming", "status/", "other"])),
+    st.sampled_from(
+        [
+            "/twilio/voice",
+            "/twilio/voice/status",
+            "/twilio/messaging",
+            "/twilio/messaging/status",
+            "/twilio/voice/",
+            "/twilio",
+            "/healthz",
+            "",
+        ]
+    ),
+    st.builds(
+        lambda t, leaf: f"/kaleyra/{t}/sms/{leaf}",
+        segments,
+        st.sampled_from(["status", "incoming", "status/", "other"]),
+    ),
     st.builds(lambda parts: "/" + "/".join(parts), st.lists(segments, max_size=5)),
 )
 
 
 @settings(max_examples=400)
-@given(paths, st.sampled_from(METHODS), st.sampled_from(["", "/hooks"]),
-       st.booleans())
+@given(paths, st.sampled_from(METHODS), st.sampled_from(["", "/hooks"]), st.booleans())
 def test_dispatch_claims_exactly_starlettes_full_matches(
     path: str, method: str, root_path: str, prefixed: bool
 ) -> None:
     """For any method and path, the dispatcher serves a request iff Starlette's router would
     have run a callback endpoint for it (a FULL match), with the same path parameters."""
-    scope = {"type": "http", "method": method, "root_path": root_path,
-             "path": (root_path + path) if prefixed else path}
-    starlette_full = [(route, child["path_params"]) for route in CALLBACK_ROUTES
-                      for match, child in [route.matches(scope)] if match == Match.FULL]
-    other_full = [route for route in APP.router.routes if isinstance(route, Route)
-                  and route not in CALLBACK_ROUTES and route.matches(scope)[0] == Match.FULL]
+    scope = {
+        "type": "http",
+        "method": method,
+        "root_path": root_path,
+        "path": (root_path + path) if prefixed else path,
+    }
+    starlette_full = [
+        (route, child["path_params"])
+        for route in CALLBACK_ROUTES
+        for match, child in [route.matches(scope)]
+        if match == Match.FULL
+    ]
+    other_full = [
+        route
+        for route in APP.router.routes
+        if isinstance(route, Route)
+        and route not in CALLBACK_ROUTES
+        and route.matches(scope)[0] == Match.FULL
+    ]
     matched = DISPATCH.match(scope)
     if other_full:
         assert matched is None
@@ -70,8 +98,11 @@ def test_dispatch_claims_exactly_starlettes_full_matches(
 async def test_head_on_the_kaleyra_status_route_is_a_callback_like_get() -> None:
     """HEAD, which Starlette allows wherever GET is, is served by the callback route too."""
     async with gateway_client(tenants()) as gw:
-        response = await gw.http.head("/kaleyra/acme/sms/status", params=legacy_query(),
-                                      headers={"x-hookline-secret": ACME_SECRET})
+        response = await gw.http.head(
+            "/kaleyra/acme/sms/status",
+            params=legacy_query(),
+            headers={"x-hookline-secret": ACME_SECRET},
+        )
         events = gw.tenant_events("acme")
     assert response.status_code == 204 and len(events) == 1
     assert response.headers["x-request-id"]
@@ -80,8 +111,9 @@ async def test_head_on_the_kaleyra_status_route_is_a_callback_like_get() -> None
 async def test_wrong_method_keeps_starlettes_405_with_allow(captured_logs: CapturedLogs) -> None:
     """GET on a POST-only callback route is Starlette's 405 with Allow, logged once."""
     async with gateway_client() as gw:
-        response = await gw.http.get("/twilio/messaging/status",
-                                     headers={"x-request-id": "req-405"})
+        response = await gw.http.get(
+            "/twilio/messaging/status", headers={"x-request-id": "req-405"}
+        )
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.headers["x-request-id"] == "req-405"

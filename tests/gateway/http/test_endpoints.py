@@ -10,8 +10,10 @@ from gateway.http.endpoints import read_body
 
 
 def receiver(*chunks: bytes):  # type: ignore[no-untyped-def]
-    messages = [{"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
-                for n, chunk in enumerate(chunks)]
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
+        for n, chunk in enumerate(chunks)
+    ]
 
     async def receive() -> Message:
         return messages.pop(0)
@@ -27,6 +29,7 @@ async def test_a_content_length_that_is_not_ascii_digits_is_not_trusted(declared
 
 async def test_declared_length_over_the_limit_is_refused_before_reading() -> None:
     """A Content-Length over the limit is 413 without reading a byte."""
+
     async def receive() -> Message:
         raise AssertionError("the body must not be read")
 

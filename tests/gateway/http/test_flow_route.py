@@ -39,26 +39,37 @@ def tenants(flow_toml: str = REFILL_FLOW_TOML) -> list[Tenant]:
             f'[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n[tenants.twilio]\n'
             f'account_sid = "{ACME_SID}"\nauth_token = "{ACME_TOKEN}"\n{flow_toml}\n'
             f'[[tenants]]\nid = "globex"\n[tenants.twilio]\naccount_sid = "{GLOBEX_SID}"\n'
-            f'auth_token = "{GLOBEX_TOKEN}"\n{flow_toml}', "utf-8")
+            f'auth_token = "{GLOBEX_TOKEN}"\n{flow_toml}',
+            "utf-8",
+        )
         return list(load_config(path, {}).tenants)
 
 
-def at(step: str = "detect", tenant: str = "acme", phase: str = "enter",
-       call_sid: str | None = None) -> str:
+def at(
+    step: str = "detect", tenant: str = "acme", phase: str = "enter", call_sid: str | None = None
+) -> str:
     """A sealed position; past the entry of the start step it is bound to CALL by default."""
-    bound = call_sid if call_sid is not None else (
-        "" if (step, phase) == ("detect", "enter") else CALL)
+    bound = (
+        call_sid if call_sid is not None else ("" if (step, phase) == ("detect", "enter") else CALL)
+    )
     position = Position(tenant, "refill", step, "rx-1", NOW, variables=VARS, call_sid=bound)
     return "s=" + SEAL.seal(position.at(step, "input") if phase == "input" else position)
 
 
 def call(**extra: str) -> dict[str, str]:
-    return {"AccountSid": ACME_SID, "CallSid": CALL, "CallStatus": "in-progress",
-            "To": "+14155550123", "From": "+14155550100", **extra}
+    return {
+        "AccountSid": ACME_SID,
+        "CallSid": CALL,
+        "CallStatus": "in-progress",
+        "To": "+14155550123",
+        "From": "+14155550100",
+        **extra,
+    }
 
 
-async def post(gw: GatewayClient, query: str, params: dict[str, str],
-               token: str = ACME_TOKEN) -> ET.Element:
+async def post(
+    gw: GatewayClient, query: str, params: dict[str, str], token: str = ACME_TOKEN
+) -> ET.Element:
     response = await gw.post_signed("/twilio/voice/flow", params, token, query=query)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/xml")
@@ -88,8 +99,9 @@ async def test_pressing_1_queues_the_text_in_the_event() -> None:
         (event,) = gw.tenant_events("acme")
     assert [child.tag for child in root] == ["Say", "Hangup"]
     assert event.data["inputs"] == {"menu": "1"}
-    assert event.data["sms"] == [{"step": "confirmed",
-                                  "text": "Acme Pharmacy: pickup confirmed for 5 pm."}]
+    assert event.data["sms"] == [
+        {"step": "confirmed", "text": "Acme Pharmacy: pickup confirmed for 5 pm."}
+    ]
 
 
 async def test_a_tampered_step_url_is_403(captured_logs: CapturedLogs) -> None:
@@ -128,8 +140,9 @@ async def test_a_bad_twilio_signature_is_403_before_the_seal(
 
 async def test_a_flow_removed_from_the_config_gets_the_fallback() -> None:
     """The call is live but its flow is gone: the tenant's fallback TwiML, nothing published."""
-    other = REFILL_FLOW_TOML.replace("[tenants.flows.refill]", "[tenants.flows.other]") \
-        .replace("tenants.flows.refill.steps", "tenants.flows.other.steps")
+    other = REFILL_FLOW_TOML.replace("[tenants.flows.refill]", "[tenants.flows.other]").replace(
+        "tenants.flows.refill.steps", "tenants.flows.other.steps"
+    )
     async with gateway_client(tenants(other), flow_secret=SECRET) as gw:
         response = await gw.post_signed("/twilio/voice/flow", call(), query=at())
         assert response.status_code == 200 and response.text == DEFAULT_FALLBACK_VOICE_TWIML
@@ -148,8 +161,9 @@ async def test_a_position_replayed_on_another_call_is_403(captured_logs: Capture
     with its own CallSid: served."""
     other = "CA" + "0d" * 16
     async with gateway_client(tenants(), flow_secret=SECRET) as gw:
-        response = await gw.post_signed("/twilio/voice/flow", call(CallSid=other, Digits="1"),
-                                        query=at("menu", phase="input"))
+        response = await gw.post_signed(
+            "/twilio/voice/flow", call(CallSid=other, Digits="1"), query=at("menu", phase="input")
+        )
         await expect_rejection(gw, captured_logs, response, 403, "flow_position_invalid")
         assert gw.total_messages() == 0
         await post(gw, at("menu", phase="input"), call(Digits="1"))
@@ -161,6 +175,7 @@ async def test_an_unbound_position_serves_only_the_entry_of_the_start_step(
     """A position without a CallSid past the start step's entry (the menu input) is 403: only
     a placed call's first URL may be unbound."""
     async with gateway_client(tenants(), flow_secret=SECRET) as gw:
-        response = await gw.post_signed("/twilio/voice/flow", call(Digits="2"),
-                                        query=at("menu", phase="input", call_sid=""))
+        response = await gw.post_signed(
+            "/twilio/voice/flow", call(Digits="2"), query=at("menu", phase="input", call_sid="")
+        )
         await expect_rejection(gw, captured_logs, response, 403, "flow_position_invalid")

@@ -21,10 +21,18 @@ INCOMING = "/kaleyra/acme/sms/incoming"
 def tenants() -> list[Tenant]:
     acme, globex = default_tenants()
     return [
-        Tenant(id=acme.id, name=acme.name, twilio=acme.twilio,
-               kaleyra=KaleyraAccount("HXACME0000001IN", Secret(ACME_SECRET))),
-        Tenant(id=globex.id, name=globex.name, twilio=globex.twilio,
-               kaleyra=KaleyraAccount("HXGLOBEX00002IN", Secret(GLOBEX_SECRET))),
+        Tenant(
+            id=acme.id,
+            name=acme.name,
+            twilio=acme.twilio,
+            kaleyra=KaleyraAccount("HXACME0000001IN", Secret(ACME_SECRET)),
+        ),
+        Tenant(
+            id=globex.id,
+            name=globex.name,
+            twilio=globex.twilio,
+            kaleyra=KaleyraAccount("HXGLOBEX00002IN", Secret(GLOBEX_SECRET)),
+        ),
     ]
 
 
@@ -35,8 +43,9 @@ def json_headers(auth: dict[str, str]) -> dict[str, str]:
 async def test_json_delivery_report_with_bearer_secret() -> None:
     """A callback-profile JSON DLR with the Bearer secret becomes a kaleyra message.status."""
     async with gateway_client(tenants()) as gw:
-        response = await gw.http.post(STATUS, content=orjson.dumps(dlr()),
-                                      headers=json_headers(bearer(ACME_SECRET)))
+        response = await gw.http.post(
+            STATUS, content=orjson.dumps(dlr()), headers=json_headers(bearer(ACME_SECRET))
+        )
         events = gw.tenant_events("acme")
         assert gw.tenant_events("globex") == []
     assert response.status_code == 204
@@ -50,8 +59,9 @@ async def test_json_delivery_report_with_bearer_secret() -> None:
 async def test_legacy_dlrurl_get_query() -> None:
     """A legacy dlrurl GET with X-Hookline-Secret and DELIVRD maps to delivered."""
     async with gateway_client(tenants()) as gw:
-        response = await gw.http.get(STATUS, params=legacy_query(),
-                                     headers={"x-hookline-secret": ACME_SECRET})
+        response = await gw.http.get(
+            STATUS, params=legacy_query(), headers={"x-hookline-secret": ACME_SECRET}
+        )
         [event] = gw.tenant_events("acme")
     assert response.status_code == 204
     assert (event.data["status"], event.data["provider_status"]) == ("delivered", "DELIVRD")
@@ -71,8 +81,11 @@ async def test_incoming_form_with_basic_auth() -> None:
 async def test_unknown_status_is_kept_as_unknown() -> None:
     """A status hookline does not know is published as unknown with the provider's value."""
     async with gateway_client(tenants()) as gw:
-        await gw.http.post(STATUS, content=orjson.dumps(dlr(status="Teleported")),
-                           headers=json_headers(bearer(ACME_SECRET)))
+        await gw.http.post(
+            STATUS,
+            content=orjson.dumps(dlr(status="Teleported")),
+            headers=json_headers(bearer(ACME_SECRET)),
+        )
         [event] = gw.tenant_events("acme")
     assert (event.data["status"], event.data["provider_status"]) == ("unknown", "Teleported")
     assert event.data["raw"]["status"] == "Teleported"
@@ -82,8 +95,9 @@ async def test_repeated_report_is_published_once() -> None:
     """The same delivery report twice (a retry) publishes one event."""
     async with gateway_client(tenants()) as gw:
         for _ in range(2):
-            response = await gw.http.post(STATUS, content=orjson.dumps(dlr()),
-                                          headers=json_headers(bearer(ACME_SECRET)))
+            response = await gw.http.post(
+                STATUS, content=orjson.dumps(dlr()), headers=json_headers(bearer(ACME_SECRET))
+            )
             assert response.status_code == 204
         assert len(gw.tenant_events("acme")) == 1
 
@@ -104,8 +118,9 @@ async def test_refused_callers_get_403(
 ) -> None:
     """Wrong, missing or other-tenant secrets and unknown tenants get the same 403."""
     async with gateway_client(tenants()) as gw:
-        response = await gw.http.post(path, content=orjson.dumps(dlr()),
-                                      headers=json_headers(headers))
+        response = await gw.http.post(
+            path, content=orjson.dumps(dlr()), headers=json_headers(headers)
+        )
         assert gw.total_messages() == 0
     assert (response.status_code, response.text) == (403, "Forbidden")
     [line] = captured_logs.events("callback_rejected")
@@ -114,16 +129,21 @@ async def test_refused_callers_get_403(
 
 @pytest.mark.parametrize(
     ("body", "content_type", "status"),
-    [(b"{not json", "application/json", 400), (b"[1, 2]", "application/json", 400),
-     (b"id=\xff", "application/x-www-form-urlencoded", 400), (b"<xml/>", "text/xml", 415),
-     (orjson.dumps({"status": "Delivered"}), "application/json", 400)],
+    [
+        (b"{not json", "application/json", 400),
+        (b"[1, 2]", "application/json", 400),
+        (b"id=\xff", "application/x-www-form-urlencoded", 400),
+        (b"<xml/>", "text/xml", 415),
+        (orjson.dumps({"status": "Delivered"}), "application/json", 400),
+    ],
     ids=["bad-json", "json-array", "bad-utf8", "xml", "no-message-id"],
 )
 async def test_malformed_payloads(body: bytes, content_type: str, status: int) -> None:
     """Malformed payloads from an authenticated caller are 400/415 and publish nothing."""
     async with gateway_client(tenants()) as gw:
-        response = await gw.http.post(STATUS, content=body, headers={
-            "content-type": content_type, **bearer(ACME_SECRET)})
+        response = await gw.http.post(
+            STATUS, content=body, headers={"content-type": content_type, **bearer(ACME_SECRET)}
+        )
         assert gw.total_messages() == 0
     assert response.status_code == status
 

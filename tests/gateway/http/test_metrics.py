@@ -25,8 +25,11 @@ async def test_metrics_count_outcomes_and_reasons() -> None:
     async with gateway_client() as gw:
         await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
         await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 1))
-        await gw.http.post("/twilio/messaging/status", content=b"a=1",
-                           headers={"content-type": "application/x-www-form-urlencoded"})
+        await gw.http.post(
+            "/twilio/messaging/status",
+            content=b"a=1",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         response = await gw.admin.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -46,8 +49,12 @@ async def test_metrics_show_a_down_broker_and_the_spool() -> None:
         await gw.post_signed("/twilio/messaging/status", message_status(ACME_SID, 2))
         values = samples((await gw.admin.get("/metrics")).text)
     assert values["hookline_broker_up"] == 0 and values["hookline_spool_events"] == 1
-    assert values['hookline_callbacks_total{kind="message.status",outcome="spooled",'
-                  'provider="twilio"}'] == 1
+    assert (
+        values[
+            'hookline_callbacks_total{kind="message.status",outcome="spooled",provider="twilio"}'
+        ]
+        == 1
+    )
 
 
 async def test_metrics_count_spooled_events_set_aside() -> None:
@@ -88,8 +95,12 @@ async def test_latency_histograms_count_callbacks_confirms_and_twiml_answers() -
     status = '{kind="message.status",provider="twilio"}'
     assert values["hookline_callback_seconds_count" + status] == 3
     assert values['hookline_callback_seconds_count{kind="call.incoming",provider="twilio"}'] == 1
-    assert values['hookline_callback_seconds_bucket{kind="message.status",le="10.0",'
-                  'provider="twilio"}'] == 3
+    assert (
+        values[
+            'hookline_callback_seconds_bucket{kind="message.status",le="10.0",provider="twilio"}'
+        ]
+        == 3
+    )
     assert 'le="0.0005"' in text
     assert values["hookline_publish_confirm_seconds_count"] == 3  # the duplicate is not sent
     assert values['hookline_twiml_answer_seconds_count{outcome="fallback"}'] == 1

@@ -115,8 +115,7 @@ async def test_trusted_proxy_forwarded_url_verifies() -> None:
     ) as gw:
         trusted = await gw.http.post(STATUS_PATH, content=body, headers=headers)
     async with gateway_client(
-        public_url=None, trusted_proxies=proxies, forwarded_hosts=hosts,
-        client=("192.0.2.7", 5000)
+        public_url=None, trusted_proxies=proxies, forwarded_hosts=hosts, client=("192.0.2.7", 5000)
     ) as gw:
         untrusted = await gw.http.post(STATUS_PATH, content=body, headers=headers)
     assert (trusted.status_code, untrusted.status_code) == (204, 403)
@@ -130,8 +129,10 @@ async def test_trusted_proxy_passing_on_the_callers_host(captured_logs: Captured
     body, headers = signed_form_request(url, message_status(ACME_SID), ACME_TOKEN)
     headers.update({"x-forwarded-proto": "https", "x-forwarded-host": "evil.example"})
     async with gateway_client(
-        public_url=None, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
-        forwarded_hosts=frozenset({"public.example"}), client=("10.1.2.3", 5000)
+        public_url=None,
+        trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
+        forwarded_hosts=frozenset({"public.example"}),
+        client=("10.1.2.3", 5000),
     ) as gw:
         response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
         await expect_rejection(gw, captured_logs, response, 403, "forwarded_host_not_allowed")
@@ -286,8 +287,12 @@ async def test_broker_and_spool_failure_is_503_never_200(
     [
         ("application/x-www-form-urlencoded", b"a=1&ECHO-ME-ECHO-ME", 400, "Bad Request"),
         ("text/ECHO-ME-ECHO-ME", b"a=1", 415, "Unsupported Media Type"),
-        ("application/x-www-form-urlencoded", b"ECHO-ME=" + b"x" * 70_000, 413,
-         "Request Entity Too Large"),
+        (
+            "application/x-www-form-urlencoded",
+            b"ECHO-ME=" + b"x" * 70_000,
+            413,
+            "Request Entity Too Large",
+        ),
         ("application/json", b'{"ECHO-ME-ECHO-ME": [', 400, "Bad Request"),
     ],
     ids=["malformed-form", "media-type", "too-large", "malformed-json"],
@@ -298,11 +303,9 @@ async def test_rejection_answers_are_fixed_texts(
     """400, 413 and 415 answer the status's fixed phrase and never echo what the caller sent."""
     headers = {"content-type": content_type, "x-twilio-signature": "AA"}
     async with gateway_client() as gw:
-        response = await gw.http.post(f"{STATUS_PATH}?bodySHA256=00", content=body,
-                                      headers=headers)
+        response = await gw.http.post(f"{STATUS_PATH}?bodySHA256=00", content=body, headers=headers)
     assert (response.status_code, response.text) == (status, answer)
     assert "ECHO" not in response.text
-
 
 
 async def test_signed_callback_with_an_absurd_segment_count(captured_logs: CapturedLogs) -> None:
@@ -319,8 +322,9 @@ async def test_signed_callback_with_an_absurd_segment_count(captured_logs: Captu
 async def test_signature_failure_names_the_url_checked(captured_logs: CapturedLogs) -> None:
     """A signature made for another URL (say localhost vs the public host) is logged with the
     URL hookline checked and a pointer to HOOKLINE_PUBLIC_URL, never a token."""
-    body, headers = signed_form_request(f"http://localhost:8080{STATUS_PATH}",
-                                        message_status(ACME_SID), ACME_TOKEN)
+    body, headers = signed_form_request(
+        f"http://localhost:8080{STATUS_PATH}", message_status(ACME_SID), ACME_TOKEN
+    )
     async with gateway_client() as gw:
         response = await gw.http.post(STATUS_PATH, content=body, headers=headers)
         await expect_rejection(gw, captured_logs, response, 403, "signature_invalid")

@@ -12,8 +12,12 @@ OURS = frozenset({"hooks.example.com"})
 
 def scope(**overrides: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "type": "http", "scheme": "http", "server": ("10.0.0.5", 8080),
-        "path": "/twilio/voice", "raw_path": b"/twilio/voice", "query_string": b"",
+        "type": "http",
+        "scheme": "http",
+        "server": ("10.0.0.5", 8080),
+        "path": "/twilio/voice",
+        "raw_path": b"/twilio/voice",
+        "query_string": b"",
     }
     base.update(overrides)
     return base
@@ -28,8 +32,11 @@ def test_configured_public_url_wins_over_everything() -> None:
 
 def test_untrusted_peer_forwarded_headers_and_host_are_ignored() -> None:
     """Forwarded headers and Host from an untrusted peer never shape the signed URL."""
-    headers = {"host": "evil.example", "x-forwarded-proto": "https",
-               "x-forwarded-host": "evil.example"}
+    headers = {
+        "host": "evil.example",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "evil.example",
+    }
     assert public_base(scope(), headers, public_url=None, trusted=False) == "http://10.0.0.5:8080"
 
 
@@ -54,8 +61,10 @@ def test_trusted_proxy_forwarding_an_undeclared_host_is_refused() -> None:
 def test_trusted_proxy_with_unknown_proto_keeps_scope_scheme() -> None:
     """A forwarded scheme other than http/https is not believed."""
     headers = {"x-forwarded-proto": "gopher", "x-forwarded-host": "hooks.example.com"}
-    assert public_base(scope(), headers, public_url=None, trusted=True,
-                       forwarded_hosts=OURS) == "http://hooks.example.com"
+    assert (
+        public_base(scope(), headers, public_url=None, trusted=True, forwarded_hosts=OURS)
+        == "http://hooks.example.com"
+    )
 
 
 def test_ipv6_server_address_is_bracketed() -> None:

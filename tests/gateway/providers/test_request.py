@@ -17,8 +17,13 @@ FORM_ALPHABET = st.sampled_from(list("ab=&+%;2FC3A8Z0 é\x00"))
 def reference(text: str) -> list[tuple[str, str]] | None:
     """urllib's strict reading, or None where it refuses the input."""
     try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict",
-                         max_num_fields=MAX_FIELDS)
+        return parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -128,8 +128,19 @@ def test_signature_valid_equals_request_validator(
 # URL-ish text built from pieces that steer urllib into its corner cases.
 URLISH = st.lists(
     st.sampled_from(
-        [*"hHtTpPsS:/[]@#;?&=%.-_ 09aZé\t\n", "http://", "https://", "HTTPS://", ":443", ":80",
-         ":0", ":99999", "host", "user:pw@", "[::1]"]
+        [
+            *"hHtTpPsS:/[]@#;?&=%.-_ 09aZé\t\n",
+            "http://",
+            "https://",
+            "HTTPS://",
+            ":443",
+            ":80",
+            ":0",
+            ":99999",
+            "host",
+            "user:pw@",
+            "[::1]",
+        ]
     ),
     max_size=12,
 ).map("".join)
@@ -150,8 +161,9 @@ def test_odd_urls_decided_like_request_validator(
 
     Where twilio-python raises on a URL it cannot parse, we answer False instead of raising.
     """
-    signature = RequestValidator(token).compute_signature(url if use_own else sign_over,
-                                                          MultiDict(pairs))
+    signature = RequestValidator(token).compute_signature(
+        url if use_own else sign_over, MultiDict(pairs)
+    )
     try:
         expected = official(token, url, pairs, signature)
     except ValueError:
@@ -243,8 +255,13 @@ VERIFIER = TwilioVerifier(
     StaticTenantRegistry([twilio_tenant("prop", TENANT_SID, TENANT_TOKEN, "old-token")])
 )
 CONTENT_TYPES = st.sampled_from(
-    ["application/x-www-form-urlencoded", "application/json", "text/plain", "",
-     "application/json; charset=utf-8"]
+    [
+        "application/x-www-form-urlencoded",
+        "application/json",
+        "text/plain",
+        "",
+        "application/json; charset=utf-8",
+    ]
 )
 
 

@@ -190,14 +190,24 @@ def test_key_state_follows_a_registry_that_changes() -> None:
 
 def test_json_with_correct_body_hash_accepted(verifier: TwilioVerifier) -> None:
     """A JSON callback with a matching bodySHA256 is accepted; params mirror its top level."""
-    doc = {"AccountSid": ACME_SID, "Status": "delivered", "Count": 3, "Flag": True,
-           "Nothing": None, "Nested": {"a": [1, 2]}}
+    doc = {
+        "AccountSid": ACME_SID,
+        "Status": "delivered",
+        "Count": 3,
+        "Flag": True,
+        "Nothing": None,
+        "Nested": {"a": [1, 2]},
+    }
     result = verifier.verify(signed_json_raw_request(URL, doc, ACME_TOKEN))
     assert result.tenant.id == "acme"
     assert result.json_body == doc
     assert result.params == {
-        "AccountSid": [ACME_SID], "Status": ["delivered"], "Count": ["3"], "Flag": ["true"],
-        "Nothing": [""], "Nested": ['{"a":[1,2]}'],
+        "AccountSid": [ACME_SID],
+        "Status": ["delivered"],
+        "Count": ["3"],
+        "Flag": ["true"],
+        "Nothing": [""],
+        "Nested": ['{"a":[1,2]}'],
     }
 
 
@@ -221,8 +231,10 @@ def test_json_without_body_hash_rejected(verifier: TwilioVerifier, suffix: str) 
     """A JSON callback whose URL has no (or an empty) bodySHA256 fails with body_hash_missing."""
     url = URL + suffix
     body = b'{"AccountSid": "%s"}' % ACME_SID.encode()
-    headers = {"content-type": "application/json",
-               SIGNATURE_HEADER: official_signature(ACME_TOKEN, url, {})}
+    headers = {
+        "content-type": "application/json",
+        SIGNATURE_HEADER: official_signature(ACME_TOKEN, url, {}),
+    }
     error = rejected(verifier, raw_request(url, body, headers))
     assert error.reason == "body_hash_missing"
 
@@ -250,7 +262,9 @@ def test_wrong_content_type_is_415(verifier: TwilioVerifier, content_type: str |
 def test_content_type_parameters_and_case_accepted(verifier: TwilioVerifier) -> None:
     """A charset parameter and upper-case media type do not matter."""
     request = signed_form_raw_request(
-        URL, STATUS, ACME_TOKEN,
+        URL,
+        STATUS,
+        ACME_TOKEN,
         headers={"Content-Type": "Application/X-WWW-Form-Urlencoded; charset=utf-8"},
     )
     assert verifier.verify(request).tenant.id == "acme"

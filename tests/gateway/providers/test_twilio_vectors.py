@@ -22,8 +22,11 @@ from tests.support.twilio_signing import (
 )
 
 # The repository root's sibling "shared" directory holds fixtures common to every checkout.
-FIXTURE = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / (
-    "twilio-signature-vectors.json"
+FIXTURE = (
+    Path(__file__).resolve().parents[3].parent
+    / "shared"
+    / "fixtures"
+    / ("twilio-signature-vectors.json")
 )
 ACCOUNT_SID = "AC" + "0" * 32
 

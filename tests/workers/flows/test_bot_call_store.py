@@ -51,8 +51,9 @@ async def test_steps_merge_inputs_and_keep_the_first_answer(store: BotCallStore)
     await store.placed(CALL)
     await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "", "", "human", {}))
     await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "", "", None, {"menu": "9"}))
-    await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "", "", "machine_start",
-                                {"menu": "1"}))
+    await store.stepped(
+        BotCall("CA1", "acme", "rx-1", "refill", "", "", "machine_start", {"menu": "1"})
+    )
     got = await store.get("acme", "CA1")
     assert got is not None
     assert (got.answered_by, dict(got.inputs), got.to) == ("human", {"menu": "1"}, CALL.to)
@@ -60,8 +61,9 @@ async def test_steps_merge_inputs_and_keep_the_first_answer(store: BotCallStore)
 
 async def test_a_flow_event_may_overtake_the_placement(store: BotCallStore) -> None:
     """stepped() before placed(): the call exists, and placement keeps its inputs."""
-    await store.stepped(BotCall("CA1", "acme", "rx-1", "refill", "+1415", "", "human",
-                                {"menu": "2"}))
+    await store.stepped(
+        BotCall("CA1", "acme", "rx-1", "refill", "+1415", "", "human", {"menu": "2"})
+    )
     await store.placed(CALL)
     got = await store.get("acme", "CA1")
     assert got is not None and dict(got.inputs) == {"menu": "2"} and got.from_ == CALL.from_
@@ -85,8 +87,9 @@ async def test_calls_and_texts_are_keyed_by_tenant_and_call_sid(store: BotCallSt
     """Another tenant's step, text mark or finish naming acme's CallSid touches none of
     acme's rows; owners() names both tenants of that SID."""
     await store.placed(CALL)
-    await store.stepped(BotCall("CA1", "evil", "rx-e", "refill", "", "", "machine_start",
-                                {"menu": "9"}))
+    await store.stepped(
+        BotCall("CA1", "evil", "rx-e", "refill", "", "", "machine_start", {"menu": "9"})
+    )
     await store.mark_sms_sent("evil", "CA1", "confirmed")
     await store.mark_finished("evil", "CA1")
     mine = await store.get("acme", "CA1")
@@ -99,21 +102,26 @@ async def test_calls_and_texts_are_keyed_by_tenant_and_call_sid(store: BotCallSt
     assert await store.owners("CA-unknown") == ()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
-                                                            marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def test_two_workers_claim_each_request_exactly_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Two workers (two connections to one database) racing for 50 request ids: each is new
     exactly once."""
-    url = f"sqlite:///{tmp_path / 'hookline.db'}" if backend == "sqlite" \
+    url = (
+        f"sqlite:///{tmp_path / 'hookline.db'}"
+        if backend == "sqlite"
         else request.getfixturevalue("postgres_url")
+    )
     stores = [create_store(url) for _ in range(2)]
     for each in stores:
         await each.open()
     try:
-        claims = await asyncio.gather(*(
-            each.claim("acme", f"rx-{n}") for n in range(50) for each in stores))
+        claims = await asyncio.gather(
+            *(each.claim("acme", f"rx-{n}") for n in range(50) for each in stores)
+        )
     finally:
         for each in stores:
             await each.close()
@@ -134,7 +142,6 @@ async def test_the_schema_is_created_once_and_reopened(tmp_path: Path) -> None:
         await again.close()
 
 
-
 V1_ROWS = (
     "INSERT INTO bot_requests VALUES ('acme', 'rx-1', 'CA1')",
     """INSERT INTO bot_calls (call_sid, tenant, request_id, flow, to_number, from_number,
@@ -150,7 +157,10 @@ V1_ROWS = (
 async def _check_migrated(store: BotCallStore) -> None:
     got = await store.get("acme", "CA1")
     assert got is not None and (got.answered_by, dict(got.inputs), got.finished) == (
-        "human", {"menu": "1"}, True)
+        "human",
+        {"menu": "1"},
+        True,
+    )
     assert await store.sms_sent("acme", "CA1", "confirmed")
     assert await store.claim("acme", "rx-1") == "CA1"
     # The new key admits another tenant's row for the same SID beside acme's.
@@ -180,8 +190,7 @@ async def test_sqlite_version_1_database_is_migrated_in_place(tmp_path: Path) ->
         await store.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT max(version) FROM flows_schema_version").fetchone() == (2,)
-    assert db.execute("SELECT tenant FROM bot_sms WHERE call_sid = 'CA-gone'").fetchone() \
-        == ("",)
+    assert db.execute("SELECT tenant FROM bot_sms WHERE call_sid = 'CA-gone'").fetchone() == ("",)
     db.close()
 
 

@@ -13,8 +13,12 @@ from tests.support.flows import REFILL_FLOW_TOML
 from workers.flows.command import BotCommand, Rejection, parse_command
 
 SID = "AC" + "0" * 31 + "a"
-GOOD = {"to": "+14155550123", "flow": "refill", "request_id": "rx-1",
-        "vars": {"patient_name": "Ann", "pickup_time": "5 pm", "unused": "dropped"}}
+GOOD = {
+    "to": "+14155550123",
+    "flow": "refill",
+    "request_id": "rx-1",
+    "vars": {"patient_name": "Ann", "pickup_time": "5 pm", "unused": "dropped"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +27,9 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> TenantRegistry:
     path.write_text(
         '[gateway]\nflow_secret = "x"\n'
         f'[[tenants]]\nid = "acme"\n[tenants.twilio]\naccount_sid = "{SID}"\n'
-        'auth_token = "t"\n' + REFILL_FLOW_TOML
-        + '\n[[tenants]]\nid = "plain"\n', "utf-8")
+        'auth_token = "t"\n' + REFILL_FLOW_TOML + '\n[[tenants]]\nid = "plain"\n',
+        "utf-8",
+    )
     return load_config(path, {}).tenants
 
 
@@ -37,21 +42,32 @@ def test_a_good_command_parses_with_the_tenant_caller_id(tenants: TenantRegistry
     assert dict(command.variables) == {"patient_name": "Ann", "pickup_time": "5 pm"}
 
 
-@pytest.mark.parametrize(("key", "change", "reason", "detail"), [
-    ("acme.call.bot", {"flow": "nope"}, "unknown_flow", "known: refill"),
-    ("ghost.call.bot", {}, "unknown_tenant", "names no configured tenant"),
-    ("acme.other", {}, "unknown_tenant", "expected <tenant>.call.bot"),
-    ("plain.call.bot", {}, "unknown_flow", "known: none"),
-    ("acme.call.bot", {"to": "555-0123"}, "invalid_number", "got '***0123'"),
-    ("acme.call.bot", {"from": 42}, "invalid_number", "got int"),
-    ("acme.call.bot", {"vars": {"patient_name": "Ann"}}, "missing_variables",
-     "needs vars ['pickup_time']"),
-    ("acme.call.bot", {"vars": {"patient_name": 3, "pickup_time": "x"}}, "invalid_variables",
-     "object of strings"),
-    ("acme.call.bot", {"request_id": ""}, "invalid_command", "request_id must be"),
-    ("acme.call.bot", {"tenant": "beta"}, "tenant_mismatch", "routing key 'acme.call.bot'"),
-    ("acme.call.bot", {"tenant": "acme", "x": 1}, "invalid_command", "unknown fields ['x']"),
-])
+@pytest.mark.parametrize(
+    ("key", "change", "reason", "detail"),
+    [
+        ("acme.call.bot", {"flow": "nope"}, "unknown_flow", "known: refill"),
+        ("ghost.call.bot", {}, "unknown_tenant", "names no configured tenant"),
+        ("acme.other", {}, "unknown_tenant", "expected <tenant>.call.bot"),
+        ("plain.call.bot", {}, "unknown_flow", "known: none"),
+        ("acme.call.bot", {"to": "555-0123"}, "invalid_number", "got '***0123'"),
+        ("acme.call.bot", {"from": 42}, "invalid_number", "got int"),
+        (
+            "acme.call.bot",
+            {"vars": {"patient_name": "Ann"}},
+            "missing_variables",
+            "needs vars ['pickup_time']",
+        ),
+        (
+            "acme.call.bot",
+            {"vars": {"patient_name": 3, "pickup_time": "x"}},
+            "invalid_variables",
+            "object of strings",
+        ),
+        ("acme.call.bot", {"request_id": ""}, "invalid_command", "request_id must be"),
+        ("acme.call.bot", {"tenant": "beta"}, "tenant_mismatch", "routing key 'acme.call.bot'"),
+        ("acme.call.bot", {"tenant": "acme", "x": 1}, "invalid_command", "unknown fields ['x']"),
+    ],
+)
 def test_bad_commands_are_rejections_naming_the_problem(
     tenants: TenantRegistry, key: str, change: dict[str, object], reason: str, detail: str
 ) -> None:

@@ -15,9 +15,13 @@ ACME = "AC" + "a" * 32
 BETA = "AC" + "b" * 32
 TENANT = Tenant("acme", "Acme", twilio=TwilioAccount(ACME, Secret("acme-token")))
 FORGED = Tenant("beta", "Beta", twilio=TwilioAccount(BETA, Secret("wrong-token")))
-REQUEST = CallRequest(TENANT, "+14155550123", "+14155550100",
-                      "https://hooks.example.com/twilio/voice/flow?s=x",
-                      "https://hooks.example.com/twilio/voice/status")
+REQUEST = CallRequest(
+    TENANT,
+    "+14155550123",
+    "+14155550100",
+    "https://hooks.example.com/twilio/voice/flow?s=x",
+    "https://hooks.example.com/twilio/voice/status",
+)
 
 
 async def test_a_call_is_created_on_the_tenant_subaccount_with_detection_on() -> None:
@@ -35,8 +39,7 @@ async def test_a_call_is_created_on_the_tenant_subaccount_with_detection_on() ->
     assert call.params["Url"] == [REQUEST.url]
     assert call.params["StatusCallback"] == [REQUEST.status_callback]
     assert call.params["MachineDetection"] == ["Enable"]
-    assert call.params["StatusCallbackEvent"] == ["initiated", "ringing", "answered",
-                                                  "completed"]
+    assert call.params["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
     (message,) = fake.messages()
     assert message.sid == text_sid and message.params["Body"] == ["Hi"]
 
@@ -61,8 +64,11 @@ async def test_bad_credentials_are_refused_not_retried() -> None:
         api = TwilioRestApi(api_base=base)
         try:
             with pytest.raises(CallRefused):
-                await api.place_call(CallRequest(FORGED, REQUEST.to, REQUEST.from_,
-                                                 REQUEST.url, REQUEST.status_callback))
+                await api.place_call(
+                    CallRequest(
+                        FORGED, REQUEST.to, REQUEST.from_, REQUEST.url, REQUEST.status_callback
+                    )
+                )
         finally:
             await api.close()
 

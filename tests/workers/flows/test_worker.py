@@ -45,8 +45,12 @@ EVIL_ACCOUNT = "AC" + "e" * 32  # another tenant of the same platform, holding i
 PUBLIC = "https://hooks.example.com"
 SEAL = PositionSeal(Secret("seal"))
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
-COMMAND = {"to": "+14155550123", "flow": "refill", "request_id": "rx-1",
-           "vars": {"patient_name": "Ann", "pickup_time": "5 pm"}}
+COMMAND = {
+    "to": "+14155550123",
+    "flow": "refill",
+    "request_id": "rx-1",
+    "vars": {"patient_name": "Ann", "pickup_time": "5 pm"},
+}
 
 
 @dataclass
@@ -65,11 +69,11 @@ class Rig:
         return result
 
     def results(self, tenant: str = "acme") -> list[Event]:
-        return [e for e in self.broker.drain(tenant_queue(tenant))
-                if e.kind == "call.bot.result"]
+        return [e for e in self.broker.drain(tenant_queue(tenant)) if e.kind == "call.bot.result"]
 
-    async def step(self, call_sid: str, url: str, params: dict[str, str],
-                   tenant_id: str = "acme") -> str:
+    async def step(
+        self, call_sid: str, url: str, params: dict[str, str], tenant_id: str = "acme"
+    ) -> str:
         """Twilio requests a step URL: render it as the gateway does, feed its call.flow event
         to the calls handler; return the TwiML."""
         token = parse_qs(urlsplit(url).query)["s"][0]
@@ -77,23 +81,41 @@ class Rig:
         tenant = self.tenants.by_id(tenant_id)
         assert tenant is not None and isinstance(tenant.flows, FlowSettings)
         flow = tenant.flows.flows[position.flow]
-        rendered = render(flow, position, params,
-                          lambda p: f"{PUBLIC}/twilio/voice/flow?s={SEAL.seal(p)}",
-                          f"{PUBLIC}/twilio/voice/status")
+        rendered = render(
+            flow,
+            position,
+            params,
+            lambda p: f"{PUBLIC}/twilio/voice/flow?s={SEAL.seal(p)}",
+            f"{PUBLIC}/twilio/voice/status",
+        )
         account = ACCOUNT if tenant_id == "acme" else EVIL_ACCOUNT
-        full = {"CallSid": call_sid, "AccountSid": account, "To": COMMAND["to"],
-                "From": "+14155550100", "Direction": "outbound-api", **params}
-        event = flow_event(tenant_id, position, rendered, {k: [v] for k, v in full.items()},
-                           NOW)
+        full = {
+            "CallSid": call_sid,
+            "AccountSid": account,
+            "To": COMMAND["to"],
+            "From": "+14155550100",
+            "Direction": "outbound-api",
+            **params,
+        }
+        event = flow_event(tenant_id, position, rendered, {k: [v] for k, v in full.items()}, NOW)
         assert await self.calls.handle([Delivery(event.to_json(), event.routing_key)]) == [None]
         return rendered.twiml
 
-    async def status(self, call_sid: str, status: str, tenant: str = "acme",
-                     **extra: object) -> None:
+    async def status(
+        self, call_sid: str, status: str, tenant: str = "acme", **extra: object
+    ) -> None:
         data = {"call_sid": call_sid, "status": status, "raw": {}, **extra}
         account = ACCOUNT if tenant == "acme" else EVIL_ACCOUNT
-        event = Event(f"status-{tenant}-{call_sid}-{status}", "call.status", tenant, "twilio",
-                      f"twilio/{account}", call_sid, NOW, data)
+        event = Event(
+            f"status-{tenant}-{call_sid}-{status}",
+            "call.status",
+            tenant,
+            "twilio",
+            f"twilio/{account}",
+            call_sid,
+            NOW,
+            data,
+        )
         assert await self.calls.handle([Delivery(event.to_json(), event.routing_key)]) == [None]
 
 
@@ -116,11 +138,14 @@ class SetBudget:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     path = tmp_path / "hookline.toml"
-    path.write_text('[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n'
-                    f'[tenants.twilio]\naccount_sid = "{ACCOUNT}"\nauth_token = "{TOKEN}"\n'
-                    + REFILL_FLOW_TOML + '\n[[tenants]]\nid = "evil"\n[tenants.twilio]\n'
-                    f'account_sid = "{EVIL_ACCOUNT}"\nauth_token = "evil-token"\n'
-                    + REFILL_FLOW_TOML, "utf-8")
+    path.write_text(
+        '[gateway]\nflow_secret = "x"\n[[tenants]]\nid = "acme"\n'
+        f'[tenants.twilio]\naccount_sid = "{ACCOUNT}"\nauth_token = "{TOKEN}"\n'
+        + REFILL_FLOW_TOML
+        + '\n[[tenants]]\nid = "evil"\n[tenants.twilio]\n'
+        f'account_sid = "{EVIL_ACCOUNT}"\nauth_token = "evil-token"\n' + REFILL_FLOW_TOML,
+        "utf-8",
+    )
     tenants = load_config(path, {}).tenants
     fake = FakeTwilio({ACCOUNT: TOKEN, EVIL_ACCOUNT: "evil-token"})
     broker = MemoryBroker()
@@ -132,11 +157,17 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with serving(fake.app()) as base:
         api = TwilioRestApi(api_base=base)
         clock = FakeClock(NOW)
-        commands = BotCommands(tenants=tenants, api=api, store=store, publisher=publisher,
-                               seal=SEAL, public_url=PUBLIC, clock=clock,
-                               budget=SetBudget(exhausted))
-        calls = BotCalls(tenants=tenants, api=api, store=store, publisher=publisher,
-                         clock=clock)
+        commands = BotCommands(
+            tenants=tenants,
+            api=api,
+            store=store,
+            publisher=publisher,
+            seal=SEAL,
+            public_url=PUBLIC,
+            clock=clock,
+            budget=SetBudget(exhausted),
+        )
+        calls = BotCalls(tenants=tenants, api=api, store=store, publisher=publisher, clock=clock)
         try:
             yield Rig(tenants, fake, broker, commands, calls, store, exhausted)
         finally:
@@ -168,10 +199,17 @@ async def test_human_presses_1_gets_the_text_and_a_completed_result(rig: Rig) ->
     await rig.status(sid, "completed", answered_by="human", duration_s=37)  # redelivered
     (result,) = rig.results()
     assert_valid_event(result.to_dict())
-    assert result.data == {"request_id": "rx-1", "call_sid": sid, "flow": "refill",
-                           "outcome": "completed", "answered_by": "human",
-                           "inputs": {"menu": "1"}, "duration_s": 37, "reason": None,
-                           "detail": None}
+    assert result.data == {
+        "request_id": "rx-1",
+        "call_sid": sid,
+        "flow": "refill",
+        "outcome": "completed",
+        "answered_by": "human",
+        "inputs": {"menu": "1"},
+        "duration_s": 37,
+        "reason": None,
+        "detail": None,
+    }
 
 
 async def test_answering_machine_is_the_machine_outcome(rig: Rig) -> None:
@@ -202,11 +240,14 @@ async def test_a_redelivered_command_never_dials_twice(rig: Rig) -> None:
     assert len(rig.fake.calls()) == 1 and rig.results() == []
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"flow": "nope"}, "unknown_flow"),
-    ({"vars": {}}, "missing_variables"),
-    ({"to": "12"}, "invalid_number"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"flow": "nope"}, "unknown_flow"),
+        ({"vars": {}}, "missing_variables"),
+        ({"to": "12"}, "invalid_number"),
+    ],
+)
 async def test_invalid_commands_publish_a_rejected_result(
     rig: Rig, change: dict[str, object], reason: str
 ) -> None:
@@ -276,16 +317,31 @@ async def test_a_routed_incoming_call_texts_the_caller_from_the_tenant_number(ri
     (From) from the number they called (To); its result names the call as its request id."""
     sid = "CA" + "7" * 32
     url = f"{PUBLIC}/twilio/voice/flow?s=" + SEAL.seal(
-        Position("acme", "refill", "menu", sid, int(NOW.timestamp()), "input", 1,
-                 {"patient_name": "Ann", "pickup_time": "5 pm"}))
-    await rig.step(sid, url, {"Digits": "1", "Direction": "inbound", "From": "+14155550177",
-                              "To": "+18005551212"})
+        Position(
+            "acme",
+            "refill",
+            "menu",
+            sid,
+            int(NOW.timestamp()),
+            "input",
+            1,
+            {"patient_name": "Ann", "pickup_time": "5 pm"},
+        )
+    )
+    await rig.step(
+        sid,
+        url,
+        {"Digits": "1", "Direction": "inbound", "From": "+14155550177", "To": "+18005551212"},
+    )
     (text,) = rig.fake.messages()
     assert (text.params["To"], text.params["From"]) == (["+14155550177"], ["+18005551212"])
     await rig.status(sid, "completed", duration_s=20)
     (result,) = rig.results()
     assert (result.data["request_id"], result.data["outcome"], result.data["inputs"]) == (
-        sid, "completed", {"menu": "1"})
+        sid,
+        "completed",
+        {"menu": "1"},
+    )
 
 
 async def test_a_worker_stopped_while_waiting_for_its_slot_leaves_nothing_claimed(
@@ -317,7 +373,10 @@ async def test_another_tenants_status_for_the_call_publishes_nothing_for_it(
     assert rig.results() == [] and rig.results("evil") == []
     (warning,) = captured_logs.events("bot_call_tenant_mismatch")
     assert (warning["tenant"], warning["known_under"], warning["level"]) == (
-        "evil", ["acme"], "warning")
+        "evil",
+        ["acme"],
+        "warning",
+    )
     await rig.status(sid, "completed", duration_s=30)
     (result,) = rig.results()
     assert (result.tenant, result.data["outcome"]) == ("acme", "completed")
@@ -328,16 +387,23 @@ async def test_another_tenants_flow_step_does_not_touch_the_call(rig: Rig) -> No
     mark acme's text sent: acme's callee still gets acme's text, acme's result its inputs."""
     sid, url = await placed_call(rig)
     evil_url = f"{PUBLIC}/twilio/voice/flow?s=" + SEAL.seal(
-        Position("evil", "refill", "menu", "rx-e", int(NOW.timestamp()), "input", 1,
-                 {"patient_name": "Eve", "pickup_time": "never"}))
-    await rig.step(sid, evil_url, {"Digits": "1", "AnsweredBy": "machine_start"},
-                   tenant_id="evil")
+        Position(
+            "evil",
+            "refill",
+            "menu",
+            "rx-e",
+            int(NOW.timestamp()),
+            "input",
+            1,
+            {"patient_name": "Eve", "pickup_time": "never"},
+        )
+    )
+    await rig.step(sid, evil_url, {"Digits": "1", "AnsweredBy": "machine_start"}, tenant_id="evil")
     twiml = await rig.step(sid, url, {"AnsweredBy": "human"})
     menu_url = twiml.split('action="')[1].split('"')[0].replace("&amp;", "&")
     await rig.step(sid, menu_url, {"Digits": "1"})
     acme_texts = [m for m in rig.fake.messages() if m.account == ACCOUNT]
-    assert [m.params["Body"] for m in acme_texts] == [
-        ["Acme Pharmacy: pickup confirmed for 5 pm."]]
+    assert [m.params["Body"] for m in acme_texts] == [["Acme Pharmacy: pickup confirmed for 5 pm."]]
     await rig.status(sid, "completed", duration_s=30)
     (result,) = rig.results()
     assert (result.data["answered_by"], result.data["inputs"]) == ("human", {"menu": "1"})
@@ -349,8 +415,16 @@ async def test_an_event_whose_body_names_another_tenant_than_its_key_is_poison(
     """An event under routing key acme.* whose body says evil (or the reverse) is dead-lettered
     as tenant_mismatch and acts on nothing."""
     sid, _url = await placed_call(rig)
-    event = Event("forged-1", "call.status", "acme", "twilio", f"twilio/{ACCOUNT}", sid, NOW,
-                  {"call_sid": sid, "status": "no-answer", "raw": {}})
+    event = Event(
+        "forged-1",
+        "call.status",
+        "acme",
+        "twilio",
+        f"twilio/{ACCOUNT}",
+        sid,
+        NOW,
+        {"call_sid": sid, "status": "no-answer", "raw": {}},
+    )
     (result,) = await rig.calls.handle([Delivery(event.to_json(), "evil.twilio.call.status")])
     assert isinstance(result, PoisonMessage) and result.reason == "tenant_mismatch"
     assert rig.results() == [] and rig.results("evil") == []

@@ -17,13 +17,17 @@ from workers.usage.ledger import UsageRow
 
 ROOT = Path(__file__).resolve().parents[3]
 N = 400  # messages: 1200 message events + 80 call events per process
-EXPECTED = {"messages": N, "segments": 2 * N, "failed": N // 10, "calls": N // 10,
-            "minutes": N // 5}
+EXPECTED = {
+    "messages": N,
+    "segments": 2 * N,
+    "failed": N // 10,
+    "calls": N // 10,
+    "minutes": N // 5,
+}
 EXPECTED_COST = Decimal("0.0079") * 2 * N + Decimal("0.0140") * 2 * (N // 10)
 
 
-def spawn(url: str, seed: int, batch: int, progress: Path | None = None
-          ) -> subprocess.Popen[bytes]:
+def spawn(url: str, seed: int, batch: int, progress: Path | None = None) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "tests.support.usage", url, str(N), str(seed), str(batch)]
     if progress is not None:
         args.append(str(progress))

@@ -31,10 +31,19 @@ MESSAGE_CHAIN = ["queued", "sent", "delivered", "read"]
 CALL_CHAIN = ["initiated", "ringing", "in-progress", "completed"]
 
 
-@pytest.mark.parametrize(("duration", "status", "minutes"), [
-    (None, "completed", 0), (0, "completed", 0), (1, "completed", 1), (60, "completed", 1),
-    (61, "completed", 2), (3600, "completed", 60), (45, "busy", 0), (45, "in-progress", 0),
-])
+@pytest.mark.parametrize(
+    ("duration", "status", "minutes"),
+    [
+        (None, "completed", 0),
+        (0, "completed", 0),
+        (1, "completed", 1),
+        (60, "completed", 1),
+        (61, "completed", 2),
+        (3600, "completed", 60),
+        (45, "busy", 0),
+        (45, "in-progress", 0),
+    ],
+)
 def test_billable_minutes_round_up(duration: int | None, status: str, minutes: int) -> None:
     """CallDuration is rounded up to whole minutes, for completed calls only."""
     assert billable_minutes(duration, status) == minutes
@@ -53,8 +62,13 @@ def test_recording_callbacks_meter_nothing() -> None:
     from gateway.providers import twilio_events
     from tests.support.usage import ACCOUNT, DAY, tenant
 
-    params = {"CallSid": ["CA" + "1" * 32], "AccountSid": [ACCOUNT], "RecordingSid": ["RE1"],
-              "RecordingStatus": ["completed"], "RecordingDuration": ["12"]}
+    params = {
+        "CallSid": ["CA" + "1" * 32],
+        "AccountSid": [ACCOUNT],
+        "RecordingSid": ["RE1"],
+        "RecordingStatus": ["completed"],
+        "RecordingDuration": ["12"],
+    }
     event = twilio_events.normalize("call.status", tenant(), params, DAY)
     assert fact_from_event(event) is None
 
@@ -67,7 +81,11 @@ def test_an_incoming_message_is_an_inbound_fact() -> None:
     fact = fact_from_event(received(7, segments=3, to="+14155550100"))
     assert fact is not None
     assert (fact.kind, fact.direction, fact.status, fact.channel) == (
-        "message", "inbound", "received", "sms")
+        "message",
+        "inbound",
+        "received",
+        "sms",
+    )
     assert (fact.segments, fact.destination, fact.sid) == (3, "14155550", f"SM{7:032x}")
 
 
@@ -82,8 +100,9 @@ def test_bot_result_without_outcome_is_poison() -> None:
 
 
 @given(order=st.permutations(range(4)), cut=st.integers(0, 4), kind=st.sampled_from(["m", "c"]))
-def test_any_order_and_batching_ends_in_the_furthest_state(order: list[int], cut: int,
-                                                          kind: str) -> None:
+def test_any_order_and_batching_ends_in_the_furthest_state(
+    order: list[int], cut: int, kind: str
+) -> None:
     """Whatever order the statuses arrive in, and however batched, the last state wins."""
     chain = MESSAGE_CHAIN if kind == "m" else CALL_CHAIN
 
@@ -104,10 +123,18 @@ def test_any_order_and_batching_ends_in_the_furthest_state(order: list[int], cut
 
 
 EVENT = st.one_of(
-    st.builds(lambda n, s, g: message(n, s, segments=g), st.integers(0, 5),
-              st.sampled_from(sorted(MESSAGE_RANK)), st.integers(0, 4)),
-    st.builds(lambda n, s, d: call(n, s, duration=d), st.integers(0, 3),
-              st.sampled_from(sorted(CALL_RANK)), st.one_of(st.none(), st.integers(0, 400))),
+    st.builds(
+        lambda n, s, g: message(n, s, segments=g),
+        st.integers(0, 5),
+        st.sampled_from(sorted(MESSAGE_RANK)),
+        st.integers(0, 4),
+    ),
+    st.builds(
+        lambda n, s, d: call(n, s, duration=d),
+        st.integers(0, 3),
+        st.sampled_from(sorted(CALL_RANK)),
+        st.one_of(st.none(), st.integers(0, 400)),
+    ),
 )
 
 
@@ -126,9 +153,12 @@ def test_sqlite_agrees_with_the_rules(events: list[object], size: int) -> None:
                 for i in range(0, len(stream), size):
                     await memory.ingest(stream[i : i + size], policy(), NOW)
                     await sqlite.ingest(stream[i : i + size], policy(), NOW)
-                return (await memory.usage("2026-11"), await sqlite.usage("2026-11"),
-                        await memory.month_spend("acme", "2026-11"),
-                        await sqlite.month_spend("acme", "2026-11"))
+                return (
+                    await memory.usage("2026-11"),
+                    await sqlite.usage("2026-11"),
+                    await memory.month_spend("acme", "2026-11"),
+                    await sqlite.month_spend("acme", "2026-11"),
+                )
             finally:
                 await sqlite.close()
 

@@ -58,15 +58,17 @@ async def test_states_only_move_forward(ledger: Ledger) -> None:
     """A late 'sent' after 'delivered' changes nothing; a message counts once over its events."""
     await ledger.ingest(facts([message(1, "delivered", segments=3)]), policy(), NOW)
     before = await ledger.usage(MONTH)
-    out_of_order = await ledger.ingest(facts([message(1, "sent", segments=3),
-                                              message(1, "queued", segments=3)]), policy(), NOW)
+    out_of_order = await ledger.ingest(
+        facts([message(1, "sent", segments=3), message(1, "queued", segments=3)]), policy(), NOW
+    )
     assert out_of_order.applied == 2
     after = await ledger.usage(MONTH)
     assert after == before
     assert (after[0].messages, after[0].delivered, after[0].segments) == (1, 1, 3)
     # In order within one batch too: queued, sent, undelivered is one failed message.
-    await ledger.ingest(facts([message(2, s) for s in ("queued", "sent", "undelivered")]),
-                        policy(), NOW)
+    await ledger.ingest(
+        facts([message(2, s) for s in ("queued", "sent", "undelivered")]), policy(), NOW
+    )
     rows = await ledger.usage(MONTH)
     assert (total(rows, "messages"), total(rows, "failed"), total(rows, "delivered")) == (2, 1, 1)
 
@@ -74,16 +76,17 @@ async def test_states_only_move_forward(ledger: Ledger) -> None:
 async def test_counters_and_costs(ledger: Ledger) -> None:
     """Segments, minutes rounded up, prefixes and channels give the exact Decimal costs."""
     events = [
-        message(1, "delivered", segments=2),                         # US sms 2 x 0.0079
-        message(2, "delivered", segments=1, to="+447700900123"),     # UK sms 1 x 0.0400
-        message(3, "failed", segments=1),                            # failed: not billed
+        message(1, "delivered", segments=2),  # US sms 2 x 0.0079
+        message(2, "delivered", segments=1, to="+447700900123"),  # UK sms 1 x 0.0400
+        message(3, "failed", segments=1),  # failed: not billed
         message(4, "read", segments=1, to="whatsapp:+14155550100"),  # whatsapp 0.0050
         call(1, "ringing", sequence=1),
-        call(1, "completed", duration=61, sequence=2),               # 2 min x 0.0140
+        call(1, "completed", duration=61, sequence=2),  # 2 min x 0.0140
         call(2, "completed", duration=60, sequence=1, direction="inbound"),  # 1 min x 0.0085
-        call(3, "busy", sequence=1),                                 # no minutes
-        kaleyra_dlr(1, "DELIVRD", units=3),                          # 3 x 0.0021 (prefix 91)
-        bot_result(1, "answered_human"), bot_result(2, "voicemail"),
+        call(3, "busy", sequence=1),  # no minutes
+        kaleyra_dlr(1, "DELIVRD", units=3),  # 3 x 0.0021 (prefix 91)
+        bot_result(1, "answered_human"),
+        bot_result(2, "voicemail"),
     ]
     await ledger.ingest(facts(events), policy(), NOW)
     rows = {(r.provider, r.channel, r.direction): r for r in await ledger.usage(MONTH)}
@@ -107,8 +110,9 @@ async def test_received_messages_are_metered_inbound(ledger: Ledger) -> None:
     """An incoming SMS is one inbound message, billed per segment at the inbound rate of the
     number it was sent to, once however often it is redelivered; it is neither delivered
     nor failed."""
-    await ledger.ingest(facts([received(1, segments=2), received(2), received(1, segments=2)]),
-                        policy(), NOW)
+    await ledger.ingest(
+        facts([received(1, segments=2), received(2), received(1, segments=2)]), policy(), NOW
+    )
     await ledger.ingest(facts([received(2)]), policy(), NOW)  # redelivered in a later batch
     (row,) = await ledger.usage(MONTH)
     assert (row.provider, row.channel, row.direction) == ("twilio", "sms", "inbound")
@@ -119,11 +123,17 @@ async def test_received_messages_are_metered_inbound(ledger: Ledger) -> None:
 
 async def test_what_is_billed(ledger: Ledger) -> None:
     """Undelivered SMS are billed, undelivered WhatsApp and failed messages are not."""
-    await ledger.ingest(facts([
-        message(1, "undelivered", segments=2),
-        message(2, "failed", segments=2),
-        message(3, "undelivered", segments=1, to="whatsapp:+14155550100"),
-    ]), policy(), NOW)
+    await ledger.ingest(
+        facts(
+            [
+                message(1, "undelivered", segments=2),
+                message(2, "failed", segments=2),
+                message(3, "undelivered", segments=1, to="whatsapp:+14155550100"),
+            ]
+        ),
+        policy(),
+        NOW,
+    )
     rows = {r.channel: r for r in await ledger.usage(MONTH)}
     assert (rows["sms"].segments, rows["sms"].billed_segments) == (4, 2)
     assert rows["sms"].cost == Decimal("0.0158")
@@ -132,8 +142,9 @@ async def test_what_is_billed(ledger: Ledger) -> None:
 
 async def test_unrated_destinations_are_counted_and_flagged(ledger: Ledger) -> None:
     """A destination without a rate is counted, costs nothing and is reported as unrated."""
-    await ledger.ingest(facts([call(1, "completed", duration=30, to="+447700900123")]),
-                        policy(), NOW)
+    await ledger.ingest(
+        facts([call(1, "completed", duration=30, to="+447700900123")]), policy(), NOW
+    )
     (row,) = await ledger.usage(MONTH)
     assert (row.calls, row.minutes, row.cost, row.unrated) == (1, 1, Decimal(0), 1)
 
@@ -153,14 +164,18 @@ async def test_budget_thresholds_fire_once_per_month(ledger: Ledger) -> None:
     later = await ledger.ingest(facts([message(3, "sent")]), policy(budgets), NOW)
     assert later.alerts == ()
     pending = await ledger.pending_alerts()
-    assert [(a.threshold, a.mode) for a in pending] == [(50, "prepaid"), (80, "prepaid"),
-                                                         (100, "prepaid")]
+    assert [(a.threshold, a.mode) for a in pending] == [
+        (50, "prepaid"),
+        (80, "prepaid"),
+        (100, "prepaid"),
+    ]
     await ledger.mark_published(pending[:2], NOW)
     assert [a.threshold for a in await ledger.pending_alerts()] == [100]
     # Another month starts from zero.
     december = datetime(2026, 12, 1, tzinfo=UTC)
-    nxt = await ledger.ingest(facts([message(9, "sent", segments=7, when=december)]),
-                              policy(budgets), NOW)
+    nxt = await ledger.ingest(
+        facts([message(9, "sent", segments=7, when=december)]), policy(budgets), NOW
+    )
     assert [(a.month, a.threshold) for a in nxt.alerts] == [("2026-12", 50)]
 
 

@@ -59,8 +59,10 @@ async def test_same_event_id_counts_once_per_tenant_in_one_batch(any_ledger: Led
     again = await any_ledger.ingest([beta, acme, beta], policy(), NOW)
     assert (again.applied, again.duplicates) == (0, 3)
     rows = await any_ledger.usage(MONTH)
-    assert sorted((r.tenant, r.messages, r.segments) for r in rows) == [("acme", 1, 1),
-                                                                         ("beta", 1, 1)]
+    assert sorted((r.tenant, r.messages, r.segments) for r in rows) == [
+        ("acme", 1, 1),
+        ("beta", 1, 1),
+    ]
     assert await spend(any_ledger) == {"acme": Decimal("0.0079"), "beta": Decimal("0.0079")}
 
 
@@ -108,10 +110,14 @@ async def test_sqlite_version_1_database_is_migrated_in_place(tmp_path: Path) ->
     for statement in sqlite_ledger.MIGRATIONS[1]:
         db.execute(statement)
     db.execute("INSERT INTO schema_version VALUES (1)")
-    db.execute("INSERT INTO usage_events VALUES (?, ?, ?, ?, ?)",
-               (fact.event_id, fact.tenant, fact.kind, fact.sid, NOW.isoformat()))
-    db.execute(f"INSERT INTO usage_items VALUES ({', '.join('?' * len(ITEM_COLUMNS))})",
-               [str(v) if isinstance(v, Decimal) else v for v in values])
+    db.execute(
+        "INSERT INTO usage_events VALUES (?, ?, ?, ?, ?)",
+        (fact.event_id, fact.tenant, fact.kind, fact.sid, NOW.isoformat()),
+    )
+    db.execute(
+        f"INSERT INTO usage_items VALUES ({', '.join('?' * len(ITEM_COLUMNS))})",
+        [str(v) if isinstance(v, Decimal) else v for v in values],
+    )
     db.execute("INSERT INTO usage_months VALUES ('acme', ?, '0.0079')", (MONTH,))
     db.commit()
     db.close()
@@ -124,8 +130,9 @@ async def test_sqlite_version_1_database_is_migrated_in_place(tmp_path: Path) ->
     db = sqlite3.connect(path)
     try:
         assert db.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
-        keys = db.execute("SELECT name FROM pragma_table_info('usage_events') WHERE pk > 0 "
-                          "ORDER BY pk").fetchall()
+        keys = db.execute(
+            "SELECT name FROM pragma_table_info('usage_events') WHERE pk > 0 ORDER BY pk"
+        ).fetchall()
         assert keys == [("tenant",), ("event_id",)]
         assert db.execute("SELECT count(*) FROM usage_events").fetchone() == (2,)
     finally:
@@ -146,10 +153,14 @@ async def test_postgres_version_1_database_is_migrated_in_place(postgres_url: st
         for statement in postgres_ledger.MIGRATIONS[1]:
             conn.execute(statement.encode())
         conn.execute("INSERT INTO schema_version VALUES (1)")
-        conn.execute("INSERT INTO usage_events VALUES (%s, %s, %s, %s, %s)",
-                     (fact.event_id, fact.tenant, fact.kind, fact.sid, NOW))
-        conn.execute(f"INSERT INTO usage_items VALUES ({', '.join(['%s'] * len(ITEM_COLUMNS))})"
-                     .encode(), values)
+        conn.execute(
+            "INSERT INTO usage_events VALUES (%s, %s, %s, %s, %s)",
+            (fact.event_id, fact.tenant, fact.kind, fact.sid, NOW),
+        )
+        conn.execute(
+            f"INSERT INTO usage_items VALUES ({', '.join(['%s'] * len(ITEM_COLUMNS))})".encode(),
+            values,
+        )
         conn.execute("INSERT INTO usage_months VALUES ('acme', %s, 0.0079)", (MONTH,))
     ledger = create_ledger(postgres_url)
     await ledger.open()
@@ -163,7 +174,8 @@ async def test_postgres_version_1_database_is_migrated_in_place(postgres_url: st
         keys = conn.execute(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'usage_events'::regclass "
-            "AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)").fetchall()
+            "AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
+        ).fetchall()
         assert keys == [("tenant",), ("event_id",)]
         count = conn.execute("SELECT count(*) FROM usage_events").fetchone()
         assert count == (2,)

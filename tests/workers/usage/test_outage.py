@@ -55,8 +55,10 @@ async def test_postgres_connection_killed_then_reopened(postgres_url: str) -> No
     try:
         await ledger.ingest(facts([message(1, "sent")]), policy(), NOW)
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                          "datname = current_database() AND pid <> pg_backend_pid()")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                "datname = current_database() AND pid <> pg_backend_pid()"
+            )
         batch = facts([message(2, "sent"), message(1, "delivered")])
         with pytest.raises(LedgerUnavailable):
             await ledger.ingest(batch, policy(), NOW)

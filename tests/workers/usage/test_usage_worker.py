@@ -36,8 +36,12 @@ def delivery(event: Event) -> Delivery:
 
 
 def handler(ledger: MemoryLedger | SqliteLedger, publisher: object = None) -> UsageHandler:
-    return UsageHandler(ledger, UsagePolicy(CARD, BUDGETS), publisher,  # type: ignore[arg-type]
-                        clock=FakeClock())
+    return UsageHandler(
+        ledger,
+        UsagePolicy(CARD, BUDGETS),
+        publisher,  # type: ignore[arg-type]
+        clock=FakeClock(),
+    )
 
 
 def test_is_a_handler() -> None:
@@ -52,17 +56,33 @@ async def test_poison_is_per_delivery() -> None:
     ledger = MemoryLedger()
     usage = handler(ledger)
     sample = message(9, "sent")
-    foreign = Event(id="x", kind="call.incoming", tenant="acme", provider="twilio",
-                    source=sample.source, subject="CA1", time=sample.time, data={})
+    foreign = Event(
+        id="x",
+        kind="call.incoming",
+        tenant="acme",
+        provider="twilio",
+        source=sample.source,
+        subject="CA1",
+        time=sample.time,
+        data={},
+    )
     bad_segments = message(8, "sent")
     bad_segments.data["segments"] = -3
-    batch = [delivery(message(1, "sent")), Delivery(b"{not json", "acme.twilio.message.status"),
-             delivery(foreign), delivery(bad_segments), delivery(call(1, "completed", duration=5)),
-             delivery(bot_result(1, "voicemail"))]
+    batch = [
+        delivery(message(1, "sent")),
+        Delivery(b"{not json", "acme.twilio.message.status"),
+        delivery(foreign),
+        delivery(bad_segments),
+        delivery(call(1, "completed", duration=5)),
+        delivery(bot_result(1, "voicemail")),
+    ]
     results = await usage.handle(batch)
     assert results[0] is None and results[4] is None and results[5] is None
-    for index, reason in ((1, "malformed_event"), (2, "unexpected_kind"),
-                          (3, "invalid_usage_event")):
+    for index, reason in (
+        (1, "malformed_event"),
+        (2, "unexpected_kind"),
+        (3, "invalid_usage_event"),
+    ):
         result = results[index]
         assert isinstance(result, PoisonMessage) and result.reason == reason
     assert {item.kind for item in ledger.items.values()} == {"message", "call", "bot"}
@@ -91,8 +111,7 @@ async def test_budget_events_are_published_once_and_valid(tmp_path: Path) -> Non
     try:
         await usage.handle([delivery(message(1, "sent", segments=4))])  # 0.0316: 63 %
         await usage.handle([delivery(message(2, "sent", segments=3))])  # 0.0553: 110 %
-        await usage.handle([delivery(message(2, "sent", segments=3)),
-                            delivery(message(3, "sent"))])
+        await usage.handle([delivery(message(2, "sent", segments=3)), delivery(message(3, "sent"))])
         events = broker.drain(tenant_queue("acme"))
         assert [e.data["threshold_percent"] for e in events] == [50, 80, 100]
         for event in events:
@@ -124,15 +143,19 @@ async def test_unpublished_alerts_wait_in_the_outbox(tmp_path: Path) -> None:
 
 def test_usage_policy_from_settings() -> None:
     """Budgets come from each tenant's [tenants.budget], prices from [usage]."""
-    tenants = StaticTenantRegistry([Tenant("acme", "Acme", budget=BUDGETS["acme"]),
-                                    Tenant("solo", "Solo")])
+    tenants = StaticTenantRegistry(
+        [Tenant("acme", "Acme", budget=BUDGETS["acme"]), Tenant("solo", "Solo")]
+    )
     policy = usage_policy(Settings(tenants=tenants, rate_card=CARD))
     assert policy.budgets == BUDGETS and policy.card is CARD
     built = create_usage_handler(Settings(tenants=tenants, db_url="sqlite:///x.db"))
     # memory://: no broker a tenant could read from, so alerts stay pending in the ledger.
     assert isinstance(built.ledger, SqliteLedger) and built.publisher is None
-    on_rabbit = create_usage_handler(Settings(tenants=tenants, db_url="postgresql://h/db",
-                                              amqp_url="amqp://guest:guest@127.0.0.1:1/"))
+    on_rabbit = create_usage_handler(
+        Settings(
+            tenants=tenants, db_url="postgresql://h/db", amqp_url="amqp://guest:guest@127.0.0.1:1/"
+        )
+    )
     assert on_rabbit.publisher is not None and on_rabbit.publisher.ready is False
     assert type(on_rabbit.ledger).__name__ == "PostgresLedger"
 
@@ -143,8 +166,15 @@ def test_budget_event_money_never_uses_exponents() -> None:
 
     from workers.usage.ledger import BudgetAlert
 
-    alert = BudgetAlert("acme", "2026-11", 100, "prepaid", Decimal("0.0000001"),
-                        Decimal("1E-7"), datetime(2026, 11, 23, tzinfo=UTC))
+    alert = BudgetAlert(
+        "acme",
+        "2026-11",
+        100,
+        "prepaid",
+        Decimal("0.0000001"),
+        Decimal("1E-7"),
+        datetime(2026, 11, 23, tzinfo=UTC),
+    )
     event = alert.to_event()
     assert_valid_event(event.to_dict())
     assert event.data["spent"] == "0.0000001" and event.data["used_percent"] == "100.00"
@@ -157,10 +187,12 @@ async def test_an_event_whose_body_names_another_tenant_than_its_key_is_never_me
     usage = handler(ledger)
     forged = message(1, "sent")
     key = forged.routing_key.replace("acme.", "evil.", 1)
-    results = await usage.handle([
-        Delivery(body=forged.to_json(), routing_key=key, message_id=forged.id),
-        Delivery(body=forged.to_json(), routing_key=key, message_id=forged.id, attempt=2),
-    ])
+    results = await usage.handle(
+        [
+            Delivery(body=forged.to_json(), routing_key=key, message_id=forged.id),
+            Delivery(body=forged.to_json(), routing_key=key, message_id=forged.id, attempt=2),
+        ]
+    )
     for result in results:
         assert isinstance(result, PoisonMessage) and result.reason == "tenant_mismatch"
     assert ledger.items == {}
