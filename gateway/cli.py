@@ -150,9 +150,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     # Both addresses are checked before anything starts, so a port in use is one clear line.
-    public = bind(args.host, args.port)
     if settings.admin_listen is not None:
         bind(*settings.admin_listen, shared=workers > 1).close()
+    public = bind(args.host, args.port)
     if workers == 1:
         from gateway.http.app import create_app
 

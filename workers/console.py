@@ -178,9 +178,9 @@ async def _gateway_and_workers(settings: Settings, host: str, port: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    public = bind(host, port)
     if settings.admin_listen is not None:  # taken? say so now, in one line, not mid-start
         bind(*settings.admin_listen).close()
+    public = bind(host, port)
     server = uvicorn.Server(server_config(app, host, port, settings.client_limits))
     workers = asyncio.create_task(run_until_stopped(runners, stop), name="workers")
     try:

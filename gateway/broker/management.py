@@ -135,9 +135,10 @@ class ManagementApi:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code == 404 and missing_ok:
-                return None
-            raise ManagementApiError(self._refusal(what, exc)) from None
+            with exc:  # the error is the response: close its connection
+                if exc.code == 404 and missing_ok:
+                    return None
+                raise ManagementApiError(self._refusal(what, exc)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ManagementApiError(

@@ -23,6 +23,7 @@ from gateway.cli import main
 from gateway.http.app import create_app
 from gateway.settings import load_settings
 from tests.support.net import free_port
+from tests.support.processes import close_pipes
 from tests.support.rabbit import RabbitClient
 from tests.support.samples import message_status
 from tests.support.twilio_signing import signed_form_request
@@ -195,7 +196,7 @@ def test_tail_prints_a_tenants_events(amqp_url: str, tmp_path: Path) -> None:
         assert event["tenant"] == "demo" and event["type"] == "io.hookline.message.status"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        proc.communicate(timeout=10)
 
 
 def wait_for_line(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 30) -> None:
@@ -250,6 +251,7 @@ def serving_process(module: str, tmp_path: Path) -> Iterator[Serving]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        close_pipes(proc)
 
 
 @pytest.fixture
@@ -311,10 +313,10 @@ def test_serve_with_two_workers(amqp_url: str, tmp_path: Path) -> None:
         assert statuses == {204}
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
+        output, _ = proc.communicate(timeout=20)
+        code = proc.returncode
     assert code in (0, -signal.SIGTERM)
-    assert proc.stdout is not None
-    lines = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
+    lines = [orjson.loads(line) for line in output.splitlines()]
     assert sum(line["event"] == "callback_accepted" for line in lines) == 20
 
 

@@ -27,6 +27,7 @@ from tests.gateway.test_cli import (
 )
 from tests.support.logs import CapturedLogs
 from tests.support.net import free_port
+from tests.support.processes import close_pipes
 from tests.support.samples import call_incoming, message_incoming
 from tests.support.twilio_signing import signed_form_request
 from tests.support.twiml_check import check_twiml
@@ -182,6 +183,7 @@ def test_worker_process_stops_on_sigterm(amqp_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        close_pipes(proc)
 
 
 @pytest.mark.broker
@@ -216,4 +218,5 @@ def test_run_on_rabbitmq_answers_from_its_own_workers(amqp_url: str, tmp_path: P
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
+        close_pipes(proc)
     assert code == 0

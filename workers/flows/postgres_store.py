@@ -77,7 +77,9 @@ class PostgresBotCallStore:
                     await _migrate(self._conn)
                 return await work(self._conn)
             except psycopg.OperationalError as exc:  # server gone, connection broken
-                self._conn = None
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await conn.close()
                 raise TransientError(
                     f"bot-call store {mask_url_password(self.url)}: {exc}"
                 ) from exc

@@ -103,11 +103,19 @@ class PostgresLedger:
             conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=10
             )
-            await migrate(conn)
         except psycopg.Error as exc:
             raise LedgerUnavailable(
                 f"postgresql ledger {mask_url_password(self.url)}: {exc}"
             ) from exc
+        try:
+            await migrate(conn)
+        except BaseException as exc:
+            await conn.close()  # a schema this version cannot use, or the server went away
+            if isinstance(exc, psycopg.Error):
+                raise LedgerUnavailable(
+                    f"postgresql ledger {mask_url_password(self.url)}: {exc}"
+                ) from exc
+            raise
         self._conn = conn
         return conn
 
