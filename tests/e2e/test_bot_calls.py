@@ -139,7 +139,8 @@ class Bot:
         await eventually(arrived, within=10)
         (found,) = [r for r in self.results if r["data"]["request_id"] == request_id]
         assert_valid_event(found)
-        return found["data"]
+        data: dict[str, Any] = found["data"]
+        return data
 
 
 def action_of(root: ET.Element) -> str:
