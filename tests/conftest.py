@@ -167,7 +167,7 @@ def captured_logs() -> Iterator[CapturedLogs]:
     from gateway.log import configure_logging, reset_logging
 
     logs = CapturedLogs()
-    configure_logging("json", "debug", stream=logs.stream)  # type: ignore[arg-type]
+    configure_logging("json", "debug", stream=logs.stream)
     try:
         yield logs
     finally:

@@ -139,7 +139,8 @@ class Bot:
         await eventually(arrived, within=10)
         (found,) = [r for r in self.results if r["data"]["request_id"] == request_id]
         assert_valid_event(found)
-        return found["data"]
+        data: dict[str, Any] = found["data"]
+        return data
 
 
 def action_of(root: ET.Element) -> str:
@@ -279,7 +280,8 @@ async def test_answering_machine_hears_the_voicemail_message(bot: Bot) -> None:
     sid, url = await bot.placed()
     root = await bot.step(url, sid, AnsweredBy="machine_end_beep")
     assert [child.tag for child in root] == ["Say", "Hangup"]
-    assert "Your prescription is ready" in (root.find("Say").text or "")  # type: ignore[union-attr]
+    say = root.find("Say")
+    assert say is not None and "Your prescription is ready" in (say.text or "")
     await bot.status(sid, "completed", 3, CallDuration="14", AnsweredBy="machine_end_beep")
     data = await bot.result("rx-3")
     assert (data["outcome"], data["answered_by"]) == ("machine", "machine_end_beep")
@@ -306,7 +308,8 @@ async def test_wrong_digits_then_retry_then_default(bot: Bot) -> None:
         assert say is not None and (say.text or "").startswith("Sorry, that was not a choice.")
     root = await bot.step(action_of(root), sid)
     assert [child.tag for child in root] == ["Say", "Hangup"]
-    assert "Please call the pharmacy" in (root.find("Say").text or "")  # type: ignore[union-attr]
+    say = root.find("Say")
+    assert say is not None and "Please call the pharmacy" in (say.text or "")
     await bot.status(sid, "completed", 3, CallDuration="30")
     data = await bot.result("rx-5")
     assert (data["outcome"], data["inputs"]) == ("completed", {"menu": "8"})

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -88,7 +89,7 @@ class GatewayProcess:
         self.output += out
         return self.proc.returncode if self.proc.returncode is not None else 0
 
-    def log_lines(self) -> list[dict[str, object]]:
+    def log_lines(self) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in self.output.splitlines() if line.startswith(b"{")]
 
 

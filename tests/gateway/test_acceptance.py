@@ -230,11 +230,11 @@ async def test_on_spooled_hook_is_called() -> None:
 def test_dedupe_window_is_bounded_lru() -> None:
     """The window forgets the least recently seen key beyond its size."""
     window = DedupeWindow(size=2)
-    window.add("a")
-    window.add("b")
-    assert "a" in window  # refreshes a
-    window.add("c")
-    assert "b" not in window and "a" in window and "c" in window and len(window) == 2
+    window.add(b"a")
+    window.add(b"b")
+    assert b"a" in window  # refreshes a
+    window.add(b"c")
+    assert b"b" not in window and b"a" in window and b"c" in window and len(window) == 2
     with pytest.raises(ValueError, match="at least 1"):
         DedupeWindow(0)
 

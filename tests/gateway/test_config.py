@@ -108,8 +108,9 @@ def test_env_secret_comes_from_injected_environ_only(
     """env:NAME is looked up in the mapping passed in, not in os.environ."""
     text = tenant(token="env:ACME_TOKEN", twilio_extra='previous_auth_token = "env:ACME_OLD"')
     config = load(text, {"ACME_TOKEN": "from-env", "ACME_OLD": "old-from-env"})
-    twilio = config.tenants.by_id("acme").twilio  # type: ignore[union-attr]
-    assert twilio is not None
+    acme = config.tenants.by_id("acme")
+    assert acme is not None and acme.twilio is not None
+    twilio = acme.twilio
     assert twilio.tokens() == (Secret("from-env"), Secret("old-from-env"))
     monkeypatch.setenv("ACME_TOKEN", "in-os-environ")
     monkeypatch.setenv("ACME_OLD", "in-os-environ")
@@ -180,7 +181,8 @@ def test_fallback_voice_twiml_accepted(load: LoadFn) -> None:
     """A well-formed <Response> document is kept verbatim as the tenant's fallback."""
     twiml = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>'
     config = load(tenant(extra=f"fallback_voice_twiml = '{twiml}'"))
-    assert config.tenants.by_id("acme").fallback_voice_twiml == twiml  # type: ignore[union-attr]
+    acme = config.tenants.by_id("acme")
+    assert acme is not None and acme.fallback_voice_twiml == twiml
 
 
 def test_max_body_bytes_from_gateway_table(load: LoadFn) -> None:

@@ -66,9 +66,15 @@ def test_rate_card_longest_prefix_wins() -> None:
     card = parse(CARD).usage
     assert card.currency == "EUR" and card.tolerance_amount == Decimal("0.05")
     price = card.rate_for
-    assert price("twilio", "sms", "outbound", "+447700900123").per_segment == Decimal("0.0450")
-    assert price("twilio", "sms", "outbound", "+442071234567").per_segment == Decimal("0.0400")
-    assert price("twilio", "sms", "outbound", "+14155550100").per_segment == Decimal("0.0079")
+
+    def sms_per_segment(destination: str) -> Decimal | None:
+        rate = price("twilio", "sms", "outbound", destination)
+        assert rate is not None, destination
+        return rate.per_segment
+
+    assert sms_per_segment("+447700900123") == Decimal("0.0450")
+    assert sms_per_segment("+442071234567") == Decimal("0.0400")
+    assert sms_per_segment("+14155550100") == Decimal("0.0079")
     assert price("twilio", "sms", "outbound", "whatsapp:+447700900123") is not None
     voice = price("twilio", "voice", "inbound", "+14155550100")
     assert voice is not None and voice.unit_price == Decimal(1)
@@ -246,8 +252,9 @@ def test_decimal_strings_parse_exactly(value: Decimal) -> None:
     card = parse(
         f'[usage]\n[[usage.rates]]\nprovider = "twilio"\nchannel = "sms"\nper_segment = "{text}"\n'
     ).usage
-    assert card.rates[0].per_segment == value
-    assert decimal_text(card.rates[0].per_segment) == text  # type: ignore[arg-type]
+    per_segment = card.rates[0].per_segment
+    assert per_segment is not None and per_segment == value
+    assert decimal_text(per_segment) == text
 
 
 @given(

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from schemas.events import _ID_NAMESPACE, event_id
 
-texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
 @given(st.lists(texts, min_size=1, max_size=8))

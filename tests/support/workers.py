@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,21 +31,27 @@ class Seen:
     routing_key: str | None
 
 
-class Broker:
+class Broker(ABC):
     """One broker under test: the embedded one or a RabbitMQ vhost."""
 
     name: str
 
+    @abstractmethod
     async def publish(self, queue: str, body: Any, **props: Any) -> None: ...
 
+    @abstractmethod
     async def read_all(self, queue: str) -> list[Seen]: ...
 
+    @abstractmethod
     async def queue_length(self, queue: str) -> int: ...
 
+    @abstractmethod
     async def purge(self, *queues: str) -> None: ...
 
+    @abstractmethod
     def transport(self, worker: str) -> Transport: ...
 
+    @abstractmethod
     async def close(self) -> None: ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,10 @@ def test_db_kinds_pick_by_scheme(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("create", [create_store, create_ledger], ids=["store", "ledger"])
 @pytest.mark.parametrize("url", ["mysql://u:hunter2@db/x", "sqlite://relative.db"])
-def test_db_kinds_share_one_error(create: object, url: str) -> None:
+def test_db_kinds_share_one_error(create: Callable[[str], object], url: str) -> None:
     """An unsupported database URL is one ConfigError text for both kinds, password masked."""
     with pytest.raises(ConfigError) as caught:
-        create(url)  # type: ignore[operator]
+        create(url)
     message = str(caught.value)
     assert message.startswith(
         "HOOKLINE_DB_URL: expected sqlite:///PATH or postgresql://..., got scheme "

@@ -45,7 +45,8 @@ def test_office_hours_call_gets_the_menu() -> None:
     gather, redirect = list(root)
     assert gather.tag == "Gather" and gather.get("numDigits") == "1"
     assert gather.get("timeout") == "4" and gather.get("input") == "dtmf"
-    assert gather.find("Say") is not None and "Press 1" in (gather.find("Say").text or "")  # type: ignore[union-attr]
+    say = gather.find("Say")
+    assert say is not None and "Press 1" in (say.text or "")
     assert parse_qs(step_of(gather.get("action", ""))) == {
         "hl_step": ["menu:main"],
         "hl_try": ["1"],

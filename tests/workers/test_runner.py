@@ -190,6 +190,7 @@ async def test_reply_goes_to_reply_to(harness: Broker) -> None:
     if isinstance(harness, MemoryHarness):
         harness.broker.declare_private(reply_queue)
     else:
+        assert isinstance(harness, RabbitHarness)
         await harness.client.declare_queue(reply_queue, (), {})
     try:
         handler = RecordingHandler(

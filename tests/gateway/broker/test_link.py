@@ -143,9 +143,9 @@ async def test_blocked_then_unblocked_and_broker_close() -> None:
     publishes, is answered close-ok and reports the loss with the broker's reason."""
     link, transport, lost = await open_link()
     link.data_received(method(commands.Connection.Blocked("low memory"), 0))
-    assert link.blocked == "low memory"
+    blocked = link.blocked
     link.data_received(method(commands.Connection.Unblocked(), 0))
-    assert link.blocked is None
+    assert (blocked, link.blocked) == ("low memory", None)
     future = link.publish(b"", "acme.x.y", "a")
     forced = commands.Connection.Close(320, "CONNECTION_FORCED - broker shutdown", 0, 0)
     link.data_received(method(forced, 0))

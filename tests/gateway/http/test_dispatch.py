@@ -37,7 +37,7 @@ CALLBACK_ROUTES = [
     if isinstance(r, Route) and r.endpoint.__name__ == "_served_by_dispatch"
 ]
 
-segments = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+segments = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 paths = st.one_of(
     st.sampled_from(
         [

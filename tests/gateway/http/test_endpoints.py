@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from starlette.types import Message
+from starlette.types import Message, Receive
 
 from gateway.errors import PayloadTooLarge
 from gateway.http.endpoints import read_body
 
 
-def receiver(*chunks: bytes):  # type: ignore[no-untyped-def]
-    messages = [
+def receiver(*chunks: bytes) -> Receive:
+    messages: list[Message] = [
         {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
         for n, chunk in enumerate(chunks)
     ]

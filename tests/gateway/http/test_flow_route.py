@@ -82,7 +82,9 @@ async def test_answered_call_gets_the_menu_and_a_call_flow_event() -> None:
         root = await post(gw, at(), call(AnsweredBy="human"))
         (event,) = gw.tenant_events("acme")
     assert [child.tag for child in root] == ["Say", "Gather"]
-    action = root.find("Gather").get("action")  # type: ignore[union-attr]
+    gather = root.find("Gather")
+    assert gather is not None
+    action = gather.get("action")
     assert action is not None
     assert action.startswith("https://hooks.example.com/twilio/voice/flow?s=")
     token = urlsplit(action).query.removeprefix("s=")

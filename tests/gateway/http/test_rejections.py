@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -180,7 +181,7 @@ async def test_body_over_the_limit(captured_logs: CapturedLogs, chunked: bool) -
     """A body over max_body_bytes is 413 whether or not Content-Length announces it."""
     body, headers = form(params={**message_status(ACME_SID), "Pad": "x" * 70_000})
 
-    async def stream():  # type: ignore[no-untyped-def]
+    async def stream() -> AsyncIterator[bytes]:
         for start in range(0, len(body), 8192):
             yield body[start : start + 8192]
 

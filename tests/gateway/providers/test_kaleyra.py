@@ -102,13 +102,16 @@ def request(
     return RawRequest(method=method, url=url, headers=all_headers, body=body, query=query)
 
 
-def json_request(doc: object, secret: str = ACME_SECRET, **kwargs: object) -> RawRequest:
+def json_request(
+    doc: object, secret: str = ACME_SECRET, *, query: str = "", route: str = "status"
+) -> RawRequest:
     return request(
         body=orjson.dumps(doc),
         content_type="application/json",
+        query=query,
         headers={"Authorization": f"Bearer {secret}"},
-        **kwargs,
-    )  # type: ignore[arg-type]
+        route=route,
+    )
 
 
 def bearer(secret: str = ACME_SECRET) -> dict[str, str]:

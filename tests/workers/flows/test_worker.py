@@ -45,8 +45,9 @@ EVIL_ACCOUNT = "AC" + "e" * 32  # another tenant of the same platform, holding i
 PUBLIC = "https://hooks.example.com"
 SEAL = PositionSeal(Secret("seal"))
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+TO = "+14155550123"
 COMMAND = {
-    "to": "+14155550123",
+    "to": TO,
     "flow": "refill",
     "request_id": "rx-1",
     "vars": {"patient_name": "Ann", "pickup_time": "5 pm"},
@@ -92,7 +93,7 @@ class Rig:
         full = {
             "CallSid": call_sid,
             "AccountSid": account,
-            "To": COMMAND["to"],
+            "To": TO,
             "From": "+14155550100",
             "Direction": "outbound-api",
             **params,
@@ -192,7 +193,7 @@ async def test_human_presses_1_gets_the_text_and_a_completed_result(rig: Rig) ->
     await rig.step(sid, menu_url, {"Digits": "1"})
     (text,) = rig.fake.messages()
     assert text.params["Body"] == ["Acme Pharmacy: pickup confirmed for 5 pm."]
-    assert text.params["To"] == [COMMAND["to"]]
+    assert text.params["To"] == [TO]
     await rig.step(sid, menu_url, {"Digits": "1"})  # Twilio retries the request: no 2nd text
     assert len(rig.fake.messages()) == 1
     await rig.status(sid, "completed", answered_by="human", duration_s=37)
@@ -268,7 +269,7 @@ async def test_an_exhausted_budget_refuses_the_call(rig: Rig) -> None:
 
 async def test_twilio_refusing_the_number_is_a_rejected_result(rig: Rig) -> None:
     """A 400 from Twilio: outcome rejected, reason twilio_refused; the claim is released."""
-    rig.fake.refuse.add(COMMAND["to"])
+    rig.fake.refuse.add(TO)
     assert await rig.command(COMMAND) is None
     (result,) = rig.results()
     assert result.data["reason"] == "twilio_refused" and rig.fake.calls() == []

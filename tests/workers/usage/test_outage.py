@@ -85,7 +85,7 @@ async def test_newer_schema_is_refused(ledger_url: str) -> None:
     else:
         import psycopg
 
-        with psycopg.connect(ledger_url, autocommit=True) as db:
-            db.execute("INSERT INTO schema_version (version) VALUES (99)")
+        with psycopg.connect(ledger_url, autocommit=True) as pg:
+            pg.execute("INSERT INTO schema_version (version) VALUES (99)")
     with pytest.raises(LedgerUnavailable, match="newer"):
         await create_ledger(ledger_url).open()
