@@ -114,7 +114,9 @@ def start_target(setup: Setup, target: str, label: str) -> tuple[Process, int, d
             raise BenchError(f"{label} not ready after 60 s:\n{process.tail()}")
         if target == "hookline":
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                # /readyz is on the admin listener (HOOKLINE_ADMIN_LISTEN), not the public port.
+                admin = env["HOOKLINE_ADMIN_LISTEN"]
+                with urllib.request.urlopen(f"http://{admin}/readyz", timeout=2) as r:
                     ready += r.status == 200
             except (OSError, urllib.error.URLError):
                 time.sleep(0.2)
