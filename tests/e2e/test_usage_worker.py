@@ -156,10 +156,18 @@ def read(path: Path) -> int:
         return 0
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 0, f"exit status {proc.returncode}"
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGTERM each worker and wait for all of them; then check they all exited cleanly (a
+    failed check must not leave a worker running after the test)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert [proc.returncode for proc in procs] == [0] * len(procs), "exit statuses"
 
 
 async def test_killed_worker_and_two_concurrent_workers(
@@ -187,8 +195,7 @@ async def test_killed_worker_and_two_concurrent_workers(
         await eventually(lambda: _settled(db_url), within=30)
         await asyncio.sleep(1.0)  # anything still arriving now could only be over-counting
     finally:
-        stop(first)
-        stop(second)
+        stop(first, second)
     assert handled(logs[0]) > 0 and handled(logs[1]) > 0, "both workers consumed"
     counts, cost, alerts = await totals(db_url)
     assert counts == EXPECTED and cost == EXPECTED_COST
