@@ -35,7 +35,7 @@ from schemas.topology import (
     retry_queues,
 )
 
-#: A tenant id (DESIGN section 2): also what makes the regexes below safe to build by hand.
+#: A tenant id (docs/configuration.md): also what makes the regexes below safe to build by hand.
 TENANT_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 #: RabbitMQ's name for the default exchange in permission checks: publishing to it reaches
 #: *any* queue by name, so only services that must (RPC, retries, dead-letter replay) get it.
@@ -97,7 +97,7 @@ def tenant_key_prefix(tenant_id: str) -> str:
 
 
 def tenant_permissions(tenant_id: str) -> UserPermissions:
-    """A tenant app's user (DESIGN section 9): consume ``hookline.tenant.<id>``, publish
+    """A tenant app's user (docs/architecture.md#tenancy): consume ``hookline.tenant.<id>``, publish
     ``<id>.*`` to ``hookline.commands``, bind its own server-named queues ``<id>.#``
     to ``hookline.events`` (``hookline tail``); nothing else."""
     own_keys = tenant_key_prefix(tenant_id)
