@@ -3,7 +3,8 @@ users (``hookline topology declare --users``), made through the RabbitMQ managem
 
 A password is random (``secrets``), shown once on stdout and never logged: RabbitMQ keeps
 only its salted hash, so hookline cannot show it again; losing it means rotating it.
-The permissions come from ``schemas.permissions`` (docs/architecture.md#tenancy; docs/broker-users.md).
+The permissions come from ``schemas.permissions`` (docs/architecture.md#tenancy,
+docs/broker-users.md).
 """
 
 from __future__ import annotations

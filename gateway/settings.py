@@ -278,8 +278,8 @@ def _amqp_url(raw: str | None, problems: list[str]) -> str:
 
 
 def default_rabbitmq_api_url(amqp_url: str) -> str | None:
-    """``http://<AMQP host>:15672`` with the AMQP URL's user and password (docs/architecture.md#tenancy);
-    None for memory:// (no broker, no management API)."""
+    """``http://<AMQP host>:15672`` with the AMQP URL's user and password
+    (docs/architecture.md#tenancy); None for memory:// (no broker, no management API)."""
     parts = urlsplit(amqp_url)
     if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
         return None

@@ -1,4 +1,4 @@
-"""What one tenant's own broker login can and cannot do (DESIGN section 9), on the real broker.
+"""What one tenant's own broker login can and cannot do (docs/broker-users.md), on the real broker.
 
 The attacker holds tenant A's credentials from `hookline tenant credentials`: everything of
 tenant B, the usage and dead-letter queues, forged events and B's commands stay out of reach.
