@@ -2,14 +2,20 @@
 
 One robust aio-pika connection per runner, a consuming channel with the runner's prefetch, a
 confirming channel for retries and dead letters (the copy must be safe before the original is
-acked) and a plain channel for RPC replies. With ``workers.runner``, the only worker modules
-that import aio-pika. https://www.rabbitmq.com/docs/confirms#consumer-acknowledgements
+acked) and a plain channel for RPC replies. The only worker module that imports aio-pika.
+https://www.rabbitmq.com/docs/confirms#consumer-acknowledgements
+
+Stopping never waits on the broker without a bound: while the connection is down, aio-pika's
+robust connection keeps reconnecting and a consumer cancel or a close waits for it, so a worker
+told to stop (SIGTERM) during an outage would otherwise run until it is killed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
+from typing import Final
 
 import aio_pika
 from aio_pika.abc import (
@@ -40,6 +46,10 @@ from workers.transport import (
     attempt_of,
     original_routing_key,
 )
+
+#: How long cancelling the consumer and closing the connection may wait for the broker.
+STOP_TIMEOUT_S: Final = 2.0
+CLOSE_TIMEOUT_S: Final = 5.0
 
 
 class AmqpTransport:
@@ -94,8 +104,10 @@ class AmqpTransport:
 
     async def stop_consuming(self) -> None:
         if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):  # a closed channel has no consumer left
-                await self._queue.cancel(self._tag)
+            # A closed channel has no consumer left; a broker that is away gets STOP_TIMEOUT_S.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await self._queue.cancel(self._tag)
             self._tag = None
 
     async def ack(self, inbound: Inbound) -> None:
@@ -159,8 +171,9 @@ class AmqpTransport:
         await self.stop_consuming()
         connection, self._connection = self._connection, None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
+            with contextlib.suppress(Exception):  # leaving: nothing to save, only to bound
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await connection.close()
 
 
 def _has_holding(queue: str) -> bool:
