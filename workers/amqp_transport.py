@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from typing import Final
 
 import aio_pika
@@ -25,6 +24,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from gateway.broker.dead import persistent_copy
 from gateway.broker.declare import declare_topology
 from gateway.broker.failures import connect_failure
 from gateway.errors import ConfigError, ConsumerError
@@ -129,7 +129,7 @@ class AmqpTransport:
             ROUTING_KEY_HEADER: inbound.delivery.routing_key,
         }
         await self._confirming.default_exchange.publish(
-            _copy(message, headers),
+            persistent_copy(message, headers),
             routing_key=f"{queue.name}.retry.{delay_s}s",
             mandatory=True,
         )
@@ -146,7 +146,7 @@ class AmqpTransport:
         }
         exchange = await self._confirming.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
         await exchange.publish(
-            _copy(message, headers),
+            persistent_copy(message, headers),
             routing_key=inbound.delivery.routing_key or dead.queue,
             mandatory=True,
         )
@@ -200,20 +200,4 @@ def _amqp_delivery(message: AbstractIncomingMessage) -> Delivery:
         reply_to=message.reply_to,
         redelivered=bool(message.redelivered),
         attempt=attempt_of(headers),
-    )
-
-
-def _copy(message: AbstractIncomingMessage, headers: Mapping[str, object]) -> aio_pika.Message:
-    """The message with new headers, persistent, without its per-message TTL."""
-    return aio_pika.Message(
-        body=message.body,
-        headers=dict(headers),  # type: ignore[arg-type]
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        app_id=message.app_id,
-        timestamp=message.timestamp,
     )

@@ -159,18 +159,7 @@ class DeadLetters:
                     headers[ROUTING_KEY_HEADER] = dead.routing_key
                 try:
                     await confirming.default_exchange.publish(
-                        aio_pika.Message(
-                            body=message.body,
-                            headers=headers,
-                            content_type=message.content_type,
-                            content_encoding=message.content_encoding,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=message.message_id,
-                            correlation_id=message.correlation_id,
-                            type=message.type,
-                            app_id=message.app_id,
-                            timestamp=message.timestamp,
-                        ),
+                        persistent_copy(message, headers),
                         routing_key=dead.queue,
                         mandatory=True,
                     )
@@ -182,3 +171,22 @@ class DeadLetters:
             return replayed, skipped
         finally:
             await connection.close()
+
+
+def persistent_copy(
+    message: AbstractIncomingMessage, headers: Mapping[str, object]
+) -> aio_pika.Message:
+    """The message again, persistent, with ``headers`` and without its per-message TTL: what a
+    replayed dead letter and a worker's retry or dead-letter copy are published as."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=dict(headers),  # type: ignore[arg-type]
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        app_id=message.app_id,
+        timestamp=message.timestamp,
+    )
